@@ -1,0 +1,1 @@
+//! Placeholder: the device client arrives with its own issue.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("iothub-emulator {}", env!("CARGO_PKG_VERSION"));
+}

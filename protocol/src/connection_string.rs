@@ -1,0 +1,1 @@
+//! Device and service connection strings (iothub-protocol.md 7.5).

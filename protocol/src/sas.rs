@@ -1,0 +1,1 @@
+//! Shared access signature tokens (iothub-protocol.md 7.1, 7.2).

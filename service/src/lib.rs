@@ -1,0 +1,1 @@
+//! Placeholder: the service client arrives with its own issue.
