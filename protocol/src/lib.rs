@@ -17,6 +17,7 @@ pub mod error;
 pub mod feedback;
 pub mod message;
 pub mod property_bag;
+pub mod registry;
 pub mod sas;
 pub mod time_format;
 

@@ -1,7 +1,189 @@
 //! The hub's rules as a deterministic, sans-IO state machine.
 //!
-//! No sockets, no tokio, no clock reads: every operation takes the current time as an argument.
+//! [`Hub`] owns the registry, every device's C2D queue, the feedback queue and all deadlines.
+//! It opens no sockets, spawns no tasks and reads no clock: every operation takes `now`, the
+//! wall-clock time the caller decided on, and ids come from a seeded [`IdGen`]. The same inputs
+//! therefore give the same outputs, which is what the property tests rely on.
+//!
+//! The async shell around it (see `crate::driver`) does three things with a hub:
+//! - calls operations (`create_device`, `enqueue_c2d`, `receive_c2d`, `complete_c2d`, ...),
+//! - drains [`Hub::poll_event`] to wake connections (a message is available, a device is gone),
+//! - sleeps until [`Hub::poll_timeout`] and then calls [`Hub::handle_timeout`].
+//!
+//! Every operation first fires the deadlines that are due at its `now`, so the outcome never
+//! depends on how punctually the shell called `handle_timeout`.
 
+mod c2d;
+mod feedback;
+mod ids;
+mod messaging;
+mod registry;
 pub mod settings;
+mod store;
+mod timers;
 
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+
+use iothub_protocol::FeedbackRecord;
+use time::OffsetDateTime;
+
+pub use c2d::{C2dQueue, MessageState, Outcome, QueuedMessage};
+pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
+pub use ids::IdGen;
+pub use messaging::{Enqueued, devicebound_address};
+pub use registry::if_match_allows;
 pub use settings::{DeliveryCountRule, HubSettings, SettingsError};
+pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
+pub use timers::Timer;
+
+use timers::Timers;
+
+/// Something the shell should react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A message became available in this device's queue (enqueued, or back from a lock).
+    C2dAvailable {
+        /// The device.
+        device_id: String,
+    },
+    /// A C2D message reached its final outcome.
+    C2dSettled {
+        /// The device.
+        device_id: String,
+        /// The message's sequence number.
+        sequence_number: u64,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// A feedback batch is waiting for a receiver.
+    FeedbackAvailable,
+    /// The device was deleted or disabled: its connections must close.
+    DeviceGone {
+        /// The device.
+        device_id: String,
+    },
+}
+
+/// The hub: registry, C2D queues, feedback and deadlines.
+pub struct Hub<S: Store = MemoryStore> {
+    settings: HubSettings,
+    store: S,
+    timers: Timers,
+    ids: IdGen,
+    events: VecDeque<HubEvent>,
+}
+
+impl Hub<MemoryStore> {
+    /// An empty in-memory hub. `seed` fixes the sequence of generated tokens and keys.
+    pub fn new(settings: HubSettings, seed: u64) -> Self {
+        Hub::with_store(settings, MemoryStore::default(), seed)
+    }
+}
+
+impl<S: Store> Hub<S> {
+    /// A hub over the given store.
+    pub fn with_store(settings: HubSettings, store: S, seed: u64) -> Self {
+        Hub {
+            settings,
+            store,
+            timers: Timers::default(),
+            ids: IdGen::seeded(seed),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &HubSettings {
+        &self.settings
+    }
+
+    /// Read access to the state, for inspection.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The hub's id generator (adapters use it for tracking ids, so tests stay deterministic).
+    pub fn ids(&mut self) -> &mut IdGen {
+        &mut self.ids
+    }
+
+    /// The next event for the shell, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<HubEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Hub::handle_timeout`] next has work to do.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<OffsetDateTime> {
+        self.timers.next_deadline()
+    }
+
+    /// Number of live deadlines (locks, expiries, windows).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Fires every deadline at or before `now`: expired messages, ended locks, closed feedback
+    /// windows. Calling it early or twice does nothing.
+    pub fn handle_timeout(&mut self, now: OffsetDateTime) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::MessageExpiry { device_id, seq } => {
+                    self.finish_c2d(&device_id, seq, Outcome::Expired, now);
+                }
+                Timer::MessageLock { device_id, seq } => {
+                    let counts =
+                        self.settings.delivery_count_rule == DeliveryCountRule::EveryRelease;
+                    self.release_c2d(&device_id, seq, counts, now);
+                }
+                Timer::FeedbackWindow => {
+                    let fb = self.store.feedback_mut();
+                    if fb.window_closed(now, &self.settings, &mut self.timers) {
+                        self.events.push_back(HubEvent::FeedbackAvailable);
+                    }
+                }
+                Timer::FeedbackLock { batch } => {
+                    let max = self.settings.feedback_max_delivery_count;
+                    if self.store.feedback_mut().unlock(batch, max, &mut self.timers) {
+                        self.events.push_back(HubEvent::FeedbackAvailable);
+                    }
+                }
+                Timer::FeedbackExpiry { batch } => {
+                    self.store.feedback_mut().expire(batch, &mut self.timers);
+                }
+            }
+        }
+    }
+
+    /// Empties the hub: every device, message and feedback record.
+    pub fn reset(&mut self) {
+        let ids: Vec<String> = self
+            .store
+            .list(None, usize::MAX)
+            .iter()
+            .map(|e| e.device.device_id.clone())
+            .collect();
+        self.store.clear();
+        self.timers.clear();
+        for device_id in ids {
+            self.events.push_back(HubEvent::DeviceGone { device_id });
+        }
+        self.store.commit(&[]);
+    }
+
+    /// Adds a feedback record if the message's ack mode asks for it.
+    fn feedback_for(&mut self, record: Option<FeedbackRecord>, now: OffsetDateTime) {
+        if let Some(record) = record
+            && self
+                .store
+                .feedback_mut()
+                .push(record, now, &self.settings, &mut self.timers)
+        {
+            self.events.push_back(HubEvent::FeedbackAvailable);
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Message operations: C2D enqueue, receive and settlement, purge, feedback, and telemetry.
+//!
+//! Reference: iothub-protocol.md 1 (lifecycle), 2 (feedback). Which feedback an outcome
+//! produces is decided in one place, [`Hub::finish_c2d`], from the message's `iothub-ack`.
+
+use iothub_protocol::registry::DeviceStatus;
+use iothub_protocol::{FeedbackRecord, HubError, Message};
+use time::OffsetDateTime;
+
+use super::c2d::{Outcome, QueuedMessage, Released};
+use super::feedback::FeedbackDelivery;
+use super::store::{D2cRecord, DeviceEntry, Store};
+use super::{DeliveryCountRule, Hub, HubEvent};
+
+/// What the hub assigned to an accepted C2D message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// Its sequence number in the device's queue.
+    pub sequence_number: u64,
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+}
+
+fn not_found(device_id: &str) -> HubError {
+    HubError::DeviceNotFound {
+        device_id: device_id.to_owned(),
+    }
+}
+
+fn lock_lost(token: &str) -> HubError {
+    HubError::DeviceMessageLockLost {
+        lock_token: token.to_owned(),
+    }
+}
+
+/// The `to` the hub writes on a C2D message.
+pub fn devicebound_address(device_id: &str) -> String {
+    format!("/devices/{device_id}/messages/devicebound")
+}
+
+impl<S: Store> Hub<S> {
+    fn entry(&self, device_id: &str) -> Result<&DeviceEntry, HubError> {
+        self.store.get(device_id).ok_or_else(|| not_found(device_id))
+    }
+
+    fn entry_mut(&mut self, device_id: &str) -> Result<&mut DeviceEntry, HubError> {
+        self.store
+            .get_mut(device_id)
+            .ok_or_else(|| not_found(device_id))
+    }
+
+    /// Accepts a C2D message into the device's queue.
+    ///
+    /// Errors: unknown device, disabled device, too large or malformed message, full queue.
+    pub fn enqueue_c2d(
+        &mut self,
+        device_id: &str,
+        mut message: Message,
+        now: OffsetDateTime,
+    ) -> Result<Enqueued, HubError> {
+        self.handle_timeout(now);
+        let depth = self.settings.queue_depth;
+        let expires_at = message
+            .system
+            .absolute_expiry
+            .unwrap_or(now + self.settings.default_ttl);
+        let entry = self
+            .store
+            .get_mut(device_id)
+            .ok_or_else(|| not_found(device_id))?;
+        if entry.device.status == DeviceStatus::Disabled {
+            return Err(HubError::DeviceDisabled {
+                device_id: device_id.to_owned(),
+            });
+        }
+        message.validate_c2d()?;
+        if entry.queue.len() >= depth {
+            return Err(HubError::DeviceMaximumQueueDepthExceeded {
+                device_id: device_id.to_owned(),
+                depth,
+            });
+        }
+        message.system.to = Some(devicebound_address(device_id));
+        let sequence_number = entry
+            .queue
+            .push(device_id, message, now, expires_at, &mut self.timers);
+        self.events.push_back(HubEvent::C2dAvailable {
+            device_id: device_id.to_owned(),
+        });
+        // An expiry already in the past takes effect now, not at the next operation.
+        self.handle_timeout(now);
+        self.store.commit(&[device_id]);
+        Ok(Enqueued {
+            sequence_number,
+            expires_at,
+        })
+    }
+
+    /// Locks the device's oldest available message and returns it with its lock token,
+    /// delivery count, sequence number and enqueued time; `None` if nothing is available.
+    pub fn receive_c2d(
+        &mut self,
+        device_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Message>, HubError> {
+        self.handle_timeout(now);
+        let token = self.ids.lock_token();
+        let lock = self.settings.lock_duration;
+        let entry = self
+            .store
+            .get_mut(device_id)
+            .ok_or_else(|| not_found(device_id))?;
+        let m = entry
+            .queue
+            .lock_next(device_id, token, now, lock, &mut self.timers);
+        if m.is_some() {
+            self.store.commit(&[device_id]);
+        }
+        Ok(m)
+    }
+
+    fn locked_seq(&self, device_id: &str, token: &str) -> Result<u64, HubError> {
+        self.entry(device_id)?
+            .queue
+            .find_locked(token)
+            .ok_or_else(|| lock_lost(token))
+    }
+
+    /// Completes the delivery locked with `lock_token` (positive feedback when asked).
+    pub fn complete_c2d(
+        &mut self,
+        device_id: &str,
+        lock_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), HubError> {
+        self.handle_timeout(now);
+        let seq = self.locked_seq(device_id, lock_token)?;
+        self.finish_c2d(device_id, seq, Outcome::Completed, now);
+        Ok(())
+    }
+
+    /// Rejects the delivery locked with `lock_token`: the message is dead-lettered.
+    pub fn reject_c2d(
+        &mut self,
+        device_id: &str,
+        lock_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), HubError> {
+        self.handle_timeout(now);
+        let seq = self.locked_seq(device_id, lock_token)?;
+        self.finish_c2d(device_id, seq, Outcome::Rejected, now);
+        Ok(())
+    }
+
+    /// Abandons the delivery locked with `lock_token`: the message goes back to the queue
+    /// with its delivery count increased, or is dead-lettered at the max delivery count.
+    pub fn abandon_c2d(
+        &mut self,
+        device_id: &str,
+        lock_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), HubError> {
+        self.handle_timeout(now);
+        let seq = self.locked_seq(device_id, lock_token)?;
+        self.release_c2d(device_id, seq, true, now);
+        Ok(())
+    }
+
+    /// Returns the delivery locked with `lock_token` to the queue because its receiver went
+    /// away (a dropped connection). It counts as a delivery only under
+    /// [`DeliveryCountRule::EveryRelease`], like a lock that runs out.
+    pub fn release_c2d_lock(
+        &mut self,
+        device_id: &str,
+        lock_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), HubError> {
+        self.handle_timeout(now);
+        let seq = self.locked_seq(device_id, lock_token)?;
+        let counts = self.settings.delivery_count_rule == DeliveryCountRule::EveryRelease;
+        self.release_c2d(device_id, seq, counts, now);
+        Ok(())
+    }
+
+    /// Removes every pending message of the device; returns how many were removed.
+    pub fn purge_c2d(&mut self, device_id: &str, now: OffsetDateTime) -> Result<usize, HubError> {
+        self.handle_timeout(now);
+        let seqs: Vec<u64> = self
+            .entry(device_id)?
+            .queue
+            .iter()
+            .map(QueuedMessage::sequence_number)
+            .collect();
+        for &seq in &seqs {
+            self.finish_c2d(device_id, seq, Outcome::Purged, now);
+        }
+        Ok(seqs.len())
+    }
+
+    /// The device's pending messages, in order, with their state (for the control API).
+    pub fn peek_c2d(&self, device_id: &str) -> Result<Vec<QueuedMessage>, HubError> {
+        Ok(self.entry(device_id)?.queue.iter().cloned().collect())
+    }
+
+    /// True when the device has a message waiting to be received.
+    pub fn has_c2d_available(&self, device_id: &str) -> bool {
+        self.store
+            .get(device_id)
+            .is_some_and(|e| e.queue.has_available())
+    }
+
+    /// Ends a lock without settlement; `counts` says whether it counts as a delivery.
+    pub(super) fn release_c2d(
+        &mut self,
+        device_id: &str,
+        seq: u64,
+        counts: bool,
+        now: OffsetDateTime,
+    ) {
+        let max = self.settings.max_delivery_count;
+        let Some(entry) = self.store.get_mut(device_id) else {
+            return;
+        };
+        match entry.queue.release(seq, counts, max, &mut self.timers) {
+            Some(Released::Requeued) => {
+                self.events.push_back(HubEvent::C2dAvailable {
+                    device_id: device_id.to_owned(),
+                });
+            }
+            Some(Released::DeadLettered(m)) => {
+                self.settled(device_id, &m, Outcome::DeliveryCountExceeded, now);
+            }
+            None => {}
+        }
+        self.store.commit(&[device_id]);
+    }
+
+    /// Takes a message out of the queue with its final outcome.
+    pub(super) fn finish_c2d(
+        &mut self,
+        device_id: &str,
+        seq: u64,
+        outcome: Outcome,
+        now: OffsetDateTime,
+    ) {
+        let Some(entry) = self.store.get_mut(device_id) else {
+            return;
+        };
+        if let Some(m) = entry.queue.remove(seq, &mut self.timers) {
+            self.settled(device_id, &m, outcome, now);
+        }
+        self.store.commit(&[device_id]);
+    }
+
+    /// Reports an outcome: the event, and the feedback record the ack mode asks for.
+    fn settled(&mut self, device_id: &str, m: &QueuedMessage, outcome: Outcome, now: OffsetDateTime) {
+        self.events.push_back(HubEvent::C2dSettled {
+            device_id: device_id.to_owned(),
+            sequence_number: m.sequence_number(),
+            outcome,
+        });
+        let Some(status) = outcome.feedback_status() else {
+            return;
+        };
+        if !m.message.system.ack.wants(status) {
+            return;
+        }
+        let generation = self
+            .store
+            .get(device_id)
+            .and_then(|e| e.device.generation_id.clone())
+            .unwrap_or_default();
+        let original = m
+            .message
+            .system
+            .message_id
+            .as_ref()
+            .map(|id| id.canonical())
+            .unwrap_or_default();
+        let record = FeedbackRecord::new(original, status, now, device_id, generation);
+        self.feedback_for(Some(record), now);
+    }
+
+    /// Locks the oldest released feedback batch for a receiver.
+    pub fn receive_feedback(&mut self, now: OffsetDateTime) -> Option<FeedbackDelivery> {
+        self.handle_timeout(now);
+        let token = self.ids.lock_token();
+        let d = self
+            .store
+            .feedback_mut()
+            .receive(token, now, &self.settings, &mut self.timers);
+        if d.is_some() {
+            self.store.commit(&[]);
+        }
+        d
+    }
+
+    /// Completes the feedback batch locked with `lock_token`.
+    pub fn complete_feedback(&mut self, lock_token: &str, now: OffsetDateTime) -> Result<(), HubError> {
+        self.handle_timeout(now);
+        if self.store.feedback_mut().settle(lock_token, &mut self.timers) {
+            self.store.commit(&[]);
+            Ok(())
+        } else {
+            Err(lock_lost(lock_token))
+        }
+    }
+
+    /// Rejects the feedback batch locked with `lock_token`: it is dropped.
+    pub fn reject_feedback(&mut self, lock_token: &str, now: OffsetDateTime) -> Result<(), HubError> {
+        self.complete_feedback(lock_token, now)
+    }
+
+    /// Abandons the feedback batch locked with `lock_token`: it is offered again, unless it
+    /// reached the feedback max delivery count.
+    pub fn abandon_feedback(&mut self, lock_token: &str, now: OffsetDateTime) -> Result<(), HubError> {
+        self.handle_timeout(now);
+        let max = self.settings.feedback_max_delivery_count;
+        if self
+            .store
+            .feedback_mut()
+            .abandon(lock_token, max, &mut self.timers)
+        {
+            if self.store.feedback().has_available() {
+                self.events.push_back(HubEvent::FeedbackAvailable);
+            }
+            self.store.commit(&[]);
+            Ok(())
+        } else {
+            Err(lock_lost(lock_token))
+        }
+    }
+
+    /// Releases the records waiting for the batch window now (control API "flush").
+    pub fn flush_feedback(&mut self, now: OffsetDateTime) {
+        self.handle_timeout(now);
+        if self
+            .store
+            .feedback_mut()
+            .release_pending(now, &self.settings, &mut self.timers)
+        {
+            self.events.push_back(HubEvent::FeedbackAvailable);
+            self.store.commit(&[]);
+        }
+    }
+
+    /// True when a feedback batch is waiting for a receiver.
+    pub fn has_feedback_available(&self) -> bool {
+        self.store.feedback().has_available()
+    }
+
+    /// Records telemetry from a device, keeping the last `d2c_retention` messages.
+    pub fn record_d2c(
+        &mut self,
+        device_id: &str,
+        message: Message,
+        now: OffsetDateTime,
+    ) -> Result<u64, HubError> {
+        self.handle_timeout(now);
+        message.validate_d2c()?;
+        let keep = self.settings.d2c_retention;
+        let entry = self.entry_mut(device_id)?;
+        entry.d2c_count += 1;
+        let sequence_number = entry.d2c_count;
+        if keep > 0 {
+            while entry.d2c.len() >= keep {
+                entry.d2c.pop_front();
+            }
+            entry.d2c.push_back(D2cRecord {
+                sequence_number,
+                received: now,
+                message,
+            });
+        }
+        self.set_connection_state_activity(device_id, now);
+        self.store.commit(&[device_id]);
+        Ok(sequence_number)
+    }
+
+    fn set_connection_state_activity(&mut self, device_id: &str, now: OffsetDateTime) {
+        if let Some(e) = self.store.get_mut(device_id) {
+            e.device.last_activity_time = Some(iothub_protocol::time_format::format_millis(now));
+        }
+    }
+
+    /// The device's recorded telemetry, oldest first.
+    pub fn d2c_messages(&self, device_id: &str) -> Result<Vec<D2cRecord>, HubError> {
+        Ok(self.entry(device_id)?.d2c.iter().cloned().collect())
+    }
+}

@@ -1,0 +1,134 @@
+//! The storage seam: where the hub's state lives.
+//!
+//! The rules in [`super::Hub`] reach devices, their queues and the feedback queue only through
+//! [`Store`]. [`MemoryStore`] keeps everything in memory; a durable store can implement the same
+//! trait (writing the entries named in [`Store::commit`]) without any change to the rules.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use iothub_protocol::Message;
+use iothub_protocol::registry::Device;
+use time::OffsetDateTime;
+
+use super::c2d::C2dQueue;
+use super::feedback::FeedbackQueue;
+
+/// A device-to-cloud message kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct D2cRecord {
+    /// Per-device sequence number of received telemetry.
+    pub sequence_number: u64,
+    /// When the hub received it.
+    pub received: OffsetDateTime,
+    /// The message with its decoded properties.
+    pub message: Message,
+}
+
+/// Everything the hub keeps about one device.
+#[derive(Debug)]
+pub struct DeviceEntry {
+    /// The registry identity.
+    pub device: Device,
+    /// Its C2D queue.
+    pub queue: C2dQueue,
+    /// Its most recent telemetry, oldest first.
+    pub d2c: VecDeque<D2cRecord>,
+    /// Telemetry received so far (numbers `d2c` records).
+    pub d2c_count: u64,
+}
+
+impl DeviceEntry {
+    /// A device with an empty queue and no telemetry.
+    pub fn new(device: Device) -> Self {
+        DeviceEntry {
+            device,
+            queue: C2dQueue::default(),
+            d2c: VecDeque::new(),
+            d2c_count: 0,
+        }
+    }
+}
+
+/// Where the hub's state lives.
+pub trait Store: Send {
+    /// The device with this id.
+    fn get(&self, id: &str) -> Option<&DeviceEntry>;
+    /// The device with this id, to change it.
+    fn get_mut(&mut self, id: &str) -> Option<&mut DeviceEntry>;
+    /// Adds or replaces a device.
+    fn insert(&mut self, entry: DeviceEntry);
+    /// Removes a device with its queue and telemetry.
+    fn remove(&mut self, id: &str) -> Option<DeviceEntry>;
+    /// Devices in id order, starting after `after`, at most `limit`.
+    fn list(&self, after: Option<&str>, limit: usize) -> Vec<&DeviceEntry>;
+    /// Number of devices.
+    fn len(&self) -> usize;
+    /// True when no device exists.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The feedback queue.
+    fn feedback(&self) -> &FeedbackQueue;
+    /// The feedback queue, to change it.
+    fn feedback_mut(&mut self) -> &mut FeedbackQueue;
+    /// Removes every device and all feedback.
+    fn clear(&mut self);
+    /// Called at the end of an operation that changed these devices (and maybe the feedback
+    /// queue). A durable store writes them here; the in-memory store has nothing to do.
+    fn commit(&mut self, _devices: &[&str]) {}
+}
+
+/// The default store: everything in memory, gone when the process ends.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    devices: BTreeMap<String, DeviceEntry>,
+    feedback: FeedbackQueue,
+}
+
+impl Store for MemoryStore {
+    fn get(&self, id: &str) -> Option<&DeviceEntry> {
+        self.devices.get(id)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut DeviceEntry> {
+        self.devices.get_mut(id)
+    }
+
+    fn insert(&mut self, entry: DeviceEntry) {
+        self.devices.insert(entry.device.device_id.clone(), entry);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<DeviceEntry> {
+        self.devices.remove(id)
+    }
+
+    fn list(&self, after: Option<&str>, limit: usize) -> Vec<&DeviceEntry> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.devices
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    fn feedback(&self) -> &FeedbackQueue {
+        &self.feedback
+    }
+
+    fn feedback_mut(&mut self) -> &mut FeedbackQueue {
+        &mut self.feedback
+    }
+
+    fn clear(&mut self) {
+        self.devices.clear();
+        self.feedback.clear();
+    }
+}
