@@ -121,7 +121,9 @@ pub enum HubError {
         device_id: String,
     },
     /// A create named a device that already exists.
-    #[error("device '{device_id}' already exists; update it with an If-Match header or delete it first")]
+    #[error(
+        "device '{device_id}' already exists; update it with an If-Match header or delete it first"
+    )]
     DeviceAlreadyExists {
         /// The id that already exists.
         device_id: String,
@@ -143,7 +145,9 @@ pub enum HubError {
         depth: usize,
     },
     /// The lock token is unknown, belongs to another device, or its lock expired.
-    #[error("the lock token '{lock_token}' is not valid: the message was already settled or its lock expired; receive the message again")]
+    #[error(
+        "the lock token '{lock_token}' is not valid: the message was already settled or its lock expired; receive the message again"
+    )]
     DeviceMessageLockLost {
         /// The lock token that was presented.
         lock_token: String,
@@ -155,7 +159,9 @@ pub enum HubError {
         detail: String,
     },
     /// A message is larger than the hub allows.
-    #[error("the message is {size} bytes; the limit is {max} bytes (body plus property names and values)")]
+    #[error(
+        "the message is {size} bytes; the limit is {max} bytes (body plus property names and values)"
+    )]
     MessageTooLarge {
         /// The size that was counted.
         size: usize,
@@ -282,8 +288,14 @@ mod tests {
         assert_eq!(ErrorCode::DeviceMessageLockLost.http_status(), 412);
         assert_eq!(ErrorCode::IotHubUnauthorizedAccess.code(), 401002);
         assert_eq!(ErrorCode::MessageTooLarge.http_status(), 413);
-        assert_eq!(ErrorCode::from_name("devicenotfound"), Some(ErrorCode::DeviceNotFound));
-        assert_eq!(ErrorCode::from_code(412001), Some(ErrorCode::PreconditionFailed));
+        assert_eq!(
+            ErrorCode::from_name("devicenotfound"),
+            Some(ErrorCode::DeviceNotFound)
+        );
+        assert_eq!(
+            ErrorCode::from_code(412001),
+            Some(ErrorCode::PreconditionFailed)
+        );
         let mut codes: Vec<u32> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         codes.sort_unstable();
         codes.dedup();
@@ -298,10 +310,7 @@ mod tests {
         };
         assert_eq!(e.code(), ErrorCode::DeviceMaximumQueueDepthExceeded);
         assert!(e.to_string().contains("queue limit of 50"));
-        assert_eq!(
-            HubError::unauthorized("x").code().http_status(),
-            401
-        );
+        assert_eq!(HubError::unauthorized("x").code().http_status(), 401);
     }
 
     #[test]
@@ -317,6 +326,9 @@ mod tests {
             json,
             r#"{"Message":"ErrorCode:DeviceNotFound;dev1","ExceptionMessage":"Tracking ID:0123456789abcdef0123456789abcdef-G:0-TimeStamp:10/18/2022 20:50:39"}"#
         );
-        assert_eq!(body.parse_message(), (Some(ErrorCode::DeviceNotFound), "dev1"));
+        assert_eq!(
+            body.parse_message(),
+            (Some(ErrorCode::DeviceNotFound), "dev1")
+        );
     }
 }

@@ -136,7 +136,10 @@ mod tests {
             user_id: "hub".into(),
             records: vec![r.clone()],
         };
-        assert_eq!(FeedbackBatch::parse_body(&batch.body_json()).unwrap(), vec![r]);
+        assert_eq!(
+            FeedbackBatch::parse_body(&batch.body_json()).unwrap(),
+            vec![r]
+        );
     }
 
     #[test]

@@ -236,7 +236,11 @@ impl SystemProperties {
             + opt(&self.content_type)
             + opt(&self.content_encoding)
             + self.absolute_expiry.map_or(0, |_| 28)
-            + if self.ack == AckMode::None { 0 } else { self.ack.as_str().len() }
+            + if self.ack == AckMode::None {
+                0
+            } else {
+                self.ack.as_str().len()
+            }
     }
 }
 
@@ -340,7 +344,10 @@ mod tests {
     #[test]
     fn canonical_message_ids() {
         let u = Uuid::parse_str("6B822696-1234-4abc-8def-0123456789AB").unwrap();
-        assert_eq!(MessageId::Uuid(u).canonical(), "6b822696-1234-4abc-8def-0123456789ab");
+        assert_eq!(
+            MessageId::Uuid(u).canonical(),
+            "6b822696-1234-4abc-8def-0123456789ab"
+        );
         assert_eq!(MessageId::Ulong(42).canonical(), "42");
         assert_eq!(MessageId::Binary(vec![0, 0xab]).canonical(), "00ab");
         assert_eq!(MessageId::from("m-1").canonical(), "m-1");
@@ -376,17 +383,26 @@ mod tests {
         m.properties.insert("a", "");
         assert_eq!(
             m.validate_c2d(),
-            Err(HubError::MessageTooLarge { size: MAX_C2D_SIZE + 1, max: MAX_C2D_SIZE })
+            Err(HubError::MessageTooLarge {
+                size: MAX_C2D_SIZE + 1,
+                max: MAX_C2D_SIZE
+            })
         );
         assert!(m.validate_d2c().is_ok());
         let big = Message::new(vec![0u8; MAX_D2C_SIZE + 1]);
-        assert!(matches!(big.validate_d2c(), Err(HubError::MessageTooLarge { .. })));
+        assert!(matches!(
+            big.validate_d2c(),
+            Err(HubError::MessageTooLarge { .. })
+        ));
     }
 
     #[test]
     fn property_names_and_message_ids_follow_the_alphabet() {
         assert!(validate_property_name("custom-prop_1.x~`|^").is_ok());
-        assert!(matches!(validate_property_name("a b"), Err(HubError::ArgumentInvalid { .. })));
+        assert!(matches!(
+            validate_property_name("a b"),
+            Err(HubError::ArgumentInvalid { .. })
+        ));
         assert!(validate_property_name("").is_err());
         assert!(validate_property_name("é").is_err());
         assert!(validate_message_id("message_0:a.b+c%d#e*f?g!h(i)j,k=l@m;n$o'").is_ok());
@@ -394,7 +410,10 @@ mod tests {
         assert!(validate_message_id("a/b").is_err());
         let mut m = Message::new("x");
         m.properties.insert("bad name", "v");
-        assert!(matches!(m.validate_c2d(), Err(HubError::ArgumentInvalid { .. })));
+        assert!(matches!(
+            m.validate_c2d(),
+            Err(HubError::ArgumentInvalid { .. })
+        ));
     }
 
     #[test]

@@ -85,7 +85,10 @@ mod tests {
         let t = datetime!(2015-07-28 16:24:48.789 UTC);
         assert_eq!(format_millis(t), "2015-07-28T16:24:48.789Z");
         assert_eq!(parse("2015-07-28T16:24:48.789Z"), Some(t));
-        assert_eq!(parse("2023-07-19T23:06:40.0000000Z"), Some(datetime!(2023-07-19 23:06:40 UTC)));
+        assert_eq!(
+            parse("2023-07-19T23:06:40.0000000Z"),
+            Some(datetime!(2023-07-19 23:06:40 UTC))
+        );
         assert_eq!(parse("nonsense"), None);
     }
 }
