@@ -1,0 +1,394 @@
+//! The async shell around the sans-IO [`Hub`]: the clock, the deadline task, and the wake-ups
+//! that tell connections a message is waiting or that their device is gone.
+//!
+//! The hub sits behind a `std` mutex. Every critical section is one synchronous hub call plus
+//! draining its events; nothing awaits while holding the lock (mini-redis `db.rs` style), so a
+//! slow peer can never stall the hub. Adapters call [`HubHandle::run`] with a closure and never
+//! see the lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, HubEvent};
+
+/// Wall-clock time for the hub, optionally movable by the control API.
+#[derive(Debug)]
+pub struct Clock {
+    base_wall: OffsetDateTime,
+    base_instant: Instant,
+    advanced: Mutex<Duration>,
+    virtual_time: bool,
+}
+
+impl Clock {
+    /// A clock that follows real time; with `virtual_time` it can also be moved forward.
+    pub fn new(virtual_time: bool) -> Self {
+        Clock {
+            base_wall: OffsetDateTime::now_utc(),
+            base_instant: Instant::now(),
+            advanced: Mutex::new(Duration::ZERO),
+            virtual_time,
+        }
+    }
+
+    /// The hub's current time.
+    pub fn now(&self) -> OffsetDateTime {
+        let advanced = *lock(&self.advanced);
+        self.base_wall + self.base_instant.elapsed() + advanced
+    }
+
+    /// True when [`Clock::advance`] is allowed.
+    pub fn is_virtual(&self) -> bool {
+        self.virtual_time
+    }
+
+    /// Moves the clock forward. Refused unless the clock is virtual.
+    pub fn advance(&self, by: Duration) -> bool {
+        if !self.virtual_time {
+            return false;
+        }
+        *lock(&self.advanced) += by;
+        true
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside a hub call must not wedge every later request: keep serving the state.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Inner {
+    hub: Mutex<Hub>,
+    clock: Clock,
+    /// Woken when a device's queue may have a message available.
+    c2d: DashMap<String, Arc<Notify>>,
+    /// Woken when a feedback batch may be available.
+    feedback: Notify,
+    /// Open connections per device, cancelled when the device goes away.
+    connections: DashMap<String, HashMap<u64, CancellationToken>>,
+    next_connection: AtomicU64,
+    /// Woken when the earliest deadline may have moved earlier.
+    timer: Notify,
+}
+
+/// A cheap, cloneable handle to the running hub.
+#[derive(Clone)]
+pub struct HubHandle {
+    inner: Arc<Inner>,
+}
+
+/// Keeps a connection registered for its device; unregisters on drop.
+pub struct ConnectionGuard {
+    handle: HubHandle,
+    device_id: String,
+    id: u64,
+    token: CancellationToken,
+}
+
+impl ConnectionGuard {
+    /// Cancelled when the device is deleted, disabled, taken over or force-disconnected.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// The device this connection belongs to.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let inner = &self.handle.inner;
+        let now_empty = match inner.connections.get_mut(&self.device_id) {
+            Some(mut conns) => {
+                conns.remove(&self.id);
+                conns.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            inner
+                .connections
+                .remove_if(&self.device_id, |_, c| c.is_empty());
+            self.handle
+                .run(|hub, now| hub.set_connection_state(&self.device_id, false, now));
+        }
+    }
+}
+
+impl HubHandle {
+    /// Wraps a hub. Spawn [`HubHandle::run_timers`] to make deadlines fire on time.
+    pub fn new(hub: Hub, clock: Clock) -> Self {
+        HubHandle {
+            inner: Arc::new(Inner {
+                hub: Mutex::new(hub),
+                clock,
+                c2d: DashMap::new(),
+                feedback: Notify::new(),
+                connections: DashMap::new(),
+                next_connection: AtomicU64::new(1),
+                timer: Notify::new(),
+            }),
+        }
+    }
+
+    /// The hub's current time.
+    pub fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Runs one hub operation at the current time, then wakes whoever its events concern.
+    pub fn run<R>(&self, op: impl FnOnce(&mut Hub, OffsetDateTime) -> R) -> R {
+        let mut events = Vec::new();
+        let (result, deadline_before, deadline_after) = {
+            let mut hub = lock(&self.inner.hub);
+            let before = hub.poll_timeout();
+            let now = self.inner.clock.now();
+            let result = op(&mut hub, now);
+            while let Some(e) = hub.poll_event() {
+                events.push(e);
+            }
+            (result, before, hub.poll_timeout())
+        };
+        if deadline_after.is_some() && (deadline_before.is_none() || deadline_after < deadline_before)
+        {
+            self.inner.timer.notify_one();
+        }
+        for e in events {
+            self.dispatch(e);
+        }
+        result
+    }
+
+    /// Reads the hub without changing it.
+    pub fn read<R>(&self, f: impl FnOnce(&Hub) -> R) -> R {
+        f(&lock(&self.inner.hub))
+    }
+
+    fn dispatch(&self, event: HubEvent) {
+        match event {
+            HubEvent::C2dAvailable { device_id } => {
+                if let Some(n) = self.inner.c2d.get(&device_id) {
+                    n.notify_waiters();
+                }
+            }
+            HubEvent::FeedbackAvailable => self.inner.feedback.notify_waiters(),
+            HubEvent::DeviceGone { device_id } => {
+                self.disconnect_device(&device_id);
+                if let Some(n) = self.inner.c2d.get(&device_id) {
+                    n.notify_waiters();
+                }
+            }
+            HubEvent::C2dSettled {
+                device_id,
+                sequence_number,
+                outcome,
+            } => {
+                tracing::debug!(device = %device_id, seq = sequence_number, ?outcome, "c2d settled");
+            }
+        }
+    }
+
+    /// The wake-up for "a C2D message may be available for this device".
+    ///
+    /// Use it as: `let n = handle.c2d_notify(id); let w = n.notified(); tokio::pin!(w);
+    /// w.as_mut().enable();` then try to receive, and await `w` only if nothing came. Enabling
+    /// first means a message enqueued in between is never missed.
+    pub fn c2d_notify(&self, device_id: &str) -> Arc<Notify> {
+        self.inner
+            .c2d
+            .entry(device_id.to_owned())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    /// The wake-up for "a feedback batch may be available"; same pattern as
+    /// [`HubHandle::c2d_notify`].
+    pub fn feedback_notify(&self) -> &Notify {
+        &self.inner.feedback
+    }
+
+    /// Registers a device connection (MQTT or AMQP) and marks the device connected.
+    pub fn register_connection(&self, device_id: &str) -> ConnectionGuard {
+        let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        self.inner
+            .connections
+            .entry(device_id.to_owned())
+            .or_default()
+            .insert(id, token.clone());
+        self.run(|hub, now| hub.set_connection_state(device_id, true, now));
+        ConnectionGuard {
+            handle: self.clone(),
+            device_id: device_id.to_owned(),
+            id,
+            token,
+        }
+    }
+
+    /// Closes every connection of the device except `keep`; returns how many were closed.
+    pub fn disconnect_device_except(&self, device_id: &str, keep: Option<&ConnectionGuard>) -> usize {
+        let Some(conns) = self.inner.connections.get(device_id) else {
+            return 0;
+        };
+        let mut n = 0;
+        for (id, token) in conns.iter() {
+            if keep.is_some_and(|k| k.id == *id) {
+                continue;
+            }
+            token.cancel();
+            n += 1;
+        }
+        n
+    }
+
+    /// Closes every connection of the device (control API, delete, disable).
+    pub fn disconnect_device(&self, device_id: &str) -> usize {
+        self.disconnect_device_except(device_id, None)
+    }
+
+    /// Number of open device connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.iter().map(|c| c.len()).sum()
+    }
+
+    /// Moves a virtual clock forward and fires what became due. False if the clock is real.
+    pub fn advance_clock(&self, by: Duration) -> bool {
+        if !self.inner.clock.advance(by) {
+            return false;
+        }
+        self.run(|hub, now| hub.handle_timeout(now));
+        self.inner.timer.notify_one();
+        true
+    }
+
+    /// Fires the hub's deadlines on time until `shutdown` is cancelled.
+    pub async fn run_timers(self, shutdown: CancellationToken) {
+        loop {
+            let wake = self.inner.timer.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            let deadline = self.read(|hub| hub.poll_timeout());
+            let sleep = match deadline {
+                Some(at) => {
+                    let left = at - self.now();
+                    Duration::try_from(left).unwrap_or(Duration::ZERO)
+                }
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut wake => {}
+                _ = tokio::time::sleep(sleep) => {
+                    self.run(|hub, now| hub.handle_timeout(now));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubSettings;
+    use iothub_protocol::registry::Device;
+    use iothub_protocol::{AckMode, Message};
+
+    fn handle(virtual_time: bool) -> HubHandle {
+        let settings = HubSettings {
+            feedback_window: Duration::ZERO,
+            ..HubSettings::default()
+        };
+        HubHandle::new(Hub::new(settings, 3), Clock::new(virtual_time))
+    }
+
+    #[tokio::test]
+    async fn enqueue_wakes_a_waiting_receiver() {
+        let h = handle(false);
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now)).unwrap();
+        let n = h.c2d_notify("d1");
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                loop {
+                    let w = n.notified();
+                    tokio::pin!(w);
+                    w.as_mut().enable();
+                    if let Some(m) = h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap() {
+                        return m;
+                    }
+                    w.await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        h.run(|hub, now| hub.enqueue_c2d("d1", Message::new("hi"), now)).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        assert_eq!(got.body, b"hi");
+    }
+
+    #[tokio::test]
+    async fn virtual_clock_fires_lock_expiry_and_real_clock_refuses() {
+        let h = handle(true);
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now)).unwrap();
+        let mut m = Message::new("x");
+        m.system.ack = AckMode::Full;
+        h.run(|hub, now| hub.enqueue_c2d("d1", m, now)).unwrap();
+        let first = h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap().unwrap();
+        assert!(h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap().is_none());
+        assert!(h.advance_clock(Duration::from_secs(61)));
+        let again = h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap().unwrap();
+        assert_ne!(first.system.lock_token, again.system.lock_token);
+        assert!(!handle(false).advance_clock(Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn timer_task_fires_deadlines_on_real_time() {
+        let settings = HubSettings {
+            feedback_window: Duration::from_millis(50),
+            ..HubSettings::default()
+        };
+        let h = HubHandle::new(Hub::new(settings, 3), Clock::new(false));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(h.clone().run_timers(stop.clone()));
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now)).unwrap();
+        let mut m = Message::new("x");
+        m.system.ack = AckMode::Positive;
+        h.run(|hub, now| hub.enqueue_c2d("d1", m, now)).unwrap();
+        let got = h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap().unwrap();
+        let token = got.system.lock_token.unwrap();
+        let fb = h.feedback_notify().notified();
+        tokio::pin!(fb);
+        fb.as_mut().enable();
+        h.run(|hub, now| hub.complete_c2d("d1", &token, now)).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), fb).await.unwrap();
+        assert!(h.read(|hub| hub.has_feedback_available()));
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn deleting_a_device_cancels_its_connections() {
+        let h = handle(false);
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now)).unwrap();
+        let conn = h.register_connection("d1");
+        assert_eq!(h.connection_count(), 1);
+        h.run(|hub, now| hub.delete_device("d1", None, now)).unwrap();
+        assert!(conn.cancelled().is_cancelled());
+        drop(conn);
+        assert_eq!(h.connection_count(), 0);
+    }
+}
