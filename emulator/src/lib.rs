@@ -3,4 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod credentials;
+pub mod driver;
 pub mod hub;
+pub mod tls;
