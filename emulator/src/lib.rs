@@ -3,8 +3,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod amqp;
 pub mod auth;
+pub mod context;
+pub mod config;
 pub mod credentials;
 pub mod driver;
+pub mod http;
 pub mod hub;
+pub mod mqtt;
+pub mod server;
 pub mod tls;
+
+pub use server::{Emulator, EmulatorBuilder, RunningEmulator, StartError};
