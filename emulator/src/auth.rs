@@ -89,9 +89,9 @@ impl Authenticator {
         name: &str,
         need: Need<'_>,
     ) -> Result<Grant, HubError> {
-        let policy = self
-            .policy(name)
-            .ok_or_else(|| HubError::unauthorized(format!("no shared access policy named '{name}'")))?;
+        let policy = self.policy(name).ok_or_else(|| {
+            HubError::unauthorized(format!("no shared access policy named '{name}'"))
+        })?;
         verify_either(token, &policy.primary_key, &policy.secondary_key)?;
         match need {
             Need::Permissions(p) => {
@@ -131,7 +131,12 @@ impl Authenticator {
         })
     }
 
-    fn authorize_device(&self, hub: &Hub, token: &SasToken, need: Need<'_>) -> Result<Grant, HubError> {
+    fn authorize_device(
+        &self,
+        hub: &Hub,
+        token: &SasToken,
+        need: Need<'_>,
+    ) -> Result<Grant, HubError> {
         let segs = token.path_segments();
         let token_device = match segs.as_slice() {
             ["devices", id, ..] => *id,
@@ -154,9 +159,9 @@ impl Authenticator {
                 "the token is for device '{token_device}', not '{device_id}'"
             )));
         }
-        let device = hub
-            .get_device(device_id)
-            .map_err(|_| HubError::unauthorized(format!("device '{device_id}' is not registered")))?;
+        let device = hub.get_device(device_id).map_err(|_| {
+            HubError::unauthorized(format!("device '{device_id}' is not registered"))
+        })?;
         verify_either(
             token,
             device.primary_key().unwrap_or_default(),
@@ -227,19 +232,38 @@ mod tests {
         let (auth, hub, _) = setup();
         let owner = policy_token(&auth, IOTHUBOWNER, "localhost", NOW + 60);
         for p in [Permissions::REGISTRY_WRITE, Permissions::SERVICE_CONNECT] {
-            assert!(auth.authorize(&hub, &owner, Need::Permissions(p), NOW).is_ok());
+            assert!(
+                auth.authorize(&hub, &owner, Need::Permissions(p), NOW)
+                    .is_ok()
+            );
         }
         let read = policy_token(&auth, REGISTRY_READ, "localhost", NOW + 60);
-        assert!(auth.authorize(&hub, &read, Need::Permissions(Permissions::REGISTRY_READ), NOW).is_ok());
+        assert!(
+            auth.authorize(
+                &hub,
+                &read,
+                Need::Permissions(Permissions::REGISTRY_READ),
+                NOW
+            )
+            .is_ok()
+        );
         assert!(matches!(
-            auth.authorize(&hub, &read, Need::Permissions(Permissions::REGISTRY_WRITE), NOW),
+            auth.authorize(
+                &hub,
+                &read,
+                Need::Permissions(Permissions::REGISTRY_WRITE),
+                NOW
+            ),
             Err(HubError::Unauthorized { .. })
         ));
         assert!(matches!(
             auth.authorize(&hub, &read, Need::Device("dev1"), NOW),
             Err(HubError::Unauthorized { .. })
         ));
-        assert!(auth.authorize(&hub, &owner, Need::Device("dev1"), NOW).is_ok());
+        assert!(
+            auth.authorize(&hub, &owner, Need::Device("dev1"), NOW)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -248,13 +272,24 @@ mod tests {
         let t = build_token("myhub.azure-devices.net/devices/dev1", &key, None, NOW + 60).unwrap();
         assert_eq!(
             auth.authorize(&hub, &t, Need::Device("dev1"), NOW),
-            Ok(Grant::Device { device_id: "dev1".into() })
+            Ok(Grant::Device {
+                device_id: "dev1".into()
+            })
         );
         assert!(auth.authorize(&hub, &t, Need::Device("dev2"), NOW).is_err());
-        assert!(auth.authorize(&hub, &t, Need::Permissions(Permissions::SERVICE_CONNECT), NOW).is_err());
+        assert!(
+            auth.authorize(
+                &hub,
+                &t,
+                Need::Permissions(Permissions::SERVICE_CONNECT),
+                NOW
+            )
+            .is_err()
+        );
         let mut d = hub.get_device("dev1").unwrap();
         d.status = DeviceStatus::Disabled;
-        hub.put_device(d, Some("*"), datetime!(2026-01-01 0:00 UTC)).unwrap();
+        hub.put_device(d, Some("*"), datetime!(2026-01-01 0:00 UTC))
+            .unwrap();
         assert!(matches!(
             auth.authorize(&hub, &t, Need::Device("dev1"), NOW),
             Err(HubError::DeviceDisabled { .. })
@@ -269,16 +304,35 @@ mod tests {
         let expired = build_token("h/devices/dev1", &key, None, NOW).unwrap();
         let unknown_device = build_token("h/devices/ghost", &key, None, NOW + 60).unwrap();
         let unknown_policy = build_token("h", other, Some("nobody"), NOW + 60).unwrap();
-        for t in [wrong_key, expired, unknown_device, unknown_policy, "garbage".to_owned()] {
-            let need = if t.contains("ghost") { Need::Device("ghost") } else { Need::Device("dev1") };
+        for t in [
+            wrong_key,
+            expired,
+            unknown_device,
+            unknown_policy,
+            "garbage".to_owned(),
+        ] {
+            let need = if t.contains("ghost") {
+                Need::Device("ghost")
+            } else {
+                Need::Device("dev1")
+            };
             assert!(
-                matches!(auth.authorize(&hub, &t, need, NOW), Err(HubError::Unauthorized { .. })),
+                matches!(
+                    auth.authorize(&hub, &t, need, NOW),
+                    Err(HubError::Unauthorized { .. })
+                ),
                 "{t} should be refused"
             );
         }
         let scoped = policy_token(&auth, "device", "h/devices/other", NOW + 60);
-        assert!(auth.authorize(&hub, &scoped, Need::Device("dev1"), NOW).is_err());
+        assert!(
+            auth.authorize(&hub, &scoped, Need::Device("dev1"), NOW)
+                .is_err()
+        );
         let scoped = policy_token(&auth, "device", "h/devices", NOW + 60);
-        assert!(auth.authorize(&hub, &scoped, Need::Device("dev1"), NOW).is_ok());
+        assert!(
+            auth.authorize(&hub, &scoped, Need::Device("dev1"), NOW)
+                .is_ok()
+        );
     }
 }

@@ -163,7 +163,8 @@ impl HubHandle {
             }
             (result, before, hub.poll_timeout())
         };
-        if deadline_after.is_some() && (deadline_before.is_none() || deadline_after < deadline_before)
+        if deadline_after.is_some()
+            && (deadline_before.is_none() || deadline_after < deadline_before)
         {
             self.inner.timer.notify_one();
         }
@@ -240,7 +241,11 @@ impl HubHandle {
     }
 
     /// Closes every connection of the device except `keep`; returns how many were closed.
-    pub fn disconnect_device_except(&self, device_id: &str, keep: Option<&ConnectionGuard>) -> usize {
+    pub fn disconnect_device_except(
+        &self,
+        device_id: &str,
+        keep: Option<&ConnectionGuard>,
+    ) -> usize {
         let Some(conns) = self.inner.connections.get(device_id) else {
             return 0;
         };
@@ -318,7 +323,8 @@ mod tests {
     #[tokio::test]
     async fn enqueue_wakes_a_waiting_receiver() {
         let h = handle(false);
-        h.run(|hub, now| hub.create_device(Device::new("d1"), now)).unwrap();
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now))
+            .unwrap();
         let n = h.c2d_notify("d1");
         let waiter = {
             let h = h.clone();
@@ -335,22 +341,37 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        h.run(|hub, now| hub.enqueue_c2d("d1", Message::new("hi"), now)).unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        h.run(|hub, now| hub.enqueue_c2d("d1", Message::new("hi"), now))
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.body, b"hi");
     }
 
     #[tokio::test]
     async fn virtual_clock_fires_lock_expiry_and_real_clock_refuses() {
         let h = handle(true);
-        h.run(|hub, now| hub.create_device(Device::new("d1"), now)).unwrap();
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now))
+            .unwrap();
         let mut m = Message::new("x");
         m.system.ack = AckMode::Full;
         h.run(|hub, now| hub.enqueue_c2d("d1", m, now)).unwrap();
-        let first = h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap().unwrap();
-        assert!(h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap().is_none());
+        let first = h
+            .run(|hub, now| hub.receive_c2d("d1", now))
+            .unwrap()
+            .unwrap();
+        assert!(
+            h.run(|hub, now| hub.receive_c2d("d1", now))
+                .unwrap()
+                .is_none()
+        );
         assert!(h.advance_clock(Duration::from_secs(61)));
-        let again = h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap().unwrap();
+        let again = h
+            .run(|hub, now| hub.receive_c2d("d1", now))
+            .unwrap()
+            .unwrap();
         assert_ne!(first.system.lock_token, again.system.lock_token);
         assert!(!handle(false).advance_clock(Duration::from_secs(1)));
     }
@@ -364,17 +385,24 @@ mod tests {
         let h = HubHandle::new(Hub::new(settings, 3), Clock::new(false));
         let stop = CancellationToken::new();
         let task = tokio::spawn(h.clone().run_timers(stop.clone()));
-        h.run(|hub, now| hub.create_device(Device::new("d1"), now)).unwrap();
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now))
+            .unwrap();
         let mut m = Message::new("x");
         m.system.ack = AckMode::Positive;
         h.run(|hub, now| hub.enqueue_c2d("d1", m, now)).unwrap();
-        let got = h.run(|hub, now| hub.receive_c2d("d1", now)).unwrap().unwrap();
+        let got = h
+            .run(|hub, now| hub.receive_c2d("d1", now))
+            .unwrap()
+            .unwrap();
         let token = got.system.lock_token.unwrap();
         let fb = h.feedback_notify().notified();
         tokio::pin!(fb);
         fb.as_mut().enable();
-        h.run(|hub, now| hub.complete_c2d("d1", &token, now)).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), fb).await.unwrap();
+        h.run(|hub, now| hub.complete_c2d("d1", &token, now))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), fb)
+            .await
+            .unwrap();
         assert!(h.read(|hub| hub.has_feedback_available()));
         stop.cancel();
         task.await.unwrap();
@@ -383,10 +411,12 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_device_cancels_its_connections() {
         let h = handle(false);
-        h.run(|hub, now| hub.create_device(Device::new("d1"), now)).unwrap();
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now))
+            .unwrap();
         let conn = h.register_connection("d1");
         assert_eq!(h.connection_count(), 1);
-        h.run(|hub, now| hub.delete_device("d1", None, now)).unwrap();
+        h.run(|hub, now| hub.delete_device("d1", None, now))
+            .unwrap();
         assert!(conn.cancelled().is_cancelled());
         drop(conn);
         assert_eq!(h.connection_count(), 0);

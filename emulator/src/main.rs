@@ -1,3 +1,171 @@
-fn main() {
+//! `iothub-emulator`: run the emulator, print `export` lines for it, or check its health.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use iothub_emulator::Emulator;
+use iothub_emulator::RunningEmulator;
+use iothub_emulator::config::{Cli, Command, Config};
+use iothub_emulator::credentials;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The line log-waiting tools match (Testcontainers, compose scripts, the SDK suite).
+const READY_LINE: &str = "iothub-emulator ready";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_cli(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("iothub-emulator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iothub-emulator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Env) => env(&config),
+        Some(Command::Healthcheck) => runtime.block_on(healthcheck(&config)),
+        None => runtime.block_on(run(config)),
+    }
+}
+
+fn env(config: &Config) -> ExitCode {
+    match config.load_tls() {
+        Ok(tls) => {
+            print!("{}", config.env_exports(tls.ca_path()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iothub-emulator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exits 0 only when an emulator answers 200 on `/ready` of the plain HTTP port.
+async fn healthcheck(config: &Config) -> ExitCode {
+    let addr = config.health_addr();
+    let check = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET /ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let status = text.split_whitespace().nth(1)?.to_owned();
+        Some(status)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), check).await {
+        Ok(Some(status)) if status == "200" => ExitCode::SUCCESS,
+        Ok(Some(status)) => {
+            eprintln!("iothub-emulator at {addr} is not ready (HTTP {status})");
+            ExitCode::FAILURE
+        }
+        _ => {
+            eprintln!("no iothub-emulator answers at {addr}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+async fn run(config: Config) -> ExitCode {
+    init_logging(&config.log_level);
+    let emulator = match Emulator::builder().config(config).start().await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("iothub-emulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_banner(&emulator);
+    wait_for_signal().await;
+    println!("iothub-emulator: stopping");
+    emulator.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn print_banner(emulator: &RunningEmulator) {
+    let c = emulator.config();
+    let e = emulator.endpoints();
+    let host = &c.hostname;
     println!("iothub-emulator {}", env!("CARGO_PKG_VERSION"));
+    println!("  hub name      {}", c.hub_name());
+    println!(
+        "  HTTPS         https://{host}:{}  (registry, device and service REST, WebSockets)",
+        e.https
+    );
+    println!("  MQTT (TLS)    mqtts://{host}:{}", e.mqtt);
+    println!("  AMQP (TLS)    amqps://{host}:{}", e.amqp);
+    println!(
+        "  health        http://{host}:{}/health   CA: http://{host}:{}/_emulator/ca.pem",
+        e.http, e.http
+    );
+    if let Some(p) = e.mqtt_tcp {
+        println!("  MQTT (plain)  mqtt://{host}:{p}  (debugging only)");
+    }
+    println!("  CA file       {}", emulator.ca_path().display());
+    if c.virtual_clock {
+        println!("  clock         virtual (POST /_emulator/clock/advance?seconds=N)");
+    }
+    println!();
+    println!("Service connection string (iothubowner; development credentials, public by design):");
+    println!("  {}", emulator.service_connection_string());
+    if !c.devices.is_empty() {
+        println!("Devices:");
+        for d in &c.devices {
+            let key = emulator
+                .hub()
+                .read(|hub| hub.get_device(&d.id))
+                .ok()
+                .and_then(|dev| dev.primary_key().map(str::to_owned))
+                .unwrap_or_default();
+            println!(
+                "  {}",
+                credentials::device_connection_string(host, &d.id, &key)
+            );
+        }
+    }
+    println!();
+    println!("{READY_LINE}");
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -158,7 +158,11 @@ fn port_of(l: &TcpListener) -> u16 {
     l.local_addr().map(|a| a.port()).unwrap_or(0)
 }
 
-fn seed(hub: &mut Hub, devices: &[SeedDevice], now: time::OffsetDateTime) -> Result<(), StartError> {
+fn seed(
+    hub: &mut Hub,
+    devices: &[SeedDevice],
+    now: time::OffsetDateTime,
+) -> Result<(), StartError> {
     for d in devices {
         let mut device = Device::new(d.id.clone());
         device.authentication.symmetric_key.primary_key = d.primary_key.clone();

@@ -73,7 +73,8 @@ impl FeedbackQueue {
             return self.release_pending(now, settings, timers);
         }
         if self.window.is_none() {
-            self.window = Some(timers.insert(now + settings.feedback_window, Timer::FeedbackWindow));
+            self.window =
+                Some(timers.insert(now + settings.feedback_window, Timer::FeedbackWindow));
         }
         false
     }
@@ -95,8 +96,10 @@ impl FeedbackQueue {
         for chunk in records.chunks(settings.feedback_batch_size.max(1)) {
             self.next_batch += 1;
             let id = self.next_batch;
-            let expiry_timer =
-                timers.insert(now + settings.feedback_ttl, Timer::FeedbackExpiry { batch: id });
+            let expiry_timer = timers.insert(
+                now + settings.feedback_ttl,
+                Timer::FeedbackExpiry { batch: id },
+            );
             self.batches.insert(
                 id,
                 StoredBatch {

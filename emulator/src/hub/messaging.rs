@@ -40,7 +40,9 @@ pub fn devicebound_address(device_id: &str) -> String {
 
 impl<S: Store> Hub<S> {
     fn entry(&self, device_id: &str) -> Result<&DeviceEntry, HubError> {
-        self.store.get(device_id).ok_or_else(|| not_found(device_id))
+        self.store
+            .get(device_id)
+            .ok_or_else(|| not_found(device_id))
     }
 
     fn entry_mut(&mut self, device_id: &str) -> Result<&mut DeviceEntry, HubError> {
@@ -81,9 +83,10 @@ impl<S: Store> Hub<S> {
             });
         }
         message.system.to = Some(devicebound_address(device_id));
-        let sequence_number = entry
-            .queue
-            .push(device_id, message, now, expires_at, &mut self.timers);
+        let sequence_number =
+            entry
+                .queue
+                .push(device_id, message, now, expires_at, &mut self.timers);
         self.events.push_back(HubEvent::C2dAvailable {
             device_id: device_id.to_owned(),
         });
@@ -253,7 +256,13 @@ impl<S: Store> Hub<S> {
     }
 
     /// Reports an outcome: the event, and the feedback record the ack mode asks for.
-    fn settled(&mut self, device_id: &str, m: &QueuedMessage, outcome: Outcome, now: OffsetDateTime) {
+    fn settled(
+        &mut self,
+        device_id: &str,
+        m: &QueuedMessage,
+        outcome: Outcome,
+        now: OffsetDateTime,
+    ) {
         self.events.push_back(HubEvent::C2dSettled {
             device_id: device_id.to_owned(),
             sequence_number: m.sequence_number(),
@@ -296,9 +305,17 @@ impl<S: Store> Hub<S> {
     }
 
     /// Completes the feedback batch locked with `lock_token`.
-    pub fn complete_feedback(&mut self, lock_token: &str, now: OffsetDateTime) -> Result<(), HubError> {
+    pub fn complete_feedback(
+        &mut self,
+        lock_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), HubError> {
         self.handle_timeout(now);
-        if self.store.feedback_mut().settle(lock_token, &mut self.timers) {
+        if self
+            .store
+            .feedback_mut()
+            .settle(lock_token, &mut self.timers)
+        {
             self.store.commit(&[]);
             Ok(())
         } else {
@@ -307,13 +324,21 @@ impl<S: Store> Hub<S> {
     }
 
     /// Rejects the feedback batch locked with `lock_token`: it is dropped.
-    pub fn reject_feedback(&mut self, lock_token: &str, now: OffsetDateTime) -> Result<(), HubError> {
+    pub fn reject_feedback(
+        &mut self,
+        lock_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), HubError> {
         self.complete_feedback(lock_token, now)
     }
 
     /// Abandons the feedback batch locked with `lock_token`: it is offered again, unless it
     /// reached the feedback max delivery count.
-    pub fn abandon_feedback(&mut self, lock_token: &str, now: OffsetDateTime) -> Result<(), HubError> {
+    pub fn abandon_feedback(
+        &mut self,
+        lock_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), HubError> {
         self.handle_timeout(now);
         let max = self.settings.feedback_max_delivery_count;
         if self

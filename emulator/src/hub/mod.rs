@@ -148,7 +148,11 @@ impl<S: Store> Hub<S> {
                 }
                 Timer::FeedbackLock { batch } => {
                     let max = self.settings.feedback_max_delivery_count;
-                    if self.store.feedback_mut().unlock(batch, max, &mut self.timers) {
+                    if self
+                        .store
+                        .feedback_mut()
+                        .unlock(batch, max, &mut self.timers)
+                    {
                         self.events.push_back(HubEvent::FeedbackAvailable);
                     }
                 }

@@ -74,7 +74,11 @@ impl<S: Store> Hub<S> {
     }
 
     /// Creates a device, generating keys that are absent or empty.
-    pub fn create_device(&mut self, mut device: Device, now: OffsetDateTime) -> Result<Device, HubError> {
+    pub fn create_device(
+        &mut self,
+        mut device: Device,
+        now: OffsetDateTime,
+    ) -> Result<Device, HubError> {
         self.handle_timeout(now);
         validate_device_id(&device.device_id).map_err(HubError::argument)?;
         if self.store.get(&device.device_id).is_some() {

@@ -107,7 +107,13 @@ impl HubSettings {
                 allowed: "a non-empty host label",
             });
         }
-        check("queue_depth", self.queue_depth, 1, 100_000, "1 to 100000 messages")?;
+        check(
+            "queue_depth",
+            self.queue_depth,
+            1,
+            100_000,
+            "1 to 100000 messages",
+        )?;
         check(
             "default_ttl",
             self.default_ttl,
@@ -115,7 +121,13 @@ impl HubSettings {
             secs(2 * 86_400),
             "1 minute to 2 days",
         )?;
-        check("max_delivery_count", self.max_delivery_count, 1, 100, "1 to 100")?;
+        check(
+            "max_delivery_count",
+            self.max_delivery_count,
+            1,
+            100,
+            "1 to 100",
+        )?;
         check(
             "lock_duration",
             self.lock_duration,
@@ -130,7 +142,13 @@ impl HubSettings {
             secs(3600),
             "0 to 1 hour",
         )?;
-        check("feedback_batch_size", self.feedback_batch_size, 1, 1000, "1 to 1000 records")?;
+        check(
+            "feedback_batch_size",
+            self.feedback_batch_size,
+            1,
+            1000,
+            "1 to 1000 records",
+        )?;
         check(
             "feedback_ttl",
             self.feedback_ttl,
@@ -152,7 +170,13 @@ impl HubSettings {
             100,
             "1 to 100",
         )?;
-        check("d2c_retention", self.d2c_retention, 0, 1_000_000, "0 to 1000000 messages")?;
+        check(
+            "d2c_retention",
+            self.d2c_retention,
+            0,
+            1_000_000,
+            "0 to 1000000 messages",
+        )?;
         Ok(())
     }
 }

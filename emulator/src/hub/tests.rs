@@ -136,11 +136,20 @@ fn update_needs_matching_etag_and_changes_it() {
         h.put_device(change.clone(), Some("\"stale\""), T0),
         Err(HubError::PreconditionFailed { .. })
     ));
-    let updated = h.put_device(change, Some(&format!("\"{etag}\"")), T0).unwrap();
+    let updated = h
+        .put_device(change, Some(&format!("\"{etag}\"")), T0)
+        .unwrap();
     assert_eq!(updated.status, DeviceStatus::Disabled);
     assert_ne!(updated.etag, Some(etag));
-    assert_eq!(updated.generation_id, d.generation_id, "same device, same generation");
-    assert_eq!(updated.primary_key(), d.primary_key(), "empty keys keep the old ones");
+    assert_eq!(
+        updated.generation_id, d.generation_id,
+        "same device, same generation"
+    );
+    assert_eq!(
+        updated.primary_key(),
+        d.primary_key(),
+        "empty keys keep the old ones"
+    );
     assert!(events(&mut h).contains(&HubEvent::DeviceGone {
         device_id: "d1".into()
     }));
@@ -168,7 +177,10 @@ fn delete_checks_etag_and_recreate_gets_new_generation() {
         h.delete_device("d1", None, T0),
         Err(HubError::DeviceNotFound { .. })
     ));
-    let g2 = h.create_device(Device::new("d1"), T0).unwrap().generation_id;
+    let g2 = h
+        .create_device(Device::new("d1"), T0)
+        .unwrap()
+        .generation_id;
     assert_ne!(g1, g2);
 }
 
@@ -231,7 +243,10 @@ fn enqueue_sets_to_sequence_expiry_and_announces() {
         device_id: "d1".into()
     }));
     let got = h.receive_c2d("d1", T0).unwrap().unwrap();
-    assert_eq!(got.system.to.as_deref(), Some("/devices/d1/messages/devicebound"));
+    assert_eq!(
+        got.system.to.as_deref(),
+        Some("/devices/d1/messages/devicebound")
+    );
     assert_eq!(got.system.sequence_number, Some(a.sequence_number));
     assert_eq!(got.system.enqueued_time, Some(T0));
     assert_eq!(got.system.delivery_count, Some(0));
@@ -260,7 +275,8 @@ fn receive_locks_in_order_and_skips_locked() {
 #[test]
 fn complete_gives_positive_feedback_and_removes() {
     let mut h = hub(&["d1"]);
-    h.enqueue_c2d("d1", msg("m1", AckMode::Positive), T0).unwrap();
+    h.enqueue_c2d("d1", msg("m1", AckMode::Positive), T0)
+        .unwrap();
     let m = h.receive_c2d("d1", T0).unwrap().unwrap();
     h.complete_c2d("d1", &token(&m), T0 + secs(1)).unwrap();
     assert_eq!(settled(&mut h), vec![(1, Outcome::Completed)]);
@@ -306,8 +322,10 @@ fn settling_with_unknown_or_foreign_token_is_lock_lost() {
 #[test]
 fn reject_dead_letters_with_negative_feedback() {
     let mut h = hub(&["d1"]);
-    h.enqueue_c2d("d1", msg("m1", AckMode::Negative), T0).unwrap();
-    h.enqueue_c2d("d1", msg("m2", AckMode::Positive), T0).unwrap();
+    h.enqueue_c2d("d1", msg("m1", AckMode::Negative), T0)
+        .unwrap();
+    h.enqueue_c2d("d1", msg("m2", AckMode::Positive), T0)
+        .unwrap();
     for _ in 0..2 {
         let m = h.receive_c2d("d1", T0).unwrap().unwrap();
         h.reject_c2d("d1", &token(&m), T0).unwrap();
@@ -354,7 +372,11 @@ fn lock_expiry_requeues_without_counting_by_default() {
     let m = h.receive_c2d("d1", T0).unwrap().unwrap();
     assert_eq!(h.poll_timeout(), Some(T0 + secs(60)));
     h.handle_timeout(T0 + secs(59));
-    assert_eq!(h.receive_c2d("d1", T0 + secs(59)).unwrap(), None, "still locked");
+    assert_eq!(
+        h.receive_c2d("d1", T0 + secs(59)).unwrap(),
+        None,
+        "still locked"
+    );
     h.handle_timeout(T0 + secs(60));
     assert!(matches!(
         h.complete_c2d("d1", &token(&m), T0 + secs(60)),
@@ -386,13 +408,15 @@ fn every_release_rule_counts_lock_expiry_and_dropped_connections() {
         },
         &["d1"],
     );
-    h.enqueue_c2d("d1", msg("m1", AckMode::Negative), T0).unwrap();
+    h.enqueue_c2d("d1", msg("m1", AckMode::Negative), T0)
+        .unwrap();
     let m = h.receive_c2d("d1", T0).unwrap().unwrap();
     h.handle_timeout(T0 + secs(60));
     let again = h.receive_c2d("d1", T0 + secs(60)).unwrap().unwrap();
     assert_eq!(again.system.delivery_count, Some(1));
     assert_ne!(token(&m), token(&again));
-    h.release_c2d_lock("d1", &token(&again), T0 + secs(61)).unwrap();
+    h.release_c2d_lock("d1", &token(&again), T0 + secs(61))
+        .unwrap();
     assert_eq!(settled(&mut h), vec![(1, Outcome::DeliveryCountExceeded)]);
 }
 
@@ -484,7 +508,9 @@ fn purge_removes_everything_and_reports_purged_for_negative_and_full() {
         h.purge_c2d("nope", T0),
         Err(HubError::DeviceNotFound { .. })
     ));
-    let next = h.enqueue_c2d("d1", msg("after", AckMode::None), T0).unwrap();
+    let next = h
+        .enqueue_c2d("d1", msg("after", AckMode::None), T0)
+        .unwrap();
     assert_eq!(next.sequence_number, 5, "sequence numbers are not reused");
 }
 
@@ -561,7 +587,8 @@ fn flush_releases_pending_feedback_now() {
         },
         &["d1"],
     );
-    h.enqueue_c2d("d1", msg("a", AckMode::Positive), T0).unwrap();
+    h.enqueue_c2d("d1", msg("a", AckMode::Positive), T0)
+        .unwrap();
     let m = h.receive_c2d("d1", T0).unwrap().unwrap();
     h.complete_c2d("d1", &token(&m), T0).unwrap();
     h.flush_feedback(T0);
@@ -580,11 +607,15 @@ fn feedback_abandon_lock_expiry_max_delivery_and_ttl() {
         },
         &["d1"],
     );
-    h.enqueue_c2d("d1", msg("a", AckMode::Positive), T0).unwrap();
+    h.enqueue_c2d("d1", msg("a", AckMode::Positive), T0)
+        .unwrap();
     let m = h.receive_c2d("d1", T0).unwrap().unwrap();
     h.complete_c2d("d1", &token(&m), T0).unwrap();
     let first = h.receive_feedback(T0).unwrap();
-    assert!(h.receive_feedback(T0).is_none(), "locked batches are invisible");
+    assert!(
+        h.receive_feedback(T0).is_none(),
+        "locked batches are invisible"
+    );
     h.abandon_feedback(&first.lock_token, T0).unwrap();
     assert!(matches!(
         h.complete_feedback(&first.lock_token, T0),
@@ -596,17 +627,22 @@ fn feedback_abandon_lock_expiry_max_delivery_and_ttl() {
     h.handle_timeout(T0 + secs(10));
     assert!(h.receive_feedback(T0 + secs(10)).is_none());
 
-    h.enqueue_c2d("d1", msg("b", AckMode::Positive), T0).unwrap();
+    h.enqueue_c2d("d1", msg("b", AckMode::Positive), T0)
+        .unwrap();
     let m = h.receive_c2d("d1", T0).unwrap().unwrap();
     h.complete_c2d("d1", &token(&m), T0).unwrap();
     h.handle_timeout(T0 + secs(120));
-    assert!(h.receive_feedback(T0 + secs(120)).is_none(), "expired batch is gone");
+    assert!(
+        h.receive_feedback(T0 + secs(120)).is_none(),
+        "expired batch is gone"
+    );
 }
 
 #[test]
 fn feedback_reject_drops_the_batch() {
     let mut h = hub(&["d1"]);
-    h.enqueue_c2d("d1", msg("a", AckMode::Positive), T0).unwrap();
+    h.enqueue_c2d("d1", msg("a", AckMode::Positive), T0)
+        .unwrap();
     let m = h.receive_c2d("d1", T0).unwrap().unwrap();
     h.complete_c2d("d1", &token(&m), T0).unwrap();
     let b = h.receive_feedback(T0).unwrap();
@@ -627,7 +663,8 @@ fn large_outcomes_split_into_batches_of_the_batch_size() {
         &["d1"],
     );
     for i in 0..150 {
-        h.enqueue_c2d("d1", msg(&format!("m{i}"), AckMode::Negative), T0).unwrap();
+        h.enqueue_c2d("d1", msg(&format!("m{i}"), AckMode::Negative), T0)
+            .unwrap();
     }
     h.purge_c2d("d1", T0).unwrap();
     h.flush_feedback(T0);
@@ -651,7 +688,8 @@ fn d2c_keeps_the_last_n_and_checks_size() {
         &["d1"],
     );
     for i in 0..3 {
-        h.record_d2c("d1", Message::new(format!("t{i}")), T0).unwrap();
+        h.record_d2c("d1", Message::new(format!("t{i}")), T0)
+            .unwrap();
     }
     let kept: Vec<_> = h
         .d2c_messages("d1")
@@ -693,7 +731,8 @@ fn timers_stay_proportional_to_live_messages() {
         let id = format!("d{d}");
         h.create_device(Device::new(id.as_str()), T0).unwrap();
         for i in 0..50 {
-            h.enqueue_c2d(&id, msg(&format!("m{i}"), AckMode::None), T0).unwrap();
+            h.enqueue_c2d(&id, msg(&format!("m{i}"), AckMode::None), T0)
+                .unwrap();
         }
     }
     assert_eq!(h.pending_timers(), 100 * 50);
@@ -702,7 +741,11 @@ fn timers_stay_proportional_to_live_messages() {
         let m = h.receive_c2d(&id, T0).unwrap().unwrap();
         h.complete_c2d(&id, &token(&m), T0).unwrap();
     }
-    assert_eq!(h.pending_timers(), 100 * 49, "completed messages leave no deadline behind");
+    assert_eq!(
+        h.pending_timers(),
+        100 * 49,
+        "completed messages leave no deadline behind"
+    );
 }
 
 #[test]

@@ -114,8 +114,14 @@ mod tests {
         let mut t = Timers::default();
         let t0 = datetime!(2020-01-01 0:00 UTC);
         let late = t.insert(t0 + time::Duration::seconds(10), Timer::FeedbackWindow);
-        let early = t.insert(t0 + time::Duration::seconds(5), Timer::FeedbackLock { batch: 1 });
-        let cancelled = t.insert(t0 + time::Duration::seconds(1), Timer::FeedbackExpiry { batch: 2 });
+        let early = t.insert(
+            t0 + time::Duration::seconds(5),
+            Timer::FeedbackLock { batch: 1 },
+        );
+        let cancelled = t.insert(
+            t0 + time::Duration::seconds(1),
+            Timer::FeedbackExpiry { batch: 2 },
+        );
         t.remove(cancelled);
         assert_eq!(t.next_deadline(), Some(early.at()));
         assert!(t.pop_due(t0).is_none());
