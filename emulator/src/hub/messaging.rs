@@ -271,6 +271,8 @@ impl<S: Store> Hub<S> {
         let Some(status) = outcome.feedback_status() else {
             return;
         };
+        // A message enqueued already expired is reported at its enqueue time, not before it.
+        let now = m.message.system.enqueued_time.map_or(now, |e| now.max(e));
         if !m.message.system.ack.wants(status) {
             return;
         }

@@ -130,7 +130,11 @@ impl<S: Store> Hub<S> {
     /// Fires every deadline at or before `now`: expired messages, ended locks, closed feedback
     /// windows. Calling it early or twice does nothing.
     pub fn handle_timeout(&mut self, now: OffsetDateTime) {
-        while let Some((_, timer)) = self.timers.pop_due(now) {
+        while let Some((id, timer)) = self.timers.pop_due(now) {
+            // Effects carry the deadline's time, not the time we noticed it: feedback says
+            // when a message expired, and a window runs from the outcome, however late the
+            // shell called.
+            let now = id.at();
             match timer {
                 Timer::MessageExpiry { device_id, seq } => {
                     self.finish_c2d(&device_id, seq, Outcome::Expired, now);
