@@ -84,6 +84,8 @@ pub struct Context {
     pub hub_name: String,
     /// MQTT endpoint settings.
     pub mqtt: MqttSettings,
+    /// Persisted MQTT sessions (clean session 0), per device.
+    pub mqtt_sessions: Arc<crate::mqtt::SessionStore>,
     /// Ports, CA and readiness.
     pub info: Arc<ServerInfo>,
     /// Cancelled when the emulator stops: every accept loop and connection must end.
@@ -107,6 +109,7 @@ impl Context {
             host_name: "localhost".to_owned(),
             hub_name,
             mqtt: MqttSettings::default(),
+            mqtt_sessions: Arc::default(),
             info: Arc::new(ServerInfo::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

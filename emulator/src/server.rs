@@ -217,6 +217,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         mqtt: MqttSettings {
             max_inflight: usize::from(config.mqtt_max_inflight.max(1)),
         },
+        mqtt_sessions: Arc::default(),
         info: info.clone(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),

@@ -1,28 +1,81 @@
-//! The device endpoint over MQTT 3.1.1 (TLS on 8883, WebSockets on 443). Arrives with issue 4.
+//! The device endpoint over MQTT 3.1.1: TLS on 8883, WebSockets on 443 (through the HTTP
+//! module, which hands the upgraded stream to [`serve_connection`]), and optional plain TCP.
+//!
+//! Reference: iothub-protocol.md 3; official-sdks.md 2.1, 2.3. IoT Hub is not a broker: every
+//! route is between one device and the hub, so this is a translator on the
+//! `rumqttc::mqttbytes::v4` codec, not a pub/sub engine.
+//!
+//! | file | what |
+//! |---|---|
+//! | `connect.rs` | CONNECT validation, user-name parsing, the CONNACK code of every refusal |
+//! | `topics.rs` | subscription ACL and publish routes |
+//! | `session.rs` | subscriptions, packet ids, the C2D in-flight window, DUP (no I/O) |
+//! | `store.rs` | persisted sessions (clean session 0), one slot per device |
+//! | `limits.rs` | sizes, timeouts, keep-alive, packet rate |
+//! | `connection.rs` | the socket loop of one connection |
+//! | `listener.rs` | accept loops (TLS handshake, connection cap, shutdown) |
+//!
+//! Decisions on the reference's open questions (section 10):
+//! - CONNACK codes: bad, expired or foreign SAS and unknown device 0x05; disabled device 0x03;
+//!   client id / user name mismatch, malformed user name or a module client id 0x02; no
+//!   password 0x04.
+//! - In flight: at most `ctx.mqtt.max_inflight` unacknowledged C2D PUBLISHes per connection,
+//!   in queue order. If a lock runs out while its PUBLISH is unacknowledged, the hub locks the
+//!   message again for this connection and the PUBACK completes the new lock; nothing is resent
+//!   on a live connection. A PUBACK whose lock is lost is ignored.
+//! - QoS 0 C2D subscriptions complete each message once it is written.
+//! - Clean session 1 withholds delivery until SUBSCRIBE; it does not purge the queue.
+//! - Publishes to twin topics and method responses are acknowledged (PUBACK at QoS 1) and
+//!   dropped; any other topic outside the device's events topic closes the connection.
+//! - The retain flag of a device PUBLISH is ignored; wills are not sent.
+
+mod connect;
+mod connection;
+mod limits;
+mod listener;
+mod session;
+mod store;
+mod topics;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 
 use crate::context::Context;
 
+pub use limits::Limits;
+pub use session::PersistedSession;
+pub use store::SessionStore;
+
 /// Accepts MQTT over TLS until shutdown.
 pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {
-    let _ = (listener, tls);
-    ctx.shutdown.cancelled().await;
+    listener::serve_tls(listener, tls, ctx).await;
 }
 
 /// Accepts plain-TCP MQTT (debugging only) until shutdown.
 pub async fn serve_tcp(listener: TcpListener, ctx: Context) {
-    let _ = listener;
-    ctx.shutdown.cancelled().await;
+    listener::serve_tcp(listener, ctx).await;
 }
 
-/// Serves one MQTT connection over any byte stream (TLS, TCP, or a WebSocket).
+/// Serves one MQTT connection over any byte stream (TLS, TCP, or a WebSocket), until the
+/// client leaves, the device is disconnected, or the emulator stops.
 pub async fn serve_connection<IO>(io: IO, peer: String, ctx: Context)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _ = (io, peer, ctx);
+    serve_connection_with(io, peer, ctx, Limits::default()).await;
+}
+
+/// [`serve_connection`] with other limits (shorter timeouts in tests).
+pub async fn serve_connection_with<IO>(io: IO, peer: String, ctx: Context, limits: Limits)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("mqtt", %peer);
+    connection::run(io, ctx, limits).instrument(span).await;
 }

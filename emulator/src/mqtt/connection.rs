@@ -1,0 +1,580 @@
+//! The socket side of one MQTT connection: CONNECT, then a loop over packets, C2D wake-ups,
+//! keep-alive and cancellation.
+//!
+//! States, in order (each a function that returns how the connection ends):
+//!
+//! 1. awaiting CONNECT ([`await_connect`]): the first packet, within the connect timeout;
+//! 2. admission ([`admit`]): shape, token, device; a refusal writes its CONNACK and closes;
+//! 3. takeover: the device's older connection is closed and hands back the session slot;
+//! 4. connected ([`Connected::run`]): nothing is accepted before this point, and CONNACK
+//!    precedes every PUBLISH;
+//! 5. teardown: every C2D lock still held is released (the message goes back to the queue)
+//!    and, with clean session 0, the session is stored for the next connection.
+//!
+//! Every write happens on this task, bounded by the write timeout and the C2D window; the hub
+//! is only touched through [`crate::driver::HubHandle::run`], never across an `.await`, so a
+//! client that stops reading stalls only itself.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use iothub_protocol::HubError;
+use iothub_protocol::sas::SasToken;
+use rumqttc::mqttbytes::v4::{Codec, ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tracing::{debug, info, warn};
+
+use crate::auth::Need;
+use crate::context::Context;
+use crate::driver::ConnectionGuard;
+
+use super::connect::{self, ConnectRequest, Refusal};
+use super::limits::{FloodGuard, Limits, idle_timeout};
+use super::session::{Delivery, Session};
+use super::topics::{self, Route};
+
+type Transport<IO> = Framed<IO, Codec>;
+
+/// How a connection ended.
+#[derive(Debug)]
+enum Close {
+    /// The peer closed the stream.
+    PeerClosed,
+    /// The client sent DISCONNECT.
+    ClientDisconnect,
+    /// The emulator is stopping.
+    Shutdown,
+    /// Closed by the hub: another connection took over, or the device was deleted, disabled
+    /// or force-disconnected.
+    Kicked,
+    /// No CONNECT in time.
+    ConnectTimeout,
+    /// No packet within 1.5 x keep-alive.
+    KeepAlive(Duration),
+    /// The SAS token of the CONNECT expired (the device must reconnect with a new one).
+    TokenExpired,
+    /// The older connection did not hand the session back in time.
+    TakeoverTimeout,
+    /// Bytes that are not MQTT 3.1.1.
+    Malformed(String),
+    /// Valid MQTT that IoT Hub does not allow (the hub closes the connection).
+    Violation(String),
+    /// More packets per second than allowed.
+    Flood,
+    /// A write did not complete in time (the client stopped reading).
+    WriteTimeout,
+    /// The stream failed.
+    Io(String),
+    /// A hub operation failed in a way that ends the connection.
+    Hub(HubError),
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Close::PeerClosed => f.write_str("the client closed the connection"),
+            Close::ClientDisconnect => f.write_str("the client sent DISCONNECT"),
+            Close::Shutdown => f.write_str("the emulator is stopping"),
+            Close::Kicked => f.write_str(
+                "closed by the hub (new connection for the device, device deleted or disabled, or force-disconnect)",
+            ),
+            Close::ConnectTimeout => f.write_str("no CONNECT within the connect timeout"),
+            Close::KeepAlive(d) => write!(f, "no packet for {d:?} (1.5 x keep-alive)"),
+            Close::TokenExpired => f.write_str("the SAS token expired; reconnect with a new one"),
+            Close::TakeoverTimeout => {
+                f.write_str("the device's previous connection did not close in time")
+            }
+            Close::Malformed(e) => write!(f, "malformed packet: {e}"),
+            Close::Violation(e) => write!(f, "protocol violation: {e}"),
+            Close::Flood => f.write_str("too many packets per second"),
+            Close::WriteTimeout => f.write_str("the client stopped reading (write timed out)"),
+            Close::Io(e) => write!(f, "I/O error: {e}"),
+            Close::Hub(e) => write!(f, "hub error: {e}"),
+        }
+    }
+}
+
+fn codec_close(e: CodecError) -> Close {
+    match e {
+        CodecError::Io(e) => Close::Io(e.to_string()),
+        CodecError::PayloadSizeLimitExceeded(n) => {
+            Close::Violation(format!("a {n}-byte packet exceeds the size limit"))
+        }
+        other => Close::Malformed(other.to_string()),
+    }
+}
+
+fn kind(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+/// Serves one connection until it ends, then closes the stream.
+pub(crate) async fn run<IO>(io: IO, ctx: Context, limits: Limits)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let codec = Codec {
+        max_incoming_size: limits.max_packet_size,
+        max_outgoing_size: limits.max_packet_size,
+    };
+    let mut t = Framed::new(io, codec);
+    serve(&mut t, &ctx, &limits).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), t.close()).await;
+}
+
+/// Logs how a connection ended: warnings for bad clients, info for devices, debug otherwise.
+fn log_end(device: Option<&str>, released: usize, close: &Close) {
+    let bad = matches!(
+        close,
+        Close::Malformed(_) | Close::Violation(_) | Close::Flood | Close::WriteTimeout
+    );
+    match (device, bad) {
+        (Some(d), true) => warn!(device = %d, released, reason = %close, "device disconnected"),
+        (Some(d), false) => info!(device = %d, released, reason = %close, "device disconnected"),
+        (None, true) => warn!(reason = %close, "connection closed before CONNECT was accepted"),
+        (None, false) => debug!(reason = %close, "connection closed before CONNECT was accepted"),
+    }
+}
+
+async fn serve<IO>(t: &mut Transport<IO>, ctx: &Context, limits: &Limits)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let connect = match await_connect(t, ctx, limits).await {
+        Ok(c) => c,
+        Err(close) => return log_end(None, 0, &close),
+    };
+    match admit(ctx, &connect) {
+        Ok(admitted) => serve_device(t, ctx, limits, admitted).await,
+        Err(refusal) => {
+            info!(
+                client_id = %connect.client_id,
+                code = ?refusal.code(),
+                reason = %refusal,
+                "CONNECT refused"
+            );
+            let ack = ConnAck::new(refusal.code(), false);
+            let _ = write(t, ctx, limits, Packet::ConnAck(ack)).await;
+        }
+    }
+}
+
+/// States 3 to 5 for an admitted device.
+async fn serve_device<IO>(t: &mut Transport<IO>, ctx: &Context, limits: &Limits, admitted: Admitted)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let Admitted {
+        req,
+        generation,
+        token_ttl,
+    } = admitted;
+    let device_id = req.device_id.as_str();
+
+    // Takeover: close the device's other connections, then wait for the session they hold.
+    let guard = ctx.hub.register_connection(device_id);
+    let took_over = ctx.hub.disconnect_device_except(device_id, Some(&guard));
+    let acquired = tokio::select! {
+        biased;
+        _ = ctx.shutdown.cancelled() => return log_end(Some(device_id), 0, &Close::Shutdown),
+        _ = guard.cancelled().cancelled() => return log_end(Some(device_id), 0, &Close::Kicked),
+        s = tokio::time::timeout(limits.takeover_timeout, ctx.mqtt_sessions.acquire(device_id)) => s,
+    };
+    let Ok(mut slot) = acquired else {
+        let ack = ConnAck::new(ConnectReturnCode::ServiceUnavailable, false);
+        let _ = write(t, ctx, limits, Packet::ConnAck(ack)).await;
+        return log_end(Some(device_id), 0, &Close::TakeoverTimeout);
+    };
+    // Clean session 1 discards what was stored; so does a re-created device.
+    let restored = slot
+        .take()
+        .filter(|s| !req.clean_session && s.generation == generation);
+    let session_present = restored.is_some();
+    let session = Session::new(device_id, ctx.mqtt.max_inflight, restored);
+    let mut conn = Connected {
+        t,
+        ctx,
+        limits,
+        device_id,
+        guard: &guard,
+        session,
+        idle: idle_timeout(req.keep_alive),
+        token_expires: Instant::now() + token_ttl,
+        flood: FloodGuard::new(limits.max_packets_per_second, Instant::now()),
+    };
+
+    let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
+    let close = match conn.send(Packet::ConnAck(ack)).await {
+        Err(close) => close,
+        Ok(()) => {
+            info!(
+                device = %device_id,
+                clean_session = req.clean_session,
+                keep_alive = req.keep_alive,
+                session_present,
+                took_over,
+                host = %req.client.host,
+                api_version = req.client.api_version.as_deref().unwrap_or(""),
+                client_type = req.client.client_type.as_deref().unwrap_or(""),
+                "device connected"
+            );
+            conn.run().await
+        }
+    };
+
+    // Teardown: give back every lock, then the session, then the registration.
+    let released = conn.release_inflight();
+    if !req.clean_session {
+        *slot = Some(conn.session.into_persisted(generation));
+    }
+    drop(slot);
+    drop(guard);
+    log_end(Some(device_id), released, &close);
+}
+
+/// State 1: the first packet must be a CONNECT, within the connect timeout.
+async fn await_connect<IO>(
+    t: &mut Transport<IO>,
+    ctx: &Context,
+    limits: &Limits,
+) -> Result<Connect, Close>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let first = tokio::select! {
+        biased;
+        _ = ctx.shutdown.cancelled() => return Err(Close::Shutdown),
+        r = tokio::time::timeout(limits.connect_timeout, t.next()) => r,
+    };
+    match first {
+        Err(_) => Err(Close::ConnectTimeout),
+        Ok(None) => Err(Close::PeerClosed),
+        Ok(Some(Err(e))) => Err(codec_close(e)),
+        Ok(Some(Ok(Packet::Connect(c)))) => Ok(c),
+        Ok(Some(Ok(other))) => Err(Close::Violation(format!(
+            "the first packet was {}, not CONNECT",
+            kind(&other)
+        ))),
+    }
+}
+
+/// An authenticated CONNECT.
+struct Admitted {
+    req: ConnectRequest,
+    /// The device's generation, to tell a re-created device from the one a session was for.
+    generation: Option<String>,
+    /// How long the token stays valid: the hub closes the connection when it expires.
+    token_ttl: Duration,
+}
+
+/// State 2: the CONNECT's shape, then the token, checked against the hub.
+fn admit(ctx: &Context, connect: &Connect) -> Result<Admitted, Refusal> {
+    let req = connect::validate(connect)?;
+    let now = ctx.now_unix();
+    let generation = ctx.hub.read(|hub| -> Result<Option<String>, HubError> {
+        ctx.auth
+            .authorize(hub, &req.token, Need::Device(&req.device_id), now)?;
+        Ok(hub
+            .get_device(&req.device_id)
+            .ok()
+            .and_then(|d| d.generation_id))
+    })?;
+    let expiry = SasToken::parse(&req.token).map_or(now, |t| t.expiry());
+    Ok(Admitted {
+        req,
+        generation,
+        token_ttl: Duration::from_secs(expiry.saturating_sub(now)),
+    })
+}
+
+/// Writes one packet within the write timeout (before the connection is registered).
+async fn write<IO>(
+    t: &mut Transport<IO>,
+    ctx: &Context,
+    limits: &Limits,
+    packet: Packet,
+) -> Result<(), Close>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
+        biased;
+        _ = ctx.shutdown.cancelled() => Err(Close::Shutdown),
+        r = tokio::time::timeout(limits.write_timeout, t.send(packet)) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(codec_close(e)),
+            Err(_) => Err(Close::WriteTimeout),
+        },
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// State 4: an authenticated device.
+struct Connected<'a, IO> {
+    t: &'a mut Transport<IO>,
+    ctx: &'a Context,
+    limits: &'a Limits,
+    device_id: &'a str,
+    guard: &'a ConnectionGuard,
+    session: Session,
+    idle: Option<Duration>,
+    token_expires: Instant,
+    flood: FloodGuard,
+}
+
+impl<IO> Connected<'_, IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn run(&mut self) -> Close {
+        let notify = self.ctx.hub.c2d_notify(self.device_id);
+        let mut last_packet = Instant::now();
+        loop {
+            // Enable the wake-up before looking at the queue, so an enqueue in between is
+            // never missed (driver.rs).
+            let wake = notify.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if let Err(close) = self.pump_c2d().await {
+                return close;
+            }
+            let wants_c2d = self.session.wants_c2d();
+            let deadline = self.idle.map(|d| last_packet + d);
+            tokio::select! {
+                biased;
+                _ = self.ctx.shutdown.cancelled() => return Close::Shutdown,
+                _ = self.guard.cancelled().cancelled() => return Close::Kicked,
+                _ = sleep_until(deadline) => {
+                    return Close::KeepAlive(self.idle.unwrap_or_default());
+                }
+                _ = tokio::time::sleep_until(self.token_expires) => return Close::TokenExpired,
+                frame = self.t.next() => {
+                    last_packet = Instant::now();
+                    let packet = match frame {
+                        None => return Close::PeerClosed,
+                        Some(Err(e)) => return codec_close(e),
+                        Some(Ok(p)) => p,
+                    };
+                    if !self.flood.allow(last_packet) {
+                        return Close::Flood;
+                    }
+                    if let Err(close) = self.handle(packet).await {
+                        return close;
+                    }
+                }
+                _ = &mut wake, if wants_c2d => {}
+            }
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) -> Result<(), Close> {
+        debug!(device = %self.device_id, packet = kind(&packet), "send");
+        tokio::select! {
+            biased;
+            _ = self.ctx.shutdown.cancelled() => Err(Close::Shutdown),
+            _ = self.guard.cancelled().cancelled() => Err(Close::Kicked),
+            r = tokio::time::timeout(self.limits.write_timeout, self.t.send(packet)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(codec_close(e)),
+                Err(_) => Err(Close::WriteTimeout),
+            },
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+        debug!(device = %self.device_id, packet = kind(&packet), "received");
+        match packet {
+            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::PubAck(a) => {
+                self.on_puback(a.pkid);
+                Ok(())
+            }
+            Packet::Subscribe(s) => {
+                let ack = self.session.subscribe(&s);
+                for (f, code) in s.filters.iter().zip(&ack.return_codes) {
+                    debug!(device = %self.device_id, filter = %f.path, ?code, "subscribe");
+                }
+                self.send(Packet::SubAck(ack)).await
+            }
+            Packet::Unsubscribe(u) => {
+                let ack = self.session.unsubscribe(&u);
+                self.send(Packet::UnsubAck(ack)).await
+            }
+            Packet::PingReq => self.send(Packet::PingResp).await,
+            Packet::Disconnect => Err(Close::ClientDisconnect),
+            Packet::Connect(_) => Err(Close::Violation("a second CONNECT".to_owned())),
+            other => Err(Close::Violation(format!(
+                "{} is not a packet a device sends to IoT Hub",
+                kind(&other)
+            ))),
+        }
+    }
+
+    /// A device PUBLISH: telemetry is recorded before the PUBACK; twin requests and method
+    /// responses are acknowledged and dropped; everything else closes the connection.
+    async fn on_publish(&mut self, p: Publish) -> Result<(), Close> {
+        if p.qos == QoS::ExactlyOnce {
+            return Err(Close::Violation(
+                "QoS 2 PUBLISH (IoT Hub supports QoS 0 and 1)".to_owned(),
+            ));
+        }
+        match topics::route_publish(self.device_id, &p.topic) {
+            Route::Refused(reason) => return Err(Close::Violation(reason)),
+            Route::Ignored => {
+                debug!(device = %self.device_id, topic = %p.topic, "twin/method publish ignored")
+            }
+            Route::Telemetry => {
+                if p.payload.len() > self.limits.max_payload {
+                    return Err(Close::Violation(format!(
+                        "a {}-byte telemetry payload exceeds {} bytes",
+                        p.payload.len(),
+                        self.limits.max_payload
+                    )));
+                }
+                let message = topics::telemetry(&p.topic, &p.payload)
+                    .map_err(|e| Close::Violation(e.to_string()))?;
+                let device = self.device_id;
+                let seq = self
+                    .ctx
+                    .hub
+                    .run(|hub, now| hub.record_d2c(device, message, now))
+                    .map_err(Close::Hub)?;
+                debug!(device = %device, seq, "telemetry recorded");
+            }
+        }
+        if p.qos == QoS::AtLeastOnce {
+            self.send(Packet::PubAck(PubAck::new(p.pkid))).await?;
+        }
+        Ok(())
+    }
+
+    /// A device PUBACK completes the C2D delivery it acknowledges. A lost lock (it expired,
+    /// or the message was purged) is not an error: the hub redelivers or has settled it.
+    fn on_puback(&mut self, pkid: u16) {
+        let Some(f) = self.session.puback(pkid) else {
+            debug!(device = %self.device_id, pkid, "PUBACK for no delivery in flight");
+            return;
+        };
+        let device = self.device_id;
+        match self
+            .ctx
+            .hub
+            .run(|hub, now| hub.complete_c2d(device, &f.lock_token, now))
+        {
+            Ok(()) => debug!(device = %device, seq = f.sequence_number, "c2d completed"),
+            Err(HubError::DeviceMessageLockLost { .. }) => {
+                debug!(device = %device, seq = f.sequence_number, "c2d lock lost before PUBACK")
+            }
+            Err(e) => {
+                debug!(device = %device, seq = f.sequence_number, error = %e, "c2d complete failed")
+            }
+        }
+    }
+
+    /// Sends queued C2D messages while subscribed and the window has room.
+    async fn pump_c2d(&mut self) -> Result<(), Close> {
+        while self.session.wants_c2d() {
+            let device = self.device_id;
+            let received = self
+                .ctx
+                .hub
+                .run(|hub, now| hub.receive_c2d(device, now))
+                .map_err(Close::Hub)?;
+            let Some(message) = received else {
+                break;
+            };
+            let delivery = match self.session.deliver(&message) {
+                Ok(d) => d,
+                Err(e) => {
+                    if let Some(token) = &message.system.lock_token {
+                        self.release(token);
+                    }
+                    return Err(Close::Hub(HubError::ServerError {
+                        detail: e.to_string(),
+                    }));
+                }
+            };
+            let Delivery::Send {
+                publish,
+                complete_on_send,
+            } = delivery
+            else {
+                debug!(device = %device, seq = ?message.system.sequence_number, "c2d relocked while in flight");
+                continue;
+            };
+            debug!(
+                device = %device,
+                seq = ?message.system.sequence_number,
+                pkid = publish.pkid,
+                dup = publish.dup,
+                qos = ?publish.qos,
+                "c2d publish"
+            );
+            let sent = self.send(Packet::Publish(publish)).await;
+            match (sent, complete_on_send) {
+                (Ok(()), Some(token)) => {
+                    if let Err(e) = self
+                        .ctx
+                        .hub
+                        .run(|hub, now| hub.complete_c2d(device, &token, now))
+                    {
+                        debug!(device = %device, error = %e, "c2d QoS 0 complete failed");
+                    }
+                }
+                (Ok(()), None) => {}
+                (Err(close), Some(token)) => {
+                    self.release(&token);
+                    return Err(close);
+                }
+                // In flight: released at teardown.
+                (Err(close), None) => return Err(close),
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&self, token: &str) {
+        let device = self.device_id;
+        if let Err(e) = self
+            .ctx
+            .hub
+            .run(|hub, now| hub.release_c2d_lock(device, token, now))
+        {
+            debug!(device = %device, error = %e, "c2d release failed");
+        }
+    }
+
+    /// Returns every delivery still waiting for PUBACK to the queue; how many.
+    fn release_inflight(&mut self) -> usize {
+        let all = self.session.take_inflight();
+        for f in &all {
+            self.release(&f.lock_token);
+        }
+        all.len()
+    }
+}
