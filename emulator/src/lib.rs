@@ -5,8 +5,8 @@
 
 pub mod amqp;
 pub mod auth;
-pub mod context;
 pub mod config;
+pub mod context;
 pub mod credentials;
 pub mod driver;
 pub mod http;

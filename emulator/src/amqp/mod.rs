@@ -1,4 +1,37 @@
-//! The AMQP 1.0 endpoint on 5671 (and WebSockets on 443). Arrives with issue 5.
+//! The AMQP 1.0 endpoint: TLS on 5671 and, through the HTTP module, WebSockets on 443.
+//!
+//! Reference: iothub-protocol.md 5 and official-sdks.md 2.2–2.4. The layers, outside in:
+//!
+//! * [`listener`]: TLS termination with a handshake deadline.
+//! * [`connection`]: the protocol header (plain AMQP for Node and C#, SASL for uamqp and C),
+//!   fe2o3's acceptor, sessions, and routing each link by its [`address`].
+//! * [`stream`]: the bytes under fe2o3: 16-byte GUID delivery tags (which fe2o3 cannot set),
+//!   room in each frame for them, and a bounded wait for the peer's `close`.
+//! * [`sasl`] and [`cbs`]: how a connection gets its tokens; [`tokens`]: which link they cover.
+//! * [`service`] and [`device`]: the links themselves, over the generic [`inbound`] and
+//!   [`outbound`] loops; [`convert`] maps messages and [`errors`] maps hub errors to conditions.
+//!
+//! The adapters hold no hub rules: every outcome comes from the hub.
+//!
+//! Decisions worth knowing:
+//! * A link attached before a token covers it is refused with `amqp:unauthorized-access` right
+//!   away. Every SDK waits for the put-token reply before attaching, so no grace period is needed.
+//! * When the token that authorized a link expires and no renewed token covers it, the link is
+//!   detached with `amqp:unauthorized-access`; the connection stays open for a new put-token.
+
+mod address;
+mod cbs;
+mod connection;
+mod convert;
+mod device;
+mod errors;
+mod inbound;
+mod listener;
+mod outbound;
+mod sasl;
+mod service;
+mod stream;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -9,14 +42,14 @@ use crate::context::Context;
 
 /// Accepts AMQP over TLS until shutdown.
 pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {
-    let _ = (listener, tls);
-    ctx.shutdown.cancelled().await;
+    listener::run(listener, tls, ctx).await;
 }
 
-/// Serves one AMQP connection over any byte stream (TLS or a WebSocket).
+/// Serves one AMQP connection over any byte stream (TLS or a WebSocket): from the protocol
+/// header to the close, ending early on shutdown.
 pub async fn serve_connection<IO>(io: IO, peer: String, ctx: Context)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _ = (io, peer, ctx);
+    connection::serve(io, peer, ctx).await;
 }

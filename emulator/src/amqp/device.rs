@@ -1,0 +1,101 @@
+//! Device links: C2D receive from `/devices/{id}/messages/devicebound` and telemetry to
+//! `/devices/{id}/messages/events` (iothub-protocol.md 5.6; the Node AMQP device transport uses
+//! them). Both need a token for that device. While one is open the device counts as connected,
+//! and deleting or disabling the device detaches it.
+
+use std::sync::Arc;
+
+use fe2o3_amqp::{Receiver, Sender};
+use iothub_protocol::HubError;
+
+use super::connection::Conn;
+use super::convert::{self, Incoming, Outgoing};
+use super::errors::error_for;
+use super::outbound::{Outbox, Settle, Wake};
+use super::tokens::Access;
+use super::{inbound, outbound};
+use crate::driver::HubHandle;
+
+/// Serves a device's receiver: C2D messages are locked as they are transferred, and the
+/// device's disposition completes, rejects or abandons them, producing their feedback.
+pub async fn serve_c2d(conn: Arc<Conn>, sender: Sender, device_id: String) {
+    let access = Access::Device(device_id.clone());
+    let auth = match conn.tokens.authorize_link(&conn.ctx, access) {
+        Ok(auth) => auth,
+        Err(e) => return outbound::refuse(sender, error_for(&e)).await,
+    };
+    let hub = conn.ctx.hub.clone();
+    let registration = hub.register_connection(&device_id);
+    let outbox = DeviceOutbox {
+        wake: hub.c2d_notify(&device_id),
+        hub,
+        device_id,
+    };
+    let revoked = registration.cancelled().clone();
+    outbound::run(&conn, sender, outbox, auth, revoked).await;
+}
+
+/// Serves a device's sender: telemetry is recorded as it is over MQTT.
+pub async fn serve_events(conn: Arc<Conn>, receiver: Receiver, device_id: String) {
+    let access = Access::Device(device_id.clone());
+    let auth = match conn.tokens.authorize_link(&conn.ctx, access) {
+        Ok(auth) => auth,
+        Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
+    };
+    let hub = conn.ctx.hub.clone();
+    let registration = hub.register_connection(&device_id);
+    let revoked = registration.cancelled().clone();
+    inbound::run(&conn, receiver, Some(auth), revoked, |m: Incoming| {
+        let recorded = convert::to_hub(m).and_then(|message| {
+            hub.run(|hub, now| hub.record_d2c(&device_id, message, now))
+                .map(|_| ())
+        });
+        inbound::done(recorded)
+    })
+    .await;
+}
+
+/// One device's C2D queue as seen by one receiver link.
+struct DeviceOutbox {
+    hub: HubHandle,
+    device_id: String,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Outbox for DeviceOutbox {
+    fn take(&mut self) -> Result<Option<(String, Outgoing)>, HubError> {
+        let Some(m) = self
+            .hub
+            .run(|hub, now| hub.receive_c2d(&self.device_id, now))?
+        else {
+            return Ok(None);
+        };
+        let token = m.system.lock_token.clone().unwrap_or_default();
+        match convert::c2d_delivery(&m) {
+            Some(out) => Ok(Some((token, out))),
+            None => Err(HubError::ServerError {
+                detail: "the hub handed out a C2D message without a lock token".into(),
+            }),
+        }
+    }
+
+    fn wake(&self) -> Wake {
+        Wake::Shared(self.wake.clone())
+    }
+
+    fn settle(&mut self, lock_token: &str, how: Settle) -> Result<(), HubError> {
+        let id = &self.device_id;
+        self.hub.run(|hub, now| match how {
+            Settle::Complete => hub.complete_c2d(id, lock_token, now),
+            Settle::Reject => hub.reject_c2d(id, lock_token, now),
+            Settle::Abandon => hub.abandon_c2d(id, lock_token, now),
+        })
+    }
+
+    fn unsettled(&mut self, lock_token: &str) {
+        let id = &self.device_id;
+        let _ = self
+            .hub
+            .run(|hub, now| hub.release_c2d_lock(id, lock_token, now));
+    }
+}

@@ -1,0 +1,134 @@
+//! Links on which the peer sends: C2D from a service, telemetry from a device, CBS requests.
+//!
+//! Each delivery goes to a handler; `Ok` becomes an `accepted` disposition, an error a `rejected`
+//! one carrying [`error_for`]'s condition. Credit is granted by fe2o3 as deliveries are processed,
+//! so a flood waits for the handler. The link ends on shutdown, when the peer detaches, or when
+//! its token expires (detached with `amqp:unauthorized-access`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use fe2o3_amqp::Receiver;
+use fe2o3_amqp::link::RecvError;
+use fe2o3_amqp::link::delivery::Delivery;
+use fe2o3_amqp_types::definitions::Error as AmqpError;
+use fe2o3_amqp_types::messaging::Body;
+use fe2o3_amqp_types::primitives::Value;
+use iothub_protocol::HubError;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Conn;
+use super::convert::Incoming;
+use super::errors::{decode_error, error_for};
+use super::tokens::LinkAuth;
+
+/// How long a detach may wait for the peer's answer.
+pub const DETACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Event {
+    Shutdown,
+    Revoked,
+    Tick,
+    Delivery(Box<Result<Delivery<Body<Value>>, RecvError>>),
+}
+
+/// How a link ends.
+enum Ending {
+    /// Detach it, with this error if any.
+    Close(Option<AmqpError>),
+    /// The peer detached it, or the session is gone.
+    Gone,
+}
+
+async fn tick(auth: &Option<LinkAuth>) {
+    match auth {
+        Some(a) => a.tick().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a handler returns: the hub's verdict on one delivery, possibly after some waiting.
+pub type Handled = Pin<Box<dyn Future<Output = Result<(), HubError>> + Send>>;
+
+/// A verdict that needs no waiting.
+pub fn done(result: Result<(), HubError>) -> Handled {
+    Box::pin(std::future::ready(result))
+}
+
+/// Receives deliveries until the link ends, passing each to `handle`.
+pub async fn run(
+    conn: &Conn,
+    mut receiver: Receiver,
+    mut auth: Option<LinkAuth>,
+    revoked: CancellationToken,
+    mut handle: impl FnMut(Incoming) -> Handled,
+) {
+    let ending = loop {
+        let event = tokio::select! {
+            _ = conn.cancel.cancelled() => Event::Shutdown,
+            _ = revoked.cancelled() => Event::Revoked,
+            _ = tick(&auth) => Event::Tick,
+            d = receiver.recv::<Body<Value>>() => Event::Delivery(Box::new(d)),
+        };
+        let received = match event {
+            Event::Shutdown => break Ending::Close(None),
+            Event::Revoked => break Ending::Close(Some(error_for(&revoked_error()))),
+            Event::Tick => {
+                if let Some(Err(e)) = auth.as_mut().map(LinkAuth::check) {
+                    break Ending::Close(Some(error_for(&e)));
+                }
+                continue;
+            }
+            Event::Delivery(received) => *received,
+        };
+        let delivery = match received {
+            Ok(d) => d,
+            Err(RecvError::MessageDecode(e)) => {
+                break Ending::Close(Some(decode_error(format!(
+                    "the message could not be decoded: {e}"
+                ))));
+            }
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "receiving link ended");
+                break Ending::Gone;
+            }
+        };
+        let (info, message) = delivery.into_parts();
+        if let Some(Err(e)) = auth.as_mut().map(LinkAuth::check) {
+            let error = error_for(&e);
+            let _ = receiver.reject(info, error.clone()).await;
+            break Ending::Close(Some(error));
+        }
+        let verdict = tokio::select! {
+            _ = conn.cancel.cancelled() => break Ending::Close(None),
+            v = handle(message) => v,
+        };
+        let settled = match verdict {
+            Ok(()) => receiver.accept(info).await,
+            Err(e) => receiver.reject(info, error_for(&e)).await,
+        };
+        if settled.is_err() {
+            break Ending::Gone;
+        }
+    };
+    if let Ending::Close(error) = ending {
+        let close = async {
+            match error {
+                Some(e) => receiver.close_with_error(e).await,
+                None => receiver.close().await,
+            }
+        };
+        let _ = tokio::time::timeout(DETACH_TIMEOUT, close).await;
+    }
+}
+
+/// Why a device link ends when its device goes away.
+pub fn revoked_error() -> HubError {
+    HubError::unauthorized("the device was deleted, disabled or connected elsewhere")
+}
+
+/// Refuses a link the peer attached: detaches it with the error.
+pub async fn refuse(receiver: Receiver, error: AmqpError) {
+    let _ = tokio::time::timeout(DETACH_TIMEOUT, receiver.close_with_error(error)).await;
+}
