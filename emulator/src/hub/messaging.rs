@@ -122,7 +122,15 @@ impl<S: Store> Hub<S> {
         Ok(m)
     }
 
-    fn locked_seq(&self, device_id: &str, token: &str) -> Result<u64, HubError> {
+    /// Fires due deadlines, then finds the message locked with `token`: the first step of
+    /// every settlement.
+    fn locked_seq(
+        &mut self,
+        device_id: &str,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<u64, HubError> {
+        self.handle_timeout(now);
         self.entry(device_id)?
             .queue
             .find_locked(token)
@@ -136,8 +144,7 @@ impl<S: Store> Hub<S> {
         lock_token: &str,
         now: OffsetDateTime,
     ) -> Result<(), HubError> {
-        self.handle_timeout(now);
-        let seq = self.locked_seq(device_id, lock_token)?;
+        let seq = self.locked_seq(device_id, lock_token, now)?;
         self.finish_c2d(device_id, seq, Outcome::Completed, now);
         Ok(())
     }
@@ -149,8 +156,7 @@ impl<S: Store> Hub<S> {
         lock_token: &str,
         now: OffsetDateTime,
     ) -> Result<(), HubError> {
-        self.handle_timeout(now);
-        let seq = self.locked_seq(device_id, lock_token)?;
+        let seq = self.locked_seq(device_id, lock_token, now)?;
         self.finish_c2d(device_id, seq, Outcome::Rejected, now);
         Ok(())
     }
@@ -163,8 +169,7 @@ impl<S: Store> Hub<S> {
         lock_token: &str,
         now: OffsetDateTime,
     ) -> Result<(), HubError> {
-        self.handle_timeout(now);
-        let seq = self.locked_seq(device_id, lock_token)?;
+        let seq = self.locked_seq(device_id, lock_token, now)?;
         self.release_c2d(device_id, seq, true, now);
         Ok(())
     }
@@ -178,8 +183,7 @@ impl<S: Store> Hub<S> {
         lock_token: &str,
         now: OffsetDateTime,
     ) -> Result<(), HubError> {
-        self.handle_timeout(now);
-        let seq = self.locked_seq(device_id, lock_token)?;
+        let seq = self.locked_seq(device_id, lock_token, now)?;
         let counts = self.settings.delivery_count_rule == DeliveryCountRule::EveryRelease;
         self.release_c2d(device_id, seq, counts, now);
         Ok(())

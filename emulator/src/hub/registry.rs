@@ -27,6 +27,19 @@ pub fn if_match_allows(if_match: &str, etag: &str) -> bool {
     v == "*" || v == etag
 }
 
+fn check_if_match(device: &Device, if_match: &str) -> Result<(), HubError> {
+    let current = device.etag.as_deref().unwrap_or_default();
+    if if_match_allows(if_match, current) {
+        return Ok(());
+    }
+    Err(HubError::PreconditionFailed {
+        detail: format!(
+            "the etag in If-Match does not match device '{}' (current etag \"{current}\"); read the device again",
+            device.device_id
+        ),
+    })
+}
+
 fn check_key(name: &str, key: &str) -> Result<(), HubError> {
     match STANDARD.decode(key) {
         Ok(raw) if (16..=64).contains(&raw.len()) => Ok(()),
@@ -130,14 +143,7 @@ impl<S: Store> Hub<S> {
             .ok_or_else(|| HubError::DeviceNotFound {
                 device_id: id.clone(),
             })?;
-        let current = entry.device.etag.clone().unwrap_or_default();
-        if !if_match_allows(if_match, &current) {
-            return Err(HubError::PreconditionFailed {
-                detail: format!(
-                    "the etag in If-Match does not match device '{id}' (current etag \"{current}\"); read the device again"
-                ),
-            });
-        }
+        check_if_match(&entry.device, if_match)?;
         let new_keys = device.authentication.symmetric_key.clone();
         for (name, k) in [
             ("primary key", new_keys.primary_key.as_deref()),
@@ -190,14 +196,7 @@ impl<S: Store> Hub<S> {
                 device_id: device_id.to_owned(),
             })?;
         if let Some(m) = if_match {
-            let current = entry.device.etag.clone().unwrap_or_default();
-            if !if_match_allows(m, &current) {
-                return Err(HubError::PreconditionFailed {
-                    detail: format!(
-                        "the etag in If-Match does not match device '{device_id}' (current etag \"{current}\")"
-                    ),
-                });
-            }
+            check_if_match(&entry.device, m)?;
         }
         if let Some(mut entry) = self.store.remove(device_id) {
             for m in entry.queue.drain(&mut self.timers) {
