@@ -83,6 +83,6 @@ impl Outbox for FeedbackOutbox {
     fn unsettled(&mut self, lock_token: &str) {
         let _ = self
             .hub
-            .run(|hub, now| hub.abandon_feedback(lock_token, now));
+            .run(|hub, now| hub.release_feedback_lock(lock_token, now));
     }
 }

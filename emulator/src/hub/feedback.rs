@@ -186,6 +186,20 @@ impl FeedbackQueue {
         }
     }
 
+    /// Returns the batch locked with `token` to the queue without counting a delivery: its
+    /// receiver went away before settling it. False if the token is unknown.
+    pub fn release(&mut self, token: &str, timers: &mut Timers) -> bool {
+        let Some(id) = self.find(token) else {
+            return false;
+        };
+        if let Some(b) = self.batches.get_mut(&id)
+            && let Some((_, t)) = b.lock.take()
+        {
+            timers.remove(t);
+        }
+        true
+    }
+
     /// Ends the lock on batch `id` (abandon or lock expiry). Returns true if it is available
     /// again.
     pub fn unlock(&mut self, id: u64, max_delivery_count: u32, timers: &mut Timers) -> bool {

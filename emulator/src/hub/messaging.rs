@@ -362,6 +362,26 @@ impl<S: Store> Hub<S> {
         }
     }
 
+    /// Returns the feedback batch locked with `lock_token` to the queue because its receiver
+    /// went away (a closed link); unlike an abandon, this does not count as a delivery.
+    pub fn release_feedback_lock(
+        &mut self,
+        lock_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), HubError> {
+        self.handle_timeout(now);
+        if !self
+            .store
+            .feedback_mut()
+            .release(lock_token, &mut self.timers)
+        {
+            return Err(lock_lost(lock_token));
+        }
+        self.events.push_back(HubEvent::FeedbackAvailable);
+        self.store.commit(&[]);
+        Ok(())
+    }
+
     /// Releases the records waiting for the batch window now (control API "flush").
     pub fn flush_feedback(&mut self, now: OffsetDateTime) {
         self.handle_timeout(now);

@@ -757,3 +757,28 @@ fn connection_state_is_recorded() {
         iothub_protocol::registry::ConnectionState::Connected
     );
 }
+
+#[test]
+fn a_closed_feedback_link_releases_without_counting() {
+    let mut h = hub_with(
+        HubSettings {
+            feedback_max_delivery_count: 1,
+            ..settings()
+        },
+        &["d1"],
+    );
+    h.enqueue_c2d("d1", msg("a", AckMode::Positive), T0)
+        .unwrap();
+    let m = h.receive_c2d("d1", T0).unwrap().unwrap();
+    h.complete_c2d("d1", &token(&m), T0).unwrap();
+    let b = h.receive_feedback(T0).unwrap();
+    h.release_feedback_lock(&b.lock_token, T0).unwrap();
+    let again = h
+        .receive_feedback(T0)
+        .expect("released, not dropped at max delivery 1");
+    assert_eq!(again.delivery_count, 0);
+    assert!(matches!(
+        h.release_feedback_lock(&b.lock_token, T0),
+        Err(HubError::DeviceMessageLockLost { .. })
+    ));
+}
