@@ -1,0 +1,485 @@
+//! The device client: telemetry out, C2D messages in, connection state, shutdown.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use iothub_protocol::Message;
+use iothub_protocol::message::MAX_D2C_SIZE;
+use iothub_protocol::property_bag::encode_d2c_topic;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::backoff::Backoff;
+use crate::config::{CompletionMode, DeviceClientBuilder, Options, Transport};
+use crate::error::Error;
+use crate::https::{self, Demand, Https};
+use crate::message::{ReceivedMessage, Settle};
+use crate::mqtt::{self, Command};
+use crate::state::{ConnectionEvents, ConnectionState, DisconnectReason, StateReporter};
+use crate::tls;
+
+/// Longest MQTT topic name.
+const MAX_TOPIC: usize = 65_535;
+
+enum Backend {
+    Mqtt {
+        cmd: mpsc::UnboundedSender<Command>,
+    },
+    Https {
+        https: Arc<Https>,
+        demand: Arc<Demand>,
+    },
+}
+
+struct Inner {
+    device_id: String,
+    transport: Transport,
+    completion: CompletionMode,
+    backend: Backend,
+    c2d_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<ReceivedMessage>>,
+    c2d_enabled: AtomicBool,
+    /// The MQTT connection messages may still be settled on.
+    generation: Arc<AtomicU64>,
+    state: StateReporter,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop the tasks (the MQTT driver sends DISCONNECT).
+        self.shutdown.cancel();
+    }
+}
+
+/// A connection to the hub as one device.
+///
+/// Cheap to clone; all clones share one connection, so one task can wait for messages while
+/// another sends telemetry. The connection closes when [`close`](Self::close) is called or
+/// the last clone (and the last [`Messages`] stream) is dropped.
+///
+/// See the [crate documentation](crate) for an example and for the delivery guarantees.
+#[derive(Clone)]
+pub struct DeviceClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DeviceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceClient")
+            .field("device_id", &self.inner.device_id)
+            .field("transport", &self.inner.transport)
+            .field("state", &self.inner.state.current())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceClient {
+    /// Connects with every option at its default: MQTT on port 8883, the platform's root
+    /// certificates plus `IOTHUB_DEVICE_CA_CERT`/`IOTHUB_CA_CERT` if set, one-hour tokens,
+    /// automatic completion.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), iothub_device::Error> {
+    /// let client = iothub_device::DeviceClient::from_connection_string(
+    ///     "HostName=myhub.azure-devices.net;DeviceId=dev1;SharedAccessKey=...",
+    /// )
+    /// .await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub async fn from_connection_string(connection_string: &str) -> Result<Self, Error> {
+        DeviceClientBuilder::new(connection_string)?.connect().await
+    }
+
+    /// A builder to set options before connecting; see [`DeviceClientBuilder`].
+    pub fn builder(connection_string: &str) -> Result<DeviceClientBuilder, Error> {
+        DeviceClientBuilder::new(connection_string)
+    }
+
+    /// The device id.
+    pub fn device_id(&self) -> &str {
+        &self.inner.device_id
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> Transport {
+        self.inner.transport
+    }
+
+    /// Sends a telemetry (device-to-cloud) message and resolves when the hub acknowledged it:
+    /// MQTT PUBACK, or HTTPS `204`.
+    ///
+    /// The message id, correlation id, user id, content type and encoding, expiry and the
+    /// application properties travel with it. Over MQTT a send made while the client is
+    /// reconnecting waits for the connection; a message sent on a connection that dropped
+    /// before its PUBACK is sent again on the next one, so the hub may get it twice
+    /// (at-least-once). Dropping the returned future does not withdraw the message.
+    ///
+    /// A message over the hub's 256 KB limit is refused here with
+    /// [`Error::MessageTooLarge`].
+    pub async fn send_event(&self, message: Message) -> Result<(), Error> {
+        self.check_open()?;
+        let size = message.size();
+        if size > MAX_D2C_SIZE {
+            return Err(Error::MessageTooLarge {
+                size,
+                max: MAX_D2C_SIZE,
+            });
+        }
+        match &self.inner.backend {
+            Backend::Mqtt { cmd } => {
+                let topic = encode_d2c_topic(&self.inner.device_id, &message);
+                if topic.len() > MAX_TOPIC {
+                    return Err(Error::InvalidMessage {
+                        detail: format!(
+                            "its properties make an MQTT topic of {} bytes; the limit is {MAX_TOPIC}",
+                            topic.len()
+                        ),
+                    });
+                }
+                let (reply, rx) = oneshot::channel();
+                cmd.send(Command::Send {
+                    topic,
+                    payload: Bytes::from(message.body),
+                    reply,
+                })
+                .map_err(|_| self.terminal_error())?;
+                rx.await.map_err(|_| self.terminal_error())?
+            }
+            Backend::Https { https, .. } => https.send_event(&message).await.map_err(|e| match e {
+                Error::Closed => self.terminal_error(),
+                e => e,
+            }),
+        }
+    }
+
+    /// Waits for the next cloud-to-device message.
+    ///
+    /// The first call turns C2D on: over MQTT the client subscribes to
+    /// `devices/{id}/messages/devicebound/#` (and subscribes again whenever the hub lost the
+    /// session); over HTTPS it polls while someone waits here. In
+    /// [`CompletionMode::Automatic`] the message is completed as it is returned.
+    ///
+    /// Fails with [`Error::Closed`] once the client is closed, or with the error that
+    /// stopped it (for example [`Error::Unauthorized`] or [`Error::TokenExpired`]).
+    ///
+    /// Cancel-safe: if the future is dropped before it resolves, no message is lost.
+    pub async fn recv(&self) -> Result<ReceivedMessage, Error> {
+        self.check_open()?;
+        self.enable_c2d();
+        let inner = &self.inner;
+        let _waiting = match &inner.backend {
+            Backend::Https { demand, .. } => Some(demand.enter()),
+            Backend::Mqtt { .. } => None,
+        };
+        let mut rx = tokio::select! {
+            biased;
+            _ = inner.shutdown.cancelled() => return Err(self.terminal_error()),
+            rx = inner.c2d_rx.lock() => rx,
+        };
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = inner.shutdown.cancelled() => return Err(self.terminal_error()),
+                m = rx.recv() => m,
+            };
+            let Some(mut message) = next else {
+                return Err(self.terminal_error());
+            };
+            if let Backend::Https { demand, .. } = &inner.backend {
+                demand.taken();
+            }
+            if let Some(generation) = message.mqtt_generation()
+                && generation != inner.generation.load(Ordering::Acquire)
+            {
+                // Its connection is gone, so it cannot be acknowledged; the hub delivers it
+                // again on the current connection. Dropping it here avoids a duplicate.
+                continue;
+            }
+            if inner.completion == CompletionMode::Automatic {
+                self.complete_now(&mut message);
+            }
+            return Ok(message);
+        }
+    }
+
+    /// The cloud-to-device messages as a [`Stream`], for use with `StreamExt` or
+    /// [`Messages::next`]. Each item is what [`recv`](Self::recv) would return; the stream
+    /// ends when the client closes or stops (see [`connection_state`](Self::connection_state)
+    /// for why).
+    ///
+    /// ```no_run
+    /// # async fn run(client: iothub_device::DeviceClient) {
+    /// let mut messages = client.messages();
+    /// while let Some(message) = messages.next().await {
+    ///     println!("{:?}", message.body_str());
+    /// }
+    /// # }
+    /// ```
+    pub fn messages(&self) -> Messages {
+        Messages::new(self.clone())
+    }
+
+    /// The current connection state, as a [`watch`] that also tells of changes (it keeps only
+    /// the latest; use [`connection_events`](Self::connection_events) to see every change).
+    ///
+    /// ```no_run
+    /// # async fn run(client: iothub_device::DeviceClient) {
+    /// let mut state = client.connection_state();
+    /// let _ = state.wait_for(|s| s.is_connected()).await;
+    /// # }
+    /// ```
+    pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Every connection-state change from now on, in order.
+    pub fn connection_events(&self) -> ConnectionEvents {
+        self.inner.state.events()
+    }
+
+    /// Closes the client: over MQTT sends DISCONNECT, stops every task, and waits for them.
+    /// Sends still waiting fail with [`Error::Closed`], and [`recv`](Self::recv) returns it.
+    /// Messages taken but not yet completed (manual mode) stay with the hub, which delivers
+    /// them again. Calling it again, or on another clone, just waits.
+    pub async fn close(&self) {
+        let inner = &self.inner;
+        if let Backend::Https { .. } = inner.backend {
+            inner.state.set(ConnectionState::Disconnected {
+                reason: DisconnectReason::Closed,
+                retrying: false,
+            });
+        }
+        inner.shutdown.cancel();
+        inner.tasks.close();
+        inner.tasks.wait().await;
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.inner.shutdown.is_cancelled() {
+            Err(self.terminal_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Why the client stopped: the fatal error, or [`Error::Closed`].
+    fn terminal_error(&self) -> Error {
+        self.inner
+            .state
+            .current()
+            .fatal_error()
+            .unwrap_or(Error::Closed)
+    }
+
+    fn enable_c2d(&self) {
+        if self.inner.c2d_enabled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Backend::Mqtt { cmd } = &self.inner.backend {
+            let _ = cmd.send(Command::EnableC2d);
+        }
+    }
+
+    /// Automatic completion: settle as the message is handed over.
+    fn complete_now(&self, message: &mut ReceivedMessage) {
+        match message.take_settle() {
+            Settle::Done => {}
+            Settle::Mqtt {
+                generation,
+                pkid,
+                tx,
+            } => {
+                let _ = tx.send(Command::Settle {
+                    generation,
+                    pkid,
+                    ack: true,
+                    reply: None,
+                });
+            }
+            Settle::Https { lock_token, https } => {
+                self.inner.tasks.spawn(async move {
+                    if let Err(e) = https.complete(&lock_token).await {
+                        tracing::warn!(error = %e, "automatic completion over HTTPS failed; the hub will deliver the message again");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Starts a client for validated options.
+pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
+    let device_id = options.conn.device_id.clone();
+    let auth = Auth::new(
+        &options.conn,
+        options.token_lifetime,
+        options.renewal_margin,
+    )?;
+    let trust = options.trust.clone();
+    // Reading files and the platform store blocks; keep it off the async workers.
+    let roots = tokio::task::spawn_blocking(move || tls::root_store(&trust))
+        .await
+        .map_err(|e| Error::Tls {
+            detail: format!("loading certificates failed: {e}"),
+        })??;
+    let accept_any = options.trust.accept_any_certificate;
+    let (host, port) = options.endpoint();
+    let backoff = Backoff::new(options.backoff_initial, options.backoff_max);
+    let state = StateReporter::new();
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let generation = Arc::new(AtomicU64::new(0));
+    let (c2d_tx, c2d_rx) = mpsc::unbounded_channel();
+
+    let backend = match options.transport {
+        Transport::Mqtt | Transport::MqttWebSocket => {
+            mqtt::check_device_id(&device_id)?;
+            let alpn: &[&[u8]] = if options.transport == Transport::MqttWebSocket {
+                &[b"http/1.1"]
+            } else {
+                &[]
+            };
+            let params = mqtt::Params {
+                device_id: device_id.clone(),
+                host_name: options.conn.host_name.clone(),
+                host,
+                port,
+                transport: options.transport,
+                tls: tls::client_config(&roots, accept_any, alpn)?,
+                keep_alive: options.keep_alive,
+                connect_timeout: options.connect_timeout,
+                backoff,
+            };
+            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+            let driver = mqtt::Driver::new(
+                params,
+                auth,
+                cmd_rx,
+                cmd_tx.clone(),
+                c2d_tx,
+                state.clone(),
+                generation.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            );
+            let (first_tx, first_rx) = oneshot::channel();
+            tasks.spawn(driver.run(first_tx));
+            match first_rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(Error::Closed),
+            }
+            Backend::Mqtt { cmd: cmd_tx }
+        }
+        Transport::Https => {
+            let params = https::Params {
+                device_id: device_id.clone(),
+                host,
+                port,
+                tls: tls::client_config(&roots, accept_any, &[b"http/1.1"])?,
+                connect_timeout: options.connect_timeout,
+                request_timeout: options.request_timeout,
+            };
+            let https = Arc::new(Https::new(
+                params,
+                auth,
+                state.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            )?);
+            if let Err(e) = https.open().await {
+                shutdown.cancel();
+                return Err(e);
+            }
+            let demand = Arc::new(Demand::default());
+            tasks.spawn(https::poll_loop(
+                https.clone(),
+                demand.clone(),
+                c2d_tx,
+                options.poll_interval,
+                backoff,
+            ));
+            Backend::Https { https, demand }
+        }
+    };
+
+    Ok(DeviceClient {
+        inner: Arc::new(Inner {
+            device_id,
+            transport: options.transport,
+            completion: options.completion,
+            backend,
+            c2d_rx: tokio::sync::Mutex::new(c2d_rx),
+            c2d_enabled: AtomicBool::new(false),
+            generation,
+            state,
+            shutdown,
+            tasks,
+        }),
+    })
+}
+
+/// The stream of cloud-to-device messages from [`DeviceClient::messages`].
+///
+/// It implements [`Stream`]; [`next`](Self::next) is the same without an extension trait.
+/// It keeps the client open while it exists.
+pub struct Messages {
+    client: DeviceClient,
+    next: ReusableBoxFuture<'static, Result<ReceivedMessage, Error>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Messages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messages")
+            .field("client", &self.client)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Messages {
+    fn new(client: DeviceClient) -> Self {
+        let c = client.clone();
+        Messages {
+            client,
+            next: ReusableBoxFuture::new(async move { c.recv().await }),
+            done: false,
+        }
+    }
+
+    /// The next message; `None` once the client has closed or stopped.
+    pub async fn next(&mut self) -> Option<ReceivedMessage> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for Messages {
+    type Item = ReceivedMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.next.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(message)) => {
+                let c = self.client.clone();
+                self.next.set(async move { c.recv().await });
+                Poll::Ready(Some(message))
+            }
+            Poll::Ready(Err(_)) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}

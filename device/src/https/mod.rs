@@ -1,0 +1,492 @@
+//! The HTTPS transport (iothub-protocol.md 4): telemetry as `POST .../messages/events`, C2D by
+//! polling `GET .../messages/deviceBound`, settled with `DELETE` (complete), `DELETE ...?reject`
+//! and `POST .../abandon`.
+//!
+//! One HTTP/1.1 connection (hyper over tokio-rustls) is kept open and reused; requests take
+//! turns on it, and it is reopened when the hub or the network closes it. Each request
+//! carries a SAS token, re-signed when it is due for renewal.
+
+mod headers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use iothub_protocol::Message;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Auth, TokenCache};
+use crate::backoff::Backoff;
+use crate::config::Transport;
+use crate::error::Error;
+use crate::message::{ReceivedMessage, Settle};
+use crate::mqtt::{API_VERSION, CLIENT_TYPE};
+use crate::state::{ConnectionState, DisconnectReason, StateReporter};
+use crate::tls::{describe_tls_failure, server_name};
+
+/// Path segments keep only the RFC 3986 unreserved characters unencoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Fixed facts about the HTTPS endpoint.
+pub(crate) struct Params {
+    pub device_id: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// An answer from the hub.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The HTTPS side of a client; shared by the client, the poller and received messages.
+pub(crate) struct Https {
+    device_id: String,
+    host: String,
+    port: u16,
+    authority: String,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    tokens: std::sync::Mutex<TokenCache>,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+    state: StateReporter,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Https {
+    pub fn new(
+        params: Params,
+        auth: Auth,
+        state: StateReporter,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Https, Error> {
+        let authority = if params.port == 443 {
+            params.host.clone()
+        } else {
+            format!("{}:{}", params.host, params.port)
+        };
+        Ok(Https {
+            server_name: server_name(&params.host)?,
+            device_id: params.device_id,
+            host: params.host,
+            port: params.port,
+            authority,
+            connector: TlsConnector::from(params.tls),
+            connect_timeout: params.connect_timeout,
+            request_timeout: params.request_timeout,
+            tokens: std::sync::Mutex::new(TokenCache::new(auth)),
+            conn: tokio::sync::Mutex::new(None),
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    fn base(&self) -> String {
+        format!("/devices/{}/messages", segment(&self.device_id))
+    }
+
+    /// Opens the connection now, so TLS problems show at connect time.
+    pub async fn open(&self) -> Result<(), Error> {
+        let sender = self.connect().await?;
+        *self.conn.lock().await = Some(sender);
+        self.state.set(ConnectionState::Connected);
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Error> {
+        let endpoint = format!("{}:{}", self.host, self.port);
+        let open = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| Error::Connection {
+                    detail: format!("{endpoint}: {e}"),
+                })?;
+            let _ = tcp.set_nodelay(true);
+            let tls = self
+                .connector
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|e| {
+                    describe_tls_failure(&e, &self.host).unwrap_or_else(|| Error::Connection {
+                        detail: format!("{endpoint}: TLS: {e}"),
+                    })
+                })?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| Error::Connection {
+                    detail: format!("{endpoint}: HTTP: {e}"),
+                })?;
+            let shutdown = self.shutdown.clone();
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    _ = connection => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+            Ok(sender)
+        };
+        tokio::time::timeout(self.connect_timeout, open)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "opening the HTTPS connection",
+                after: self.connect_timeout,
+            })?
+    }
+
+    /// Sends one request and reads the whole answer. Reconnects (once) when the kept
+    /// connection turns out to be closed.
+    async fn request(
+        &self,
+        method: Method,
+        path_and_query: String,
+        extra: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+    ) -> Result<Answer, Error> {
+        let token = {
+            let mut tokens = self
+                .tokens
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            tokens.get(SystemTime::now())
+        };
+        let token = self.check(token)?;
+        let mut guard = self.conn.lock().await;
+        let mut retried = false;
+        loop {
+            if guard.as_ref().is_none_or(|s| s.is_closed()) {
+                *guard = None;
+                let sender = self.connect().await.inspect_err(|e| self.lost(e))?;
+                *guard = Some(sender);
+            }
+            let Some(sender) = guard.as_mut() else {
+                continue;
+            };
+            if sender.ready().await.is_err() {
+                *guard = None;
+                if retried {
+                    let e = Error::Connection {
+                        detail: format!("{}:{}: the connection closed", self.host, self.port),
+                    };
+                    self.lost(&e);
+                    return Err(e);
+                }
+                retried = true;
+                continue;
+            }
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path_and_query.as_str())
+                .header(header::HOST, self.authority.as_str())
+                .header(header::USER_AGENT, CLIENT_TYPE)
+                .header(header::AUTHORIZATION, token.as_str());
+            for (name, value) in &extra {
+                req = req.header(name, value);
+            }
+            let req = req
+                .body(Full::new(body.clone()))
+                .map_err(|e| Error::InvalidMessage {
+                    detail: format!("cannot build the HTTP request: {e}"),
+                })?;
+            let exchange = async {
+                let resp = sender.send_request(req).await?;
+                let (parts, body) = resp.into_parts();
+                let body = body.collect().await?.to_bytes();
+                Ok::<_, hyper::Error>((parts, body))
+            };
+            match tokio::time::timeout(self.request_timeout, exchange).await {
+                Err(_) => {
+                    *guard = None;
+                    let e = Error::Timeout {
+                        what: "an HTTPS request",
+                        after: self.request_timeout,
+                    };
+                    self.lost(&e);
+                    return Err(e);
+                }
+                Ok(Err(e)) => {
+                    *guard = None;
+                    if !retried && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) {
+                        retried = true;
+                        continue;
+                    }
+                    let e = Error::Connection {
+                        detail: format!("{}:{}: {e}", self.host, self.port),
+                    };
+                    self.lost(&e);
+                    return Err(e);
+                }
+                Ok(Ok((parts, body))) => {
+                    self.state.set(ConnectionState::Connected);
+                    return Ok(Answer {
+                        status: parts.status.as_u16(),
+                        headers: parts.headers,
+                        body,
+                    });
+                }
+            }
+        }
+    }
+
+    fn lost(&self, e: &Error) {
+        self.state.set(ConnectionState::Disconnected {
+            reason: DisconnectReason::ConnectionLost {
+                detail: e.to_string(),
+            },
+            retrying: true,
+        });
+    }
+
+    /// Stops the client on an error no retry can fix.
+    fn check<T>(&self, r: Result<T, Error>) -> Result<T, Error> {
+        if let Err(e) = &r
+            && e.is_fatal()
+        {
+            tracing::warn!(device = %self.device_id, error = %e, "HTTPS client stopped");
+            self.state.set(ConnectionState::Disconnected {
+                reason: DisconnectReason::Refused(e.clone()),
+                retrying: false,
+            });
+            self.shutdown.cancel();
+        }
+        r
+    }
+
+    fn error(&self, a: &Answer, sent: Option<usize>) -> Error {
+        headers::error_from_response(a.status, &a.headers, &a.body, &self.device_id, sent)
+    }
+
+    /// Sends telemetry; resolves when the hub answered 2xx.
+    pub async fn send_event(&self, msg: &Message) -> Result<(), Error> {
+        let extra = headers::d2c_headers(&self.device_id, msg)?;
+        let path = format!("{}/events?api-version={API_VERSION}", self.base());
+        let a = self
+            .request(Method::POST, path, extra, Bytes::from(msg.body.clone()))
+            .await?;
+        let r = if (200..300).contains(&a.status) {
+            Ok(())
+        } else {
+            Err(self.error(&a, Some(msg.size())))
+        };
+        self.check(r)
+    }
+
+    /// Fetches and locks the next C2D message, if there is one.
+    pub async fn receive(&self) -> Result<Option<Message>, Error> {
+        let to =
+            HeaderValue::from_str(&format!("/devices/{}/messages/devicebound", self.device_id))
+                .ok();
+        let extra = to
+            .map(|v| (HeaderName::from_static("iothub-to"), v))
+            .into_iter()
+            .collect();
+        let path = format!("{}/deviceBound?api-version={API_VERSION}", self.base());
+        let a = self.request(Method::GET, path, extra, Bytes::new()).await?;
+        let r = match a.status {
+            200 => headers::c2d_from_response(&a.headers, a.body.to_vec()).map(Some),
+            204 => Ok(None),
+            s if (200..300).contains(&s) => Ok(None),
+            _ => Err(self.error(&a, None)),
+        };
+        self.check(r)
+    }
+
+    async fn settle(&self, method: Method, path: String, lock_token: &str) -> Result<(), Error> {
+        let if_match =
+            HeaderValue::from_str(&format!("\"{lock_token}\"")).map_err(|_| Error::LockLost {
+                detail: "the lock token is not a valid header value".into(),
+            })?;
+        let a = self
+            .request(
+                method,
+                path,
+                vec![(header::IF_MATCH, if_match)],
+                Bytes::new(),
+            )
+            .await?;
+        let r = if (200..300).contains(&a.status) {
+            Ok(())
+        } else {
+            Err(self.error(&a, None))
+        };
+        self.check(r)
+    }
+
+    /// `DELETE .../deviceBound/{lock}`.
+    pub async fn complete(&self, lock_token: &str) -> Result<(), Error> {
+        let path = format!(
+            "{}/deviceBound/{}?api-version={API_VERSION}",
+            self.base(),
+            segment(lock_token)
+        );
+        self.settle(Method::DELETE, path, lock_token).await
+    }
+
+    /// `DELETE .../deviceBound/{lock}?reject`.
+    pub async fn reject(&self, lock_token: &str) -> Result<(), Error> {
+        let path = format!(
+            "{}/deviceBound/{}?api-version={API_VERSION}&reject",
+            self.base(),
+            segment(lock_token)
+        );
+        self.settle(Method::DELETE, path, lock_token).await
+    }
+
+    /// `POST .../deviceBound/{lock}/abandon`.
+    pub async fn abandon(&self, lock_token: &str) -> Result<(), Error> {
+        let path = format!(
+            "{}/deviceBound/{}/abandon?api-version={API_VERSION}",
+            self.base(),
+            segment(lock_token)
+        );
+        self.settle(Method::POST, path, lock_token).await
+    }
+}
+
+/// How many receivers wait for a message versus how many messages wait for a receiver. The
+/// poller only polls while receivers outnumber buffered messages, so it never locks messages
+/// nobody is about to take.
+#[derive(Default)]
+pub(crate) struct Demand {
+    waiting: AtomicUsize,
+    buffered: AtomicUsize,
+    notify: Notify,
+}
+
+/// Counts one waiting receiver while it lives.
+pub(crate) struct DemandGuard(Arc<Demand>);
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Demand {
+    /// A receiver starts waiting.
+    pub fn enter(self: &Arc<Self>) -> DemandGuard {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_one();
+        DemandGuard(self.clone())
+    }
+
+    /// A receiver took a buffered message.
+    pub fn taken(&self) {
+        let _ = self
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    fn wanted(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > self.buffered.load(Ordering::Acquire)
+    }
+}
+
+/// Polls for C2D messages while someone waits for one, until the client stops.
+pub(crate) async fn poll_loop(
+    https: Arc<Https>,
+    demand: Arc<Demand>,
+    c2d_tx: mpsc::UnboundedSender<ReceivedMessage>,
+    interval: Duration,
+    backoff: Backoff,
+) {
+    let shutdown = https.shutdown.clone();
+    let mut failures: u32 = 0;
+    loop {
+        while !demand.wanted() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = demand.notify.notified() => {}
+            }
+        }
+        let wait = match https.receive().await {
+            Ok(Some(message)) => {
+                failures = 0;
+                let lock_token = message.system.lock_token.clone().unwrap_or_default();
+                demand.buffered.fetch_add(1, Ordering::AcqRel);
+                let settle = Settle::Https {
+                    lock_token,
+                    https: https.clone(),
+                };
+                if c2d_tx
+                    .send(ReceivedMessage::new(message, settle, Transport::Https))
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {
+                failures = 0;
+                interval
+            }
+            Err(e) if e.is_fatal() || e == Error::Closed => return,
+            Err(e) => {
+                tracing::info!(device = %https.device_id, error = %e, "HTTPS poll failed; retrying");
+                let wait = backoff.delay(failures).max(interval);
+                failures = failures.saturating_add(1);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("dev:1$a b"), "dev%3A1%24a%20b");
+        assert_eq!(segment("abc-1.2_3~"), "abc-1.2_3~");
+    }
+
+    #[test]
+    fn demand_counts_waiters_against_buffered_messages() {
+        let d = Arc::new(Demand::default());
+        assert!(!d.wanted());
+        let g = d.enter();
+        assert!(d.wanted());
+        d.buffered.fetch_add(1, Ordering::AcqRel);
+        assert!(!d.wanted());
+        d.taken();
+        assert!(d.wanted());
+        drop(g);
+        assert!(!d.wanted());
+        d.taken();
+        assert_eq!(d.buffered.load(Ordering::Acquire), 0);
+    }
+}
