@@ -40,7 +40,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub enum Subprotocol {
     /// MQTT 3.1.1 (`mqtt`).
     Mqtt,
-    /// AMQP 1.0 (`AMQPWSB10`).
+    /// AMQP 1.0 (`AMQPWSB10`, as Azure names it, or `amqp`, the OASIS WebSocket binding's name
+    /// that generic AMQP clients such as fe2o3-amqp-ws offer).
     Amqp,
 }
 
@@ -50,6 +51,14 @@ impl Subprotocol {
         match self {
             Subprotocol::Mqtt => "mqtt",
             Subprotocol::Amqp => "AMQPWSB10",
+        }
+    }
+
+    /// Every `Sec-WebSocket-Protocol` token that selects it.
+    pub fn tokens(self) -> &'static [&'static str] {
+        match self {
+            Subprotocol::Mqtt => &["mqtt"],
+            Subprotocol::Amqp => &["AMQPWSB10", "amqp"],
         }
     }
 }
@@ -104,8 +113,11 @@ fn upgrade(
     let offered = |p: Subprotocol| {
         ws.requested_protocols()
             .find(|v| {
-                v.to_str()
-                    .is_ok_and(|s| s.trim().eq_ignore_ascii_case(p.token()))
+                v.to_str().is_ok_and(|s| {
+                    p.tokens()
+                        .iter()
+                        .any(|t| s.trim().eq_ignore_ascii_case(t))
+                })
             })
             .cloned()
     };
