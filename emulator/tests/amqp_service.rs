@@ -485,3 +485,33 @@ async fn feedback_batches_arrive_in_the_hub_envelope_and_settle_by_disposition()
     .await;
     finish(c, emu).await;
 }
+
+/// uamqp attaches its C2D sender asking for rcv-settle-mode `second` but completes a send only
+/// on a settled disposition; the hub answers `first` and settles at once.
+#[tokio::test]
+async fn a_sender_asking_for_settle_mode_second_gets_first_and_a_settled_outcome() {
+    let emu = start().await;
+    create_device(&emu, "settle-dev");
+    let (mut c, mut s, _cbs) = authorized(&emu, &service_token(&emu)).await;
+    let mut sender = within(
+        Sender::builder()
+            .name("uamqp-like")
+            .target("amqps://localhost/messages/devicebound")
+            .receiver_settle_mode(ReceiverSettleMode::Second)
+            .attach(&mut s),
+    )
+    .await
+    .expect("attach");
+    let outcome = within(sender.send(c2d(&to("settle-dev"), "x")))
+        .await
+        .expect("a settled outcome arrives");
+    assert!(outcome.is_accepted(), "{outcome:?}");
+    assert_eq!(
+        emu.hub().read(|h| h.peek_c2d("settle-dev")).unwrap().len(),
+        1
+    );
+    let _ = sender.close().await;
+    let _ = s.end().await;
+    let _ = c.close().await;
+    emu.shutdown().await;
+}

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerConnectionHandle,
-    ListenerSessionHandle, SessionAcceptor,
+    ListenerSessionHandle, SessionAcceptor, SupportedReceiverSettleModes,
 };
+use fe2o3_amqp_types::definitions::ReceiverSettleMode;
 use fe2o3_amqp_types::definitions::Role;
 use fe2o3_amqp_types::messaging::Target;
 use fe2o3_amqp_types::performatives::Attach;
@@ -175,7 +176,17 @@ async fn run(conn: Arc<Conn>, mut connection: ListenerConnectionHandle) {
 
 /// Accepts links until the session ends.
 async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
-    let acceptor = LinkAcceptor::builder()
+    // Where the peer sends (C2D, telemetry, CBS requests) the hub settles at once: it answers
+    // an attach asking for rcv-settle-mode `second` with `first`, as the hub does. uamqp asks
+    // for `second` but completes a send only on a *settled* disposition, so a `second`-mode
+    // reply would leave `send_c2d_message` waiting forever. Where the peer receives (feedback,
+    // C2D to a device) both modes are honoured: the C# feedback receiver uses `second`.
+    let from_peer = LinkAcceptor::builder()
+        .max_message_size(MAX_MESSAGE_SIZE)
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .build();
+    let to_peer = LinkAcceptor::builder()
         .max_message_size(MAX_MESSAGE_SIZE)
         .build();
     loop {
@@ -185,6 +196,10 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
         };
         let Some(attach) = attach else { break };
         let address = address_of(&attach);
+        let acceptor = match attach.role {
+            Role::Sender => &from_peer,
+            Role::Receiver => &to_peer,
+        };
         let link = match acceptor.accept_incoming_attach(attach, &mut session).await {
             Ok(link) => link,
             Err(e) => {
