@@ -113,11 +113,8 @@ fn upgrade(
     let offered = |p: Subprotocol| {
         ws.requested_protocols()
             .find(|v| {
-                v.to_str().is_ok_and(|s| {
-                    p.tokens()
-                        .iter()
-                        .any(|t| s.trim().eq_ignore_ascii_case(t))
-                })
+                v.to_str()
+                    .is_ok_and(|s| p.tokens().iter().any(|t| s.trim().eq_ignore_ascii_case(t)))
             })
             .cloned()
     };
