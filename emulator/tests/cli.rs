@@ -47,16 +47,24 @@ fn spawn_until_ready(mut c: Command) -> (Child, Vec<String>) {
         }
     });
     let mut lines = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("no ready line ({e}); got:\n{}", lines.join("\n")));
-        let ready = line == "iothub-emulator ready";
-        lines.push(line);
-        if ready {
-            return (child, lines);
+    let ready = loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                let ready = line == "iothub-emulator ready";
+                lines.push(line);
+                if ready {
+                    break true;
+                }
+            }
+            Err(_) => break false,
         }
+    };
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no ready line; got:\n{}", lines.join("\n"));
     }
+    (child, lines)
 }
 
 fn healthcheck(http_port: u16) -> bool {
