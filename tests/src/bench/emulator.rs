@@ -1,0 +1,305 @@
+//! The emulator as a child process: a TOML file seeds the devices (all with one known key),
+//! every port is picked by the OS and read back from the banner, and the ready line is timed.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::{BenchResult, sys};
+
+/// The line the emulator prints once every listener is up.
+const READY_LINE: &str = "iothub-emulator ready";
+/// The one device key of the benchmark (32 bytes, base64). Not a secret.
+pub const DEVICE_KEY: &str = "YmVuY2htYXJrLWRldmljZS1rZXktMzItYnl0ZXMhISE=";
+/// How long a start may take, seeding included.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The id of device `i`.
+pub fn device_id(i: usize) -> String {
+    format!("bench-{i:06}")
+}
+
+/// The emulator binary: `--emulator-bin`, else `iothub-emulator` next to this program.
+pub fn locate(given: Option<&Path>) -> BenchResult<PathBuf> {
+    if let Some(p) = given {
+        return if p.is_file() {
+            Ok(p.to_owned())
+        } else {
+            Err(format!("no emulator binary at {}", p.display()))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("where am I? {e}"))?;
+    let beside = exe.with_file_name("iothub-emulator");
+    if beside.is_file() {
+        Ok(beside)
+    } else {
+        Err(format!(
+            "no emulator binary at {}: run `cargo build --release -p iothub-emulator` first, or pass --emulator-bin",
+            beside.display()
+        ))
+    }
+}
+
+/// How to start it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Devices `bench-000000` .. to seed, all with [`DEVICE_KEY`].
+    pub devices: usize,
+    /// `[hub] queue_depth`.
+    pub queue_depth: usize,
+    /// `[hub] feedback_window_ms`.
+    pub feedback_window_ms: u64,
+    /// `--mqtt-max-inflight`.
+    pub mqtt_inflight: u16,
+    /// Reuse this data directory (warm start); a fresh temporary one otherwise.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-level`.
+    pub log_level: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            devices: 0,
+            queue_depth: 50,
+            feedback_window_ms: 100,
+            mqtt_inflight: 16,
+            data_dir: None,
+            log_level: "warn",
+        }
+    }
+}
+
+/// A running emulator process.
+pub struct Emulator {
+    child: Child,
+    pub pid: u32,
+    pub mqtt_port: u16,
+    pub amqp_port: u16,
+    pub https_port: u16,
+    pub ca_pem: String,
+    pub service_connection_string: String,
+    /// From spawning the process to reading the ready line.
+    pub ready_after: Duration,
+    /// When the process was spawned.
+    pub spawned_at: Instant,
+    data_dir: PathBuf,
+    remove_dir: bool,
+}
+
+/// A fresh directory under the system temp directory.
+pub fn temp_dir(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("iothub-bench-{what}-{}-{n}", std::process::id()))
+}
+
+fn config_toml(o: &Options) -> String {
+    let mut s = String::with_capacity(64 + o.devices * 80);
+    let _ = writeln!(
+        s,
+        "[hub]\nqueue_depth = {}\nfeedback_window_ms = {}\n",
+        o.queue_depth, o.feedback_window_ms
+    );
+    for i in 0..o.devices {
+        let _ = writeln!(
+            s,
+            "[[devices]]\nid = \"{}\"\nprimary_key = \"{DEVICE_KEY}\"",
+            device_id(i)
+        );
+    }
+    s
+}
+
+impl Emulator {
+    /// Starts the binary and waits for its ready line (bounded).
+    pub fn start(bin: &Path, o: &Options) -> BenchResult<Emulator> {
+        let (data_dir, remove_dir) = match &o.data_dir {
+            Some(d) => (d.clone(), false),
+            None => (temp_dir("emu"), true),
+        };
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        let config = data_dir.join("bench.toml");
+        std::fs::write(&config, config_toml(o))
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let spawned_at = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--hostname", "localhost"])
+            .args(["--https-port", "0", "--mqtt-port", "0"])
+            .args(["--amqp-port", "0", "--http-port", "0"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-level", o.log_level])
+            .args(["--mqtt-max-inflight", &o.mqtt_inflight.to_string()])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel::<(Instant, String)>();
+        if let Some(out) = child.stdout.take() {
+            let tx = tx.clone();
+            std::thread::spawn(move || forward(out, tx, "emulator"));
+        }
+        if let Some(err) = child.stderr.take() {
+            std::thread::spawn(move || forward(err, tx, "emulator"));
+        }
+        let mut emu = Emulator {
+            child,
+            pid,
+            mqtt_port: 0,
+            amqp_port: 0,
+            https_port: 0,
+            ca_pem: String::new(),
+            service_connection_string: String::new(),
+            ready_after: Duration::ZERO,
+            spawned_at,
+            data_dir,
+            remove_dir,
+        };
+        let mut ca_path = None;
+        let mut next_is_cs = false;
+        let mut seen = Vec::new();
+        loop {
+            let left = START_TIMEOUT.saturating_sub(spawned_at.elapsed());
+            let Ok((at, line)) = rx.recv_timeout(left) else {
+                return Err(format!(
+                    "the emulator printed no ready line within {START_TIMEOUT:?}; it said:\n{}",
+                    seen.join("\n")
+                ));
+            };
+            let t = line.trim();
+            if next_is_cs && !t.is_empty() {
+                emu.service_connection_string = t.to_owned();
+                next_is_cs = false;
+            }
+            if t.starts_with("Service connection string") {
+                next_is_cs = true;
+            } else if let Some(rest) = t.strip_prefix("MQTT (TLS)") {
+                emu.mqtt_port = port_in(rest).unwrap_or(0);
+            } else if let Some(rest) = t.strip_prefix("AMQP (TLS)") {
+                emu.amqp_port = port_in(rest).unwrap_or(0);
+            } else if let Some(rest) = t.strip_prefix("HTTPS") {
+                emu.https_port = port_in(rest).unwrap_or(0);
+            } else if let Some(rest) = t.strip_prefix("CA file") {
+                ca_path = Some(PathBuf::from(rest.trim()));
+            } else if t == READY_LINE {
+                emu.ready_after = at - spawned_at;
+                break;
+            }
+            if seen.len() < 200 {
+                seen.push(line);
+            }
+        }
+        let ca_path = ca_path.ok_or("the banner named no CA file")?;
+        emu.ca_pem = std::fs::read_to_string(&ca_path)
+            .map_err(|e| format!("cannot read the CA {}: {e}", ca_path.display()))?;
+        if emu.mqtt_port == 0 || emu.amqp_port == 0 || emu.service_connection_string.is_empty() {
+            return Err(format!(
+                "could not read ports and connection string from the banner:\n{}",
+                seen.join("\n")
+            ));
+        }
+        Ok(emu)
+    }
+
+    /// The connection string of device `id` (seeded with [`DEVICE_KEY`]).
+    pub fn device_connection_string(&self, id: &str) -> String {
+        format!("HostName=localhost;DeviceId={id};SharedAccessKey={DEVICE_KEY}")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        sys::rss_kib(self.pid).unwrap_or(0)
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period; only this child, by its pid.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid; it has not been reaped (try_wait said so).
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.terminate();
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// The port at the end of `scheme://host:PORT` followed by optional text.
+fn port_in(rest: &str) -> Option<u16> {
+    let url = rest.split_whitespace().next()?;
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
+/// Sends each line with the time it was read; after the channel closes (start-up done),
+/// warnings still go to stderr so a misbehaving server is visible.
+pub fn forward(stream: impl std::io::Read, tx: mpsc::Sender<(Instant, String)>, who: &str) {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut echoed = 0;
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = line.trim_end().to_owned();
+        if tx.send((Instant::now(), text.clone())).is_err()
+            && echoed < 50
+            && !text.is_empty()
+            && !text.ends_with(": stopping")
+        {
+            echoed += 1;
+            eprintln!("[{who}] {text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_ports() {
+        assert_eq!(port_in("   mqtts://localhost:40123"), Some(40123));
+        assert_eq!(
+            port_in("   https://localhost:443  (registry, device and service REST)"),
+            Some(443)
+        );
+    }
+
+    #[test]
+    fn the_key_is_32_bytes() {
+        assert_eq!(DEVICE_KEY.len(), 44);
+    }
+}
