@@ -18,7 +18,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use iothub_protocol::HubError;
 use iothub_protocol::sas::SasToken;
 use rumqttc::mqttbytes::v4::{Codec, ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
@@ -38,6 +38,15 @@ use super::session::{Delivery, Session};
 use super::topics::{self, Route};
 
 type Transport<IO> = Framed<IO, Codec>;
+
+/// Most packets handled before the answers are flushed.
+const READ_BATCH: usize = 64;
+
+/// PUBACKs answer the hub's own PUBLISHes, which the in-flight window bounds: they cannot
+/// flood, and counting them kicked a device that merely kept up with its C2D messages.
+fn counts_for_flood(p: &Packet) -> bool {
+    !matches!(p, Packet::PubAck(_))
+}
 
 /// How a connection ended.
 #[derive(Debug)]
@@ -136,7 +145,10 @@ where
         max_incoming_size: limits.max_packet_size,
         max_outgoing_size: limits.max_packet_size,
     };
-    let mut t = Framed::new(io, codec);
+    // Buffers grow on demand: an idle device should not pin 16 KiB (tokio-util's default 8 KiB
+    // read + 8 KiB write); writes still coalesce up to 16 KiB before backpressure.
+    let mut t = Framed::with_capacity(io, codec, 512);
+    t.set_backpressure_boundary(16 * 1024);
     serve(&mut t, &ctx, &limits).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), t.close()).await;
 }
@@ -375,15 +387,29 @@ where
                 _ = tokio::time::sleep_until(self.token_expires) => return Close::TokenExpired,
                 frame = self.t.next() => {
                     last_packet = Instant::now();
-                    let packet = match frame {
-                        None => return Close::PeerClosed,
-                        Some(Err(e)) => return codec_close(e),
-                        Some(Ok(p)) => p,
-                    };
-                    if !self.flood.allow(last_packet) {
-                        return Close::Flood;
+                    let mut frame = Some(frame);
+                    // Handle every packet that is already buffered (up to a bound) before
+                    // writing the answers back in one flush: one TLS record and one syscall
+                    // for a burst of PUBACKs instead of one each.
+                    let mut handled = 0;
+                    while let Some(f) = frame.take() {
+                        let packet = match f {
+                            None => return Close::PeerClosed,
+                            Some(Err(e)) => return codec_close(e),
+                            Some(Ok(p)) => p,
+                        };
+                        if counts_for_flood(&packet) && !self.flood.allow(last_packet) {
+                            return Close::Flood;
+                        }
+                        if let Err(close) = self.handle(packet).await {
+                            return close;
+                        }
+                        handled += 1;
+                        if handled < READ_BATCH {
+                            frame = self.t.next().now_or_never();
+                        }
                     }
-                    if let Err(close) = self.handle(packet).await {
+                    if let Err(close) = self.flush().await {
                         return close;
                     }
                 }
@@ -393,12 +419,33 @@ where
     }
 
     async fn send(&mut self, packet: Packet) -> Result<(), Close> {
+        self.feed(packet).await?;
+        self.flush().await
+    }
+
+    /// Queues a packet in the write buffer; [`Connected::flush`] writes it out. Only waits
+    /// when the buffer is past its backpressure boundary.
+    async fn feed(&mut self, packet: Packet) -> Result<(), Close> {
         debug!(device = %self.device_id, packet = kind(&packet), "send");
         tokio::select! {
             biased;
             _ = self.ctx.shutdown.cancelled() => Err(Close::Shutdown),
             _ = self.guard.cancelled().cancelled() => Err(Close::Kicked),
-            r = tokio::time::timeout(self.limits.write_timeout, self.t.send(packet)) => match r {
+            r = tokio::time::timeout(self.limits.write_timeout, self.t.feed(packet)) => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(codec_close(e)),
+                Err(_) => Err(Close::WriteTimeout),
+            },
+        }
+    }
+
+    /// Writes everything queued.
+    async fn flush(&mut self) -> Result<(), Close> {
+        tokio::select! {
+            biased;
+            _ = self.ctx.shutdown.cancelled() => Err(Close::Shutdown),
+            _ = self.guard.cancelled().cancelled() => Err(Close::Kicked),
+            r = tokio::time::timeout(self.limits.write_timeout, self.t.flush()) => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(codec_close(e)),
                 Err(_) => Err(Close::WriteTimeout),
@@ -419,13 +466,13 @@ where
                 for (f, code) in s.filters.iter().zip(&ack.return_codes) {
                     debug!(device = %self.device_id, filter = %f.path, ?code, "subscribe");
                 }
-                self.send(Packet::SubAck(ack)).await
+                self.feed(Packet::SubAck(ack)).await
             }
             Packet::Unsubscribe(u) => {
                 let ack = self.session.unsubscribe(&u);
-                self.send(Packet::UnsubAck(ack)).await
+                self.feed(Packet::UnsubAck(ack)).await
             }
-            Packet::PingReq => self.send(Packet::PingResp).await,
+            Packet::PingReq => self.feed(Packet::PingResp).await,
             Packet::Disconnect => Err(Close::ClientDisconnect),
             Packet::Connect(_) => Err(Close::Violation("a second CONNECT".to_owned())),
             other => Err(Close::Violation(format!(
@@ -468,7 +515,7 @@ where
             }
         }
         if p.qos == QoS::AtLeastOnce {
-            self.send(Packet::PubAck(PubAck::new(p.pkid))).await?;
+            self.feed(Packet::PubAck(PubAck::new(p.pkid))).await?;
         }
         Ok(())
     }
@@ -496,8 +543,35 @@ where
         }
     }
 
-    /// Sends queued C2D messages while subscribed and the window has room.
+    /// Sends queued C2D messages while subscribed and the window has room: every PUBLISH the
+    /// window allows goes into the write buffer, then one flush writes them all.
     async fn pump_c2d(&mut self) -> Result<(), Close> {
+        let mut fed = false;
+        let mut qos0 = Vec::new();
+        let r = self.fill_c2d(&mut fed, &mut qos0).await;
+        let r = match r {
+            Ok(()) if fed => self.flush().await,
+            other => other,
+        };
+        let device = self.device_id;
+        for token in qos0 {
+            match &r {
+                Ok(()) => {
+                    if let Err(e) = self
+                        .ctx
+                        .hub
+                        .run(|hub, now| hub.complete_c2d(device, &token, now))
+                    {
+                        debug!(device = %device, error = %e, "c2d QoS 0 complete failed");
+                    }
+                }
+                Err(_) => self.release(&token),
+            }
+        }
+        r
+    }
+
+    async fn fill_c2d(&mut self, fed: &mut bool, qos0: &mut Vec<String>) -> Result<(), Close> {
         while self.session.wants_c2d() {
             let device = self.device_id;
             let received = self
@@ -535,17 +609,10 @@ where
                 qos = ?publish.qos,
                 "c2d publish"
             );
-            let sent = self.send(Packet::Publish(publish)).await;
+            let sent = self.feed(Packet::Publish(publish)).await;
+            *fed = true;
             match (sent, complete_on_send) {
-                (Ok(()), Some(token)) => {
-                    if let Err(e) = self
-                        .ctx
-                        .hub
-                        .run(|hub, now| hub.complete_c2d(device, &token, now))
-                    {
-                        debug!(device = %device, error = %e, "c2d QoS 0 complete failed");
-                    }
-                }
+                (Ok(()), Some(token)) => qos0.push(token),
                 (Ok(()), None) => {}
                 (Err(close), Some(token)) => {
                     self.release(&token);

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -18,7 +19,7 @@ use super::serve_connection;
 /// A TLS handshake that takes longer is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most open connections per listener; further clients wait in the OS backlog.
-const MAX_CONNECTIONS: usize = 10_000;
+const MAX_CONNECTIONS: usize = 100_000;
 /// Pause after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -70,10 +71,10 @@ where
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
                 let conn = handle(stream, addr.to_string(), ctx.clone());
-                ctx.tasks.spawn(async move {
-                    conn.await;
-                    drop(permit);
-                });
+                // `map`, not `async move { conn.await; drop(permit) }`: an async block stores
+                // the captured future and the awaited one separately, doubling every
+                // connection's task allocation.
+                ctx.tasks.spawn(conn.map(move |()| drop(permit)));
             }
             Err(e) => {
                 warn!(listener = what, error = %e, "accept failed");

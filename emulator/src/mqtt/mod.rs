@@ -40,6 +40,7 @@ mod topics;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -64,18 +65,25 @@ pub async fn serve_tcp(listener: TcpListener, ctx: Context) {
 
 /// Serves one MQTT connection over any byte stream (TLS, TCP, or a WebSocket), until the
 /// client leaves, the device is disconnected, or the emulator stops.
-pub async fn serve_connection<IO>(io: IO, peer: String, ctx: Context)
+pub fn serve_connection<IO>(io: IO, peer: String, ctx: Context) -> impl Future<Output = ()> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_connection_with(io, peer, ctx, Limits::default()).await;
+    serve_connection_with(io, peer, ctx, Limits::default())
 }
 
 /// [`serve_connection`] with other limits (shorter timeouts in tests).
-pub async fn serve_connection_with<IO>(io: IO, peer: String, ctx: Context, limits: Limits)
+pub fn serve_connection_with<IO>(
+    io: IO,
+    peer: String,
+    ctx: Context,
+    limits: Limits,
+) -> impl Future<Output = ()> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Not an `async fn`: one would keep its own copy of `io` beside the one inside
+    // `connection::run`'s future, for every connection.
     let span = tracing::info_span!("mqtt", %peer);
-    connection::run(io, ctx, limits).instrument(span).await;
+    connection::run(io, ctx, limits).instrument(span)
 }
