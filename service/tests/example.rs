@@ -14,41 +14,21 @@ use iothub_protocol::{AckMode, Message};
 
 const EXAMPLE: &str = "send_cloud_to_device_message";
 
-/// An example binary. `cargo test --all-targets` builds examples but leaves them under hashed
-/// names (`examples/<name>-<hash>`) without the plain copy `cargo build` makes, so take the
-/// newest hashed one; only when there is none (e.g. `cargo test -p <crate> --test <t>`) build it.
+/// The example binary: built next to this test by `cargo test`, or built now.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    if let Some(path) = newest_build(&dir, EXAMPLE) {
-        return path;
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir
+        .join("examples")
+        .join(format!("{EXAMPLE}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "iothub-service", "--example", EXAMPLE])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "iothub-service", "--example", EXAMPLE])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    dir.join(format!("{EXAMPLE}{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// The most recently built `name` or `name-<hash>` executable in `dir`.
-fn newest_build(dir: &std::path::Path, name: &str) -> Option<PathBuf> {
-    let hashed = format!("{name}-");
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let f = e.file_name().to_string_lossy().into_owned();
-            let stem = f.strip_suffix(std::env::consts::EXE_SUFFIX).unwrap_or(&f);
-            (stem == name
-                || stem
-                    .strip_prefix(&hashed)
-                    .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())))
-                && !f.ends_with(".d")
-        })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max()
-        .map(|(_, p)| p)
+    path
 }
 
 async fn run(emulator: &RunningEmulator, args: &[&str]) -> (Output, String) {

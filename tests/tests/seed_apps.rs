@@ -22,40 +22,20 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// An example binary. `cargo test --all-targets` builds examples but leaves them under hashed
-/// names (`examples/<name>-<hash>`) without the plain copy `cargo build` makes, so take the
-/// newest hashed one; only when there is none (e.g. `cargo test -p <crate> --test <t>`) build it.
+/// An example binary of `package`: `cargo test --all-targets` has built it already; if not
+/// (e.g. `cargo test -p iothub-tests`), build it now.
 fn example(package: &str, name: &str) -> PathBuf {
-    let dir = target_dir().join("examples");
-    if let Some(path) = newest_build(&dir, name) {
-        return path;
+    let path = target_dir()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--example", name])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building example {name} failed");
     }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", package, "--example", name])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building example {name} failed");
-    dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// The most recently built `name` or `name-<hash>` executable in `dir`.
-fn newest_build(dir: &std::path::Path, name: &str) -> Option<PathBuf> {
-    let hashed = format!("{name}-");
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let f = e.file_name().to_string_lossy().into_owned();
-            let stem = f.strip_suffix(std::env::consts::EXE_SUFFIX).unwrap_or(&f);
-            (stem == name
-                || stem
-                    .strip_prefix(&hashed)
-                    .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())))
-                && !f.ends_with(".d")
-        })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max()
-        .map(|(_, p)| p)
+    path
 }
 
 fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
