@@ -15,6 +15,7 @@
 
 mod c2d;
 mod feedback;
+mod identity;
 mod ids;
 mod messaging;
 mod registry;
@@ -32,6 +33,7 @@ use time::OffsetDateTime;
 
 pub use c2d::{C2dQueue, MessageState, Outcome, QueuedMessage};
 pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
+pub use identity::Identity;
 pub use ids::IdGen;
 pub use messaging::{Enqueued, devicebound_address};
 pub use registry::if_match_allows;
