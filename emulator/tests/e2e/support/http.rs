@@ -1,7 +1,5 @@
-//! Shared by the `http_*` tests: an emulator on free ports with a virtual clock, a small HTTPS
-//! client over tokio-rustls that trusts the emulator's CA, and SAS tokens.
-
-#![allow(dead_code)]
+//! The HTTP side of the end-to-end tests: a small HTTPS client over tokio-rustls that trusts
+//! the emulator's CA (HTTP/1.1 and h2), and a plain-HTTP GET.
 
 use std::sync::Arc;
 
@@ -10,62 +8,20 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use iothub_emulator::credentials::{IOTHUBOWNER, well_known_policies};
-use iothub_emulator::{Emulator, RunningEmulator};
-use iothub_protocol::sas::build_token;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use iothub_emulator::RunningEmulator;
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// Starts an emulator with a virtual clock on free ports.
-pub async fn start() -> (RunningEmulator, Client) {
-    let emu = Emulator::builder()
-        .virtual_clock(true)
-        .start()
-        .await
-        .expect("emulator starts");
+use super::client_tls_with_alpn;
+
+/// Starts an emulator with a virtual clock on free ports, and a client for it.
+pub async fn start_http() -> (RunningEmulator, Client) {
+    let emu = super::start_virtual().await;
     let client = Client::new(&emu);
     (emu, client)
-}
-
-/// Tokens last ten days, so advancing the virtual clock by an hour or two keeps them valid.
-fn expiry(emu: &RunningEmulator) -> u64 {
-    emu.context().now_unix() + 10 * 86_400
-}
-
-/// A token of a well-known policy, valid for ten days.
-pub fn policy_token(emu: &RunningEmulator, policy: &str) -> String {
-    let p = well_known_policies()
-        .into_iter()
-        .find(|p| p.name == policy)
-        .expect("well-known policy");
-    build_token("localhost", &p.primary_key, Some(&p.name), expiry(emu)).unwrap()
-}
-
-/// An `iothubowner` token.
-pub fn owner(emu: &RunningEmulator) -> String {
-    policy_token(emu, IOTHUBOWNER)
-}
-
-/// A token signed with the device's own primary key.
-pub fn device_token(emu: &RunningEmulator, device_id: &str) -> String {
-    let key = emu
-        .hub()
-        .read(|h| h.get_device(device_id))
-        .expect("device exists")
-        .primary_key()
-        .unwrap()
-        .to_owned();
-    build_token(
-        &format!("localhost/devices/{device_id}"),
-        &key,
-        None,
-        expiry(emu),
-    )
-    .unwrap()
 }
 
 /// A response, fully read.
@@ -202,40 +158,28 @@ async fn collect(resp: hyper::Response<hyper::body::Incoming>) -> Resp {
 pub struct Client {
     pub https_port: u16,
     pub http_port: u16,
-    roots: Arc<rustls::RootCertStore>,
+    http1: Arc<rustls::ClientConfig>,
+    h2: Arc<rustls::ClientConfig>,
 }
 
 impl Client {
     /// A client trusting the emulator's CA.
     pub fn new(emu: &RunningEmulator) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(emu.ca_pem().as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
         Client {
             https_port: emu.endpoints().https,
             http_port: emu.endpoints().http,
-            roots: Arc::new(roots),
+            http1: Arc::new(client_tls_with_alpn(emu, vec![b"http/1.1".to_vec()])),
+            h2: Arc::new(client_tls_with_alpn(emu, vec![b"h2".to_vec()])),
         }
     }
 
     /// A TLS connection to the HTTPS port.
     pub async fn connect(&self, h2: bool) -> TlsStream<TcpStream> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = if h2 {
-            vec![b"h2".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
+        let config = if h2 { &self.h2 } else { &self.http1 };
         let tcp = TcpStream::connect(("127.0.0.1", self.https_port))
             .await
             .unwrap();
-        TlsConnector::from(Arc::new(config))
+        TlsConnector::from(config.clone())
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap()

@@ -2,11 +2,10 @@
 //! C2D receive with complete / reject / abandon and the feedback each produces, redelivery,
 //! lock release when a receiver goes away, and telemetry.
 
-mod amqp_support;
-
 use std::time::Duration;
 
-use amqp_support::*;
+use crate::support::amqp::*;
+use crate::support::*;
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::types::messaging::annotations::OwnedKey;
 use fe2o3_amqp::types::messaging::{Body, Message, MessageId, Outcome, Properties};

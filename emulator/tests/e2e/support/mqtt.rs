@@ -1,82 +1,22 @@
-//! Helpers for the MQTT end-to-end tests: an emulator on OS-picked ports, devices, SAS tokens,
-//! and rumqttc (manual acks) over real TLS trusting the emulator's CA.
-
-#![allow(dead_code)]
+//! The MQTT side of the end-to-end tests: rumqttc (manual acks) over real TLS trusting the
+//! emulator's CA, and raw TLS streams for hand-made packets.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use iothub_emulator::{Emulator, RunningEmulator};
-use iothub_protocol::registry::{Device, DeviceStatus};
-use iothub_protocol::sas::build_token;
+use iothub_emulator::RunningEmulator;
 use rumqttc::{
     AsyncClient, ConnAck, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Publish,
     TlsConfiguration, Transport,
 };
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// How long a test waits for anything before failing.
-pub const WAIT: Duration = Duration::from_secs(5);
-
-/// An emulator on ports the OS picks.
-pub async fn start() -> RunningEmulator {
-    Emulator::builder().start().await.expect("emulator starts")
-}
-
-/// Creates a device and returns its primary key.
-pub fn create_device(emu: &RunningEmulator, id: &str) -> String {
-    let d = emu
-        .hub()
-        .run(|hub, now| hub.create_device(Device::new(id), now))
-        .expect("device created");
-    d.primary_key().expect("generated key").to_owned()
-}
-
-/// Sets a device's status to disabled.
-pub fn disable_device(emu: &RunningEmulator, id: &str) {
-    emu.hub()
-        .run(|hub, now| {
-            let mut d = hub.get_device(id)?;
-            d.status = DeviceStatus::Disabled;
-            hub.put_device(d, Some("*"), now)
-        })
-        .expect("device disabled");
-}
-
-/// A device SAS token valid for an hour (of the emulator's clock).
-pub fn token(emu: &RunningEmulator, id: &str, key: &str) -> String {
-    token_until(id, key, emu.context().now_unix() + 3600)
-}
-
-/// A device SAS token expiring at `se`.
-pub fn token_until(id: &str, key: &str, se: u64) -> String {
-    build_token(&format!("localhost/devices/{id}"), key, None, se).expect("token")
-}
+use super::{client_tls, device_token, tls_to, within};
 
 /// The SDKs' user name for a device.
 pub fn username(id: &str) -> String {
     format!("localhost/{id}/?api-version=2021-04-12&DeviceClientType=rust-test%2F1.0")
-}
-
-/// A rustls client configuration (ring) trusting the emulator's CA.
-pub fn client_tls(emu: &RunningEmulator) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(emu.ca_pem().as_bytes()) {
-        roots.add(cert.expect("CA PEM")).expect("CA accepted");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
 }
 
 /// rumqttc options for `client_id` over TLS, manual acks, keep-alive 30 s.
@@ -106,7 +46,13 @@ pub fn device_options(
     key: &str,
     clean_session: bool,
 ) -> MqttOptions {
-    options(emu, id, &username(id), &token(emu, id, key), clean_session)
+    options(
+        emu,
+        id,
+        &username(id),
+        &device_token(emu, id, key),
+        clean_session,
+    )
 }
 
 /// A connected device.
@@ -139,13 +85,6 @@ pub async fn try_connect(opts: MqttOptions) -> Result<Mqtt, ConnectionError> {
 /// Connects or panics.
 pub async fn connect(opts: MqttOptions) -> Mqtt {
     try_connect(opts).await.expect("CONNACK")
-}
-
-/// `f` within [`WAIT`], or a panic.
-pub async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .expect("timed out waiting")
 }
 
 impl Mqtt {
@@ -216,23 +155,7 @@ impl Mqtt {
     }
 }
 
-/// Polls `cond` every 10 ms until it holds, for at most [`WAIT`].
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < end, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A raw TLS connection to the MQTT port.
 pub async fn raw_tls(emu: &RunningEmulator) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(("127.0.0.1", emu.endpoints().mqtt))
-        .await
-        .expect("tcp connect");
-    let name = ServerName::try_from("localhost").expect("name");
-    TlsConnector::from(client_tls(emu))
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake")
+    tls_to(emu, emu.endpoints().mqtt).await
 }

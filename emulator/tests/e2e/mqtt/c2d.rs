@@ -1,13 +1,12 @@
 //! MQTT over TLS, messages: C2D topic encoding, completion and feedback, redelivery with DUP,
 //! offline queueing with a persisted session, and D2C telemetry.
 
-mod mqtt_support;
-
 use std::time::Duration;
 
+use crate::support::mqtt::*;
+use crate::support::*;
 use iothub_protocol::feedback::FeedbackStatus;
 use iothub_protocol::{AckMode, Message, MessageId};
-use mqtt_support::*;
 use rumqttc::{Incoming, QoS};
 
 const C2D: &str = "devices/dev1/messages/devicebound/#";

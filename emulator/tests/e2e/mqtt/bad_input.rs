@@ -3,13 +3,12 @@
 //! no message is lost. (Floods and clients that stop reading are covered over in-memory streams
 //! in `src/mqtt/tests.rs`.)
 
-mod mqtt_support;
-
 use std::time::Duration;
 
+use crate::support::mqtt::*;
+use crate::support::*;
 use bytes::BytesMut;
 use iothub_protocol::Message;
-use mqtt_support::*;
 use rumqttc::{Connect, Incoming, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,7 +36,7 @@ fn encode(p: Packet) -> Vec<u8> {
 fn connect_bytes(emu: &iothub_emulator::RunningEmulator, id: &str, key: &str) -> Vec<u8> {
     let mut c = Connect::new(id);
     c.keep_alive = 60;
-    c.set_login(username(id), token(emu, id, key));
+    c.set_login(username(id), device_token(emu, id, key));
     encode(Packet::Connect(c))
 }
 

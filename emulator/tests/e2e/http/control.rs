@@ -1,10 +1,9 @@
 //! Health, readiness, the CA download, the control API and WebSocket upgrades, end to end.
 
-mod http_common;
-
 use std::time::Duration;
 
-use http_common::{Client, device_token, owner, policy_token, start};
+use crate::support::http::{Client, start_http};
+use crate::support::{owner_token, policy_token, stored_device_token};
 use iothub_emulator::Emulator;
 use iothub_emulator::credentials::SERVICE;
 use iothub_emulator::hub::HubSettings;
@@ -12,7 +11,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn health_ready_and_ca_on_both_ports() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     for r in [c.plain_get("/health").await, c.get("/health").send().await] {
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["status"], "ok");
@@ -36,12 +35,12 @@ async fn health_ready_and_ca_on_both_ports() {
 
 #[tokio::test]
 async fn control_routes() {
-    let (emu, c) = start().await;
-    let own = owner(&emu);
+    let (emu, c) = start_http().await;
+    let own = owner_token(&emu);
     let svc = policy_token(&emu, SERVICE);
     emu.create_device("d1").unwrap();
     emu.create_device("d2").unwrap();
-    let dev = device_token(&emu, "d1");
+    let dev = stored_device_token(&emu, "d1");
     for id in ["m1", "m2"] {
         let r = c
             .post("/_emulator/devices/d1/messages")
@@ -145,10 +144,10 @@ async fn flush_releases_feedback_held_by_the_window() {
         .await
         .unwrap();
     let c = Client::new(&emu);
-    let own = owner(&emu);
+    let own = owner_token(&emu);
     let svc = policy_token(&emu, SERVICE);
     emu.create_device("d1").unwrap();
-    let dev = device_token(&emu, "d1");
+    let dev = stored_device_token(&emu, "d1");
     let r = c
         .post("/_emulator/devices/d1/messages")
         .auth(&svc)
@@ -188,7 +187,7 @@ async fn flush_releases_feedback_held_by_the_window() {
 
 #[tokio::test]
 async fn websocket_upgrades_choose_the_subprotocol() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     let upgrade = |path: &'static str, proto: &'static str| {
         c.get(path)
             .header("connection", "Upgrade")

@@ -2,11 +2,10 @@
 //! without SASL, link authorization, C2D send with every property kind and every error, and
 //! feedback batches with their settlement.
 
-mod amqp_support;
-
 use std::time::Duration;
 
-use amqp_support::*;
+use crate::support::amqp::*;
+use crate::support::*;
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::types::definitions::ReceiverSettleMode;
@@ -49,7 +48,7 @@ async fn cbs_without_sasl_answers_in_the_request_id_type_with_an_int_status() {
 
     let id = "6b822696-1234-4abc-8def-0123456789ab".to_owned();
     let reply = cbs
-        .put_token(MessageId::String(id.clone()), &service_token(&emu))
+        .put_token(MessageId::String(id.clone()), &owner_token(&emu))
         .await;
     assert_eq!(status_code(&reply), 200);
     let props = reply.properties.as_ref().unwrap();
@@ -87,9 +86,7 @@ async fn cbs_after_sasl_anonymous_and_after_a_hand_made_mssbcbs_exchange() {
     let mut c = connect(&emu, Some(SaslProfile::Anonymous)).await;
     let mut s = within(Session::begin(&mut c)).await.unwrap();
     let mut cbs = Cbs::attach(&mut s).await;
-    let reply = cbs
-        .put_token(MessageId::Ulong(0), &service_token(&emu))
-        .await;
+    let reply = cbs.put_token(MessageId::Ulong(0), &owner_token(&emu)).await;
     assert_eq!(status_code(&reply), 200);
     assert_eq!(
         reply.properties.unwrap().correlation_id,
@@ -111,9 +108,7 @@ async fn cbs_after_sasl_anonymous_and_after_a_hand_made_mssbcbs_exchange() {
     .expect("AMQP open after SASL");
     let mut s = within(Session::begin(&mut c)).await.unwrap();
     let mut cbs = Cbs::attach(&mut s).await;
-    let reply = cbs
-        .put_token(MessageId::Ulong(0), &service_token(&emu))
-        .await;
+    let reply = cbs.put_token(MessageId::Ulong(0), &owner_token(&emu)).await;
     assert_eq!(status_code(&reply), 200);
     let mut sender = c2d_sender(&mut s).await;
     let outcome = within(sender.send(c2d(&to("dev1"), "hi"))).await.unwrap();
@@ -127,7 +122,7 @@ async fn sasl_plain_with_a_policy_token_authorizes_the_connection() {
     create_device(&emu, "dev1");
     let plain = SaslProfile::Plain {
         username: "iothubowner@sas.root.localhost".into(),
-        password: service_token(&emu),
+        password: owner_token(&emu),
     };
     let mut c = connect(&emu, Some(plain)).await;
     let mut s = within(Session::begin(&mut c)).await.unwrap();
@@ -138,7 +133,7 @@ async fn sasl_plain_with_a_policy_token_authorizes_the_connection() {
 
     let wrong = SaslProfile::Plain {
         username: "service@sas.root.localhost".into(),
-        password: service_token(&emu),
+        password: owner_token(&emu),
     };
     let refused = within(
         Connection::builder()
@@ -222,7 +217,7 @@ async fn an_expired_token_ends_its_links_until_renewed() {
         "amqp:unauthorized-access"
     );
 
-    let renewed = service_token(&emu);
+    let renewed = owner_token(&emu);
     assert_eq!(
         status_code(&cbs.put_token(MessageId::Ulong(2), &renewed).await),
         200
@@ -239,7 +234,7 @@ async fn an_expired_token_ends_its_links_until_renewed() {
 async fn c2d_send_carries_every_property_and_every_message_id_type() {
     let emu = start().await;
     create_device(&emu, "dev1");
-    let (c, mut s, _cbs) = authorized(&emu, &service_token(&emu)).await;
+    let (c, mut s, _cbs) = authorized(&emu, &owner_token(&emu)).await;
     let mut sender = c2d_sender(&mut s).await;
 
     let u = uuid::Uuid::parse_str("6b822696-1234-4abc-8def-0123456789ab").unwrap();
@@ -326,7 +321,7 @@ async fn c2d_send_errors_are_rejections_the_sdks_understand() {
     create_device(&emu, "dev1");
     create_device(&emu, "off");
     disable_device(&emu, "off");
-    let (c, mut s, _cbs) = authorized(&emu, &service_token(&emu)).await;
+    let (c, mut s, _cbs) = authorized(&emu, &owner_token(&emu)).await;
     let mut sender = c2d_sender(&mut s).await;
     let send = async |sender: &mut Sender, m| within(sender.send(m)).await.unwrap();
 
@@ -388,7 +383,7 @@ fn feedback_locks(emu: &iothub_emulator::RunningEmulator) -> Vec<Option<String>>
 async fn feedback_batches_arrive_in_the_hub_envelope_and_settle_by_disposition() {
     let emu = start().await;
     create_device(&emu, "dev1");
-    let (c, mut s, _cbs) = authorized(&emu, &service_token(&emu)).await;
+    let (c, mut s, _cbs) = authorized(&emu, &owner_token(&emu)).await;
     let mut fb = within(Receiver::attach(
         &mut s,
         "feedback",
@@ -492,7 +487,7 @@ async fn feedback_batches_arrive_in_the_hub_envelope_and_settle_by_disposition()
 async fn a_sender_asking_for_settle_mode_second_gets_first_and_a_settled_outcome() {
     let emu = start().await;
     create_device(&emu, "settle-dev");
-    let (mut c, mut s, _cbs) = authorized(&emu, &service_token(&emu)).await;
+    let (mut c, mut s, _cbs) = authorized(&emu, &owner_token(&emu)).await;
     let mut sender = within(
         Sender::builder()
             .name("uamqp-like")

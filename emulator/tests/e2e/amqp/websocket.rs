@@ -1,9 +1,8 @@
 //! AMQP over WebSockets on the HTTPS port: a service sends C2D through `wss://.../$iothub/websocket`
 //! and the message lands in the device's queue, exactly as over 5671.
 
-mod amqp_support;
-
-use amqp_support::*;
+use crate::support::amqp::*;
+use crate::support::*;
 use fe2o3_amqp::types::messaging::{Message, MessageId, Properties};
 use fe2o3_amqp::{Connection, Sender, Session};
 use fe2o3_amqp_ws::WebSocketStream;
@@ -33,9 +32,7 @@ async fn over_websocket(emu: &iothub_emulator::RunningEmulator, path: &str) {
     .expect("AMQP open over WebSocket");
     let mut session = within(Session::begin(&mut conn)).await.expect("session");
     let mut cbs = Cbs::attach(&mut session).await;
-    let reply = cbs
-        .put_token(MessageId::Ulong(7), &service_token(emu))
-        .await;
+    let reply = cbs.put_token(MessageId::Ulong(7), &owner_token(emu)).await;
     assert_eq!(status_code(&reply), 200);
     let mut sender = within(Sender::attach(&mut session, "c2d", "/messages/devicebound"))
         .await

@@ -1,10 +1,9 @@
 //! Bad input of every kind gets the hub's answer, and the server goes on serving others.
 
-mod http_common;
-
 use std::time::Duration;
 
-use http_common::{Client, device_token, owner, start};
+use crate::support::http::{Client, start_http};
+use crate::support::{owner_token, stored_device_token};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,10 +20,10 @@ async fn still_serving(c: &Client, token: &str) {
 
 #[tokio::test]
 async fn bad_requests_leave_the_server_serving() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     emu.create_device("d1").unwrap();
-    let own = owner(&emu);
-    let dev = device_token(&emu, "d1");
+    let own = owner_token(&emu);
+    let dev = stored_device_token(&emu, "d1");
 
     // Stalled clients: TCP only, half a TLS handshake, and half an HTTP request over TLS.
     let _silent = TcpStream::connect(("127.0.0.1", c.https_port))
@@ -131,9 +130,9 @@ async fn bad_requests_leave_the_server_serving() {
 
 #[tokio::test]
 async fn many_concurrent_clients() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     emu.create_device("d1").unwrap();
-    let own = owner(&emu);
+    let own = owner_token(&emu);
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let c = c.clone();

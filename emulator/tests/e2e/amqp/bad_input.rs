@@ -1,11 +1,10 @@
 //! Hostile or broken AMQP peers: each gets a clean answer or close for its own connection, and a
 //! second, well-behaved connection is never harmed. Nothing the hub handed out is lost.
 
-mod amqp_support;
-
 use std::time::Duration;
 
-use amqp_support::*;
+use crate::support::amqp::*;
+use crate::support::*;
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::types::messaging::{Body, Message, Outcome, Properties};
@@ -19,7 +18,7 @@ const AMQP_HEADER: &[u8; 8] = b"AMQP\x00\x01\x00\x00";
 
 /// A well-behaved service connection still sends C2D.
 async fn assert_healthy(emu: &RunningEmulator) {
-    let (c, mut s, _cbs) = authorized(emu, &service_token(emu)).await;
+    let (c, mut s, _cbs) = authorized(emu, &owner_token(emu)).await;
     let mut sender = within(Sender::attach(&mut s, "c2d", "/messages/devicebound"))
         .await
         .unwrap();

@@ -1,12 +1,11 @@
 //! MQTT over WebSockets on the HTTPS port (`wss://.../$iothub/websocket`), end to end with
 //! rumqttc: this exercises the WebSocket upgrade and the byte-stream adapter with a real client.
 
-mod http_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_common::{owner, policy_token, start};
+use crate::support::http::start_http;
+use crate::support::{owner_token, policy_token};
 use iothub_emulator::credentials::SERVICE;
 use iothub_protocol::sas::build_token;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -17,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn mqtt_over_websocket_receives_c2d_and_sends_telemetry() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     emu.create_device("d1").unwrap();
     let key = emu
         .hub()
@@ -132,7 +131,7 @@ async fn mqtt_over_websocket_receives_c2d_and_sends_telemetry() {
     assert_eq!(fb.json()[0]["statusCode"], "Success");
     let d2c = c
         .get("/_emulator/devices/d1/d2c")
-        .auth(&owner(&emu))
+        .auth(&owner_token(&emu))
         .send()
         .await;
     assert_eq!(d2c.json()[0]["bodyText"], "from ws");

@@ -1,14 +1,13 @@
 //! Registry REST over real TLS: CRUD, list, statistics, and every error the SDKs rely on.
 
-mod http_common;
-
-use http_common::{owner, policy_token, start};
+use crate::support::http::start_http;
+use crate::support::{owner_token, policy_token};
 use iothub_emulator::credentials::{REGISTRY_READ, REGISTRY_READ_WRITE};
 use serde_json::json;
 
 #[tokio::test]
 async fn create_get_update_delete_as_the_sdks_call_them() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     let t = policy_token(&emu, REGISTRY_READ_WRITE);
 
     // Python SDK create: empty symmetricKey, no If-Match, expects 200 and generated keys.
@@ -110,8 +109,8 @@ async fn create_get_update_delete_as_the_sdks_call_them() {
 
 #[tokio::test]
 async fn duplicate_create_is_409_with_the_node_error_shape() {
-    let (emu, c) = start().await;
-    let t = owner(&emu);
+    let (emu, c) = start_http().await;
+    let t = owner_token(&emu);
     let body = json!({"deviceId": "d1", "authentication": {"type": "sas",
         "symmetricKey": {"primaryKey": "", "secondaryKey": ""}}});
     assert_eq!(
@@ -134,8 +133,8 @@ async fn duplicate_create_is_409_with_the_node_error_shape() {
 
 #[tokio::test]
 async fn bad_bodies_and_ids_are_400() {
-    let (emu, c) = start().await;
-    let t = owner(&emu);
+    let (emu, c) = start_http().await;
+    let t = owner_token(&emu);
     c.put("/devices/d1")
         .auth(&t)
         .header("content-type", "application/json")
@@ -191,7 +190,7 @@ async fn bad_bodies_and_ids_are_400() {
 
 #[tokio::test]
 async fn list_with_top_statistics_and_h2() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     let t = policy_token(&emu, REGISTRY_READ);
     for id in ["c", "a", "b"] {
         emu.create_device(id).unwrap();

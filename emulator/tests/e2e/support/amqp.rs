@@ -1,11 +1,5 @@
-//! Helpers for the AMQP end-to-end tests: an emulator on OS-picked ports, SAS tokens, and
-//! fe2o3-amqp as the client over real TLS trusting the emulator's CA.
-
-#![allow(dead_code)]
-
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+//! The AMQP side of the end-to-end tests: fe2o3-amqp as the client over real TLS, CBS,
+//! raw frames, and error helpers.
 
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::delivery::Delivery;
@@ -18,106 +12,16 @@ use fe2o3_amqp::types::messaging::{
 };
 use fe2o3_amqp::types::primitives::{SimpleValue, Symbol, Value};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
-use iothub_emulator::{Emulator, RunningEmulator};
-use iothub_protocol::registry::{Device, DeviceStatus};
-use iothub_protocol::sas::build_token;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use iothub_emulator::RunningEmulator;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// How long a test waits for anything before failing.
-pub const WAIT: Duration = Duration::from_secs(5);
-
-/// Fails the test if `f` takes longer than [`WAIT`].
-pub async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .expect("timed out waiting")
-}
-
-/// An emulator on ports the OS picks (zero feedback window).
-pub async fn start() -> RunningEmulator {
-    Emulator::builder().start().await.expect("emulator starts")
-}
-
-/// An emulator whose clock tests can move forward.
-pub async fn start_virtual() -> RunningEmulator {
-    Emulator::builder()
-        .virtual_clock(true)
-        .start()
-        .await
-        .expect("emulator starts")
-}
-
-/// Creates a device and returns its primary key.
-pub fn create_device(emu: &RunningEmulator, id: &str) -> String {
-    let d = emu
-        .hub()
-        .run(|hub, now| hub.create_device(Device::new(id), now))
-        .expect("device created");
-    d.primary_key().expect("generated key").to_owned()
-}
-
-/// Sets a device's status to disabled.
-pub fn disable_device(emu: &RunningEmulator, id: &str) {
-    emu.hub()
-        .run(|hub, now| {
-            let mut d = hub.get_device(id)?;
-            d.status = DeviceStatus::Disabled;
-            hub.put_device(d, Some("*"), now)
-        })
-        .expect("device disabled");
-}
-
-/// A token for `policy` (hub-scoped, as the service SDKs make them) valid for an hour.
-pub fn policy_token(emu: &RunningEmulator, policy: &str) -> String {
-    policy_token_until(emu, policy, emu.context().now_unix() + 3600)
-}
-
-/// A token for `policy` expiring at `se`.
-pub fn policy_token_until(emu: &RunningEmulator, policy: &str, se: u64) -> String {
-    let p = emu.context().auth.policy(policy).expect("policy exists");
-    build_token("localhost", &p.primary_key, Some(&p.name), se).expect("token")
-}
-
-/// The `iothubowner` token.
-pub fn service_token(emu: &RunningEmulator) -> String {
-    policy_token(emu, "iothubowner")
-}
-
-/// A device token valid for an hour.
-pub fn device_token(emu: &RunningEmulator, id: &str, key: &str) -> String {
-    let se = emu.context().now_unix() + 3600;
-    build_token(&format!("localhost/devices/{id}"), key, None, se).expect("token")
-}
-
-/// A rustls client configuration (ring) trusting the emulator's CA.
-pub fn client_tls(emu: &RunningEmulator) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(emu.ca_pem().as_bytes()) {
-        roots.add(cert.expect("CA PEM")).expect("CA accepted");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
+use super::{tls_to, within};
 
 /// A TLS stream to the AMQP port, nothing sent yet.
 pub async fn tls(emu: &RunningEmulator) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(("127.0.0.1", emu.endpoints().amqp))
-        .await
-        .expect("tcp connect");
-    let name = ServerName::try_from("localhost").expect("server name");
-    within(TlsConnector::from(client_tls(emu)).connect(name, tcp))
-        .await
-        .expect("TLS handshake")
+    tls_to(emu, emu.endpoints().amqp).await
 }
 
 /// An AMQP connection over TLS, optionally with a SASL profile.

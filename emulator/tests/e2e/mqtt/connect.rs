@@ -1,10 +1,9 @@
 //! MQTT over TLS, connection level: CONNACK codes, ACL, takeover, keep-alive.
 
-mod mqtt_support;
-
 use std::time::Duration;
 
-use mqtt_support::*;
+use crate::support::mqtt::*;
+use crate::support::*;
 use rumqttc::{ConnectReturnCode, ConnectionError, Incoming, QoS, SubscribeReasonCode};
 
 async fn refused_with(opts: rumqttc::MqttOptions) -> ConnectReturnCode {
@@ -35,7 +34,7 @@ async fn connect_failures_get_their_codes() {
                 &emu,
                 "dev1",
                 &username("dev1"),
-                &token(&emu, "dev1", &other_key),
+                &device_token(&emu, "dev1", &other_key),
                 true,
             ),
             ConnectReturnCode::NotAuthorized,
@@ -46,7 +45,7 @@ async fn connect_failures_get_their_codes() {
                 &emu,
                 "dev1",
                 &username("dev1"),
-                &token_until("dev1", &key, now - 10),
+                &device_token_until("dev1", &key, now - 10),
                 true,
             ),
             ConnectReturnCode::NotAuthorized,
@@ -57,7 +56,7 @@ async fn connect_failures_get_their_codes() {
                 &emu,
                 "dev1",
                 &username("dev1"),
-                &token(&emu, "dev2", &other_key),
+                &device_token(&emu, "dev2", &other_key),
                 true,
             ),
             ConnectReturnCode::NotAuthorized,
@@ -68,7 +67,7 @@ async fn connect_failures_get_their_codes() {
                 &emu,
                 "ghost",
                 &username("ghost"),
-                &token(&emu, "ghost", &key),
+                &device_token(&emu, "ghost", &key),
                 true,
             ),
             ConnectReturnCode::NotAuthorized,
@@ -84,14 +83,20 @@ async fn connect_failures_get_their_codes() {
                 &emu,
                 "dev1",
                 &username("dev2"),
-                &token(&emu, "dev1", &key),
+                &device_token(&emu, "dev1", &key),
                 true,
             ),
             ConnectReturnCode::BadClientId,
         ),
         (
             "malformed user name",
-            options(&emu, "dev1", "no-slash", &token(&emu, "dev1", &key), true),
+            options(
+                &emu,
+                "dev1",
+                "no-slash",
+                &device_token(&emu, "dev1", &key),
+                true,
+            ),
             ConnectReturnCode::BadClientId,
         ),
         (
@@ -100,7 +105,7 @@ async fn connect_failures_get_their_codes() {
                 &emu,
                 "dev1/mod1",
                 "localhost/dev1/mod1/?api-version=2021-04-12",
-                &token(&emu, "dev1", &key),
+                &device_token(&emu, "dev1", &key),
                 true,
             ),
             ConnectReturnCode::BadClientId,

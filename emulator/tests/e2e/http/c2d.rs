@@ -2,11 +2,10 @@
 //! feedback each outcome produces (feedback window 0), lock expiry and TTL on the virtual clock,
 //! purge, and D2C single and batch.
 
-mod http_common;
-
+use crate::support::http::{Client, Resp, start_http};
+use crate::support::{owner_token, policy_token, stored_device_token};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http_common::{Client, Resp, device_token, owner, policy_token, start};
 use iothub_emulator::RunningEmulator;
 use iothub_emulator::credentials::SERVICE;
 use iothub_protocol::Message;
@@ -77,10 +76,10 @@ fn lock_of(r: &Resp) -> String {
 }
 
 async fn setup() -> (RunningEmulator, Client, String, String) {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     emu.create_device("d1").unwrap();
     let svc = policy_token(&emu, SERVICE);
-    let dev = device_token(&emu, "d1");
+    let dev = stored_device_token(&emu, "d1");
     (emu, c, svc, dev)
 }
 
@@ -263,7 +262,7 @@ async fn odd_property_values_are_percent_encoded_in_headers() {
 #[tokio::test]
 async fn lock_expiry_and_ttl_on_the_virtual_clock() {
     let (emu, c, svc, dev) = setup().await;
-    let own = owner(&emu);
+    let own = owner_token(&emu);
     let advance = |secs: u64| {
         c.post(&format!("/_emulator/clock/advance?seconds={secs}"))
             .auth(&own)
@@ -389,7 +388,7 @@ async fn purge_and_the_send_route_errors() {
 #[tokio::test]
 async fn d2c_single_and_batch() {
     let (emu, c, _svc, dev) = setup().await;
-    let own = owner(&emu);
+    let own = owner_token(&emu);
     let r = c
         .post("/devices/d1/messages/events?api-version=2021-04-12")
         .auth(&dev)

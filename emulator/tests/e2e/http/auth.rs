@@ -1,9 +1,8 @@
 //! Authentication on every kind of hub route: each failure is 401 IotHubUnauthorizedAccess with
 //! the hub's error body and header.
 
-mod http_common;
-
-use http_common::{device_token, owner, policy_token, start};
+use crate::support::http::start_http;
+use crate::support::{owner_token, policy_token, stored_device_token};
 use iothub_emulator::credentials::{DEVICE, REGISTRY_READ, SERVICE, well_known_policies};
 use iothub_protocol::registry::DeviceStatus;
 use iothub_protocol::sas::build_token;
@@ -12,7 +11,7 @@ const OTHER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 #[tokio::test]
 async fn every_auth_failure_is_401() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     emu.create_device("d1").unwrap();
     emu.create_device("d2").unwrap();
     let later = emu.context().now_unix() + 3600;
@@ -54,7 +53,7 @@ async fn every_auth_failure_is_401() {
         ),
         (
             "device token on a service route",
-            Some(device_token(&emu, "d1")),
+            Some(stored_device_token(&emu, "d1")),
         ),
     ];
     for (what, token) in &cases {
@@ -80,7 +79,7 @@ async fn every_auth_failure_is_401() {
         .assert_hub_error(401, "IotHubUnauthorizedAccess");
 
     // Device routes: a device token only works for its own device.
-    let d1 = device_token(&emu, "d1");
+    let d1 = stored_device_token(&emu, "d1");
     for path in [
         "/devices/d2/messages/deviceBound",
         "/devices/D1/messages/deviceBound",
@@ -139,14 +138,14 @@ async fn every_auth_failure_is_401() {
 
 #[tokio::test]
 async fn a_disabled_device_is_refused() {
-    let (emu, c) = start().await;
+    let (emu, c) = start_http().await;
     emu.create_device("d1").unwrap();
-    let t = device_token(&emu, "d1");
+    let t = stored_device_token(&emu, "d1");
     let mut d = emu.hub().read(|h| h.get_device("d1")).unwrap();
     d.status = DeviceStatus::Disabled;
     let r = c
         .put("/devices/d1")
-        .auth(&owner(&emu))
+        .auth(&owner_token(&emu))
         .header("if-match", "*")
         .json(&serde_json::to_value(&d).unwrap())
         .send()

@@ -1,0 +1,6 @@
+//! AMQP 1.0 over TLS and WebSockets: CBS, the service links, device links, hostile input.
+
+mod bad_input;
+mod device;
+mod service;
+mod websocket;
