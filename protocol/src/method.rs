@@ -255,6 +255,34 @@ impl MethodCall {
     }
 }
 
+impl MethodCall {
+    /// Checks the hub's rules: a valid name, a payload of at most 128 KB, timeouts in range.
+    /// [`CloudToDeviceMethod::into_call`] only returns calls that pass; the hub checks again, so
+    /// a call built by hand cannot bypass the rules.
+    pub fn check(&self) -> Result<(), HubError> {
+        validate_method_name(&self.name).map_err(HubError::argument)?;
+        if self.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(HubError::MessageTooLarge {
+                size: self.payload.len(),
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        timeout(
+            "responseTimeoutInSeconds",
+            Some(self.response_timeout_secs.into()),
+            DEFAULT_RESPONSE_TIMEOUT_SECS,
+            RESPONSE_TIMEOUT_SECS,
+        )?;
+        timeout(
+            "connectTimeoutInSeconds",
+            Some(self.connect_timeout_secs.into()),
+            DEFAULT_CONNECT_TIMEOUT_SECS,
+            CONNECT_TIMEOUT_SECS,
+        )?;
+        Ok(())
+    }
+}
+
 impl CloudToDeviceMethod {
     /// A request body with only the method name and payload (the hub's default timeouts).
     pub fn new(method_name: impl Into<String>, payload: JsonPayload) -> Self {
@@ -286,12 +314,6 @@ impl CloudToDeviceMethod {
     /// text, e.g. `responseTimeoutInSeconds must be within [5; 300].` (azure-iot-sdk-csharp#724).
     pub fn into_call(self) -> Result<MethodCall, HubError> {
         validate_method_name(&self.method_name).map_err(HubError::argument)?;
-        if self.payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(HubError::MessageTooLarge {
-                size: self.payload.len(),
-                max: MAX_PAYLOAD_BYTES,
-            });
-        }
         let response_timeout_secs = timeout(
             "responseTimeoutInSeconds",
             self.response_timeout_in_seconds,
@@ -304,12 +326,14 @@ impl CloudToDeviceMethod {
             DEFAULT_CONNECT_TIMEOUT_SECS,
             CONNECT_TIMEOUT_SECS,
         )?;
-        Ok(MethodCall {
+        let call = MethodCall {
             name: self.method_name,
             payload: self.payload,
             connect_timeout_secs,
             response_timeout_secs,
-        })
+        };
+        call.check()?;
+        Ok(call)
     }
 }
 
