@@ -200,6 +200,17 @@ impl HubHandle {
             } => {
                 tracing::debug!(device = %device_id, seq = sequence_number, ?outcome, "c2d settled");
             }
+            // Delivery to connections and to the waiting HTTP request comes with the method
+            // transports (issue 16); until then nothing invokes methods.
+            HubEvent::MethodRequest(request) => {
+                tracing::debug!(invocation = %request.invocation, identity = %request.identity, method = %request.name, "method request");
+            }
+            HubEvent::MethodCompleted {
+                invocation,
+                outcome,
+            } => {
+                tracing::debug!(%invocation, ok = outcome.is_ok(), "method completed");
+            }
         }
     }
 

@@ -82,6 +82,7 @@ error_codes! {
     InvalidThrottleParameter = 500009,
     ServiceUnavailable = 503001,
     PartitionNotFound = 503003,
+    GatewayTimeout = 504101,
 }
 
 impl ErrorCode {
@@ -192,6 +193,40 @@ pub enum HubError {
         /// What failed.
         detail: String,
     },
+    /// A direct method found no connection of the identity subscribed to methods within the
+    /// connect timeout.
+    #[error(
+        "'{identity}' was not connected and subscribed to direct methods within the connect timeout of {connect_timeout_secs} s; connect it and subscribe to methods ($iothub/methods/POST/# over MQTT, the methods link over AMQP), or raise connectTimeoutInSeconds"
+    )]
+    DeviceNotOnline {
+        /// The device, or `device/module`.
+        identity: String,
+        /// The connect timeout that ran out.
+        connect_timeout_secs: u32,
+    },
+    /// The device did not answer a direct method within the response timeout.
+    #[error(
+        "'{identity}' did not answer method '{method}' within the response timeout of {response_timeout_secs} s; answer sooner or raise responseTimeoutInSeconds"
+    )]
+    GatewayTimeout {
+        /// The device, or `device/module`.
+        identity: String,
+        /// The method that was called.
+        method: String,
+        /// The response timeout that ran out.
+        response_timeout_secs: u32,
+    },
+    /// The connection that received a direct method request closed, or stopped listening for
+    /// methods, before answering it.
+    #[error(
+        "'{identity}' disconnected or unsubscribed from direct methods before answering method '{method}'"
+    )]
+    DeviceConnectionClosedRemotely {
+        /// The device, or `device/module`.
+        identity: String,
+        /// The method that was called.
+        method: String,
+    },
 }
 
 impl HubError {
@@ -212,6 +247,44 @@ impl HubError {
             HubError::Unauthorized { .. } => ErrorCode::IotHubUnauthorizedAccess,
             HubError::InvalidOperation { .. } => ErrorCode::InvalidOperation,
             HubError::ServerError { .. } => ErrorCode::ServerError,
+            HubError::DeviceNotOnline { .. } => ErrorCode::DeviceNotOnline,
+            HubError::GatewayTimeout { .. } => ErrorCode::GatewayTimeout,
+            HubError::DeviceConnectionClosedRemotely { .. } => {
+                ErrorCode::DeviceConnectionClosedRemotely
+            }
+        }
+    }
+
+    /// For the errors the hub reports in the JSON-in-`Message` body shape (the direct-method
+    /// errors, iothub-beyond-c2d.md 2.1): the hub's own text and the `info` object. `None` for
+    /// the errors that use the `ErrorCode:<Name>;<text>` shape.
+    pub fn wrapped_detail(&self) -> Option<WrappedDetail> {
+        match self {
+            HubError::DeviceNotOnline {
+                connect_timeout_secs,
+                ..
+            } => {
+                let s = *connect_timeout_secs;
+                Some(WrappedDetail {
+                    message: "Timed out waiting for device to connect.",
+                    info: format!(
+                        r#"{{"timeout":"{:02}:{:02}:{:02}"}}"#,
+                        s / 3600,
+                        s / 60 % 60,
+                        s % 60
+                    ),
+                })
+            }
+            HubError::GatewayTimeout { .. } => Some(WrappedDetail {
+                message: "Timed out waiting for the response from device.",
+                info: "{}".into(),
+            }),
+            // The text the hub gives when the device goes away mid-call (azure-iot-sdk-csharp#317).
+            HubError::DeviceConnectionClosedRemotely { .. } => Some(WrappedDetail {
+                message: "Device unavailable",
+                info: "{}".into(),
+            }),
+            _ => None,
         }
     }
 
@@ -230,10 +303,41 @@ impl HubError {
     }
 }
 
-/// The JSON error body the hub sends with an HTTP error (shape 1 of iothub-protocol.md 6.4).
+/// The hub's own text and `info` object for an error sent in the JSON-in-`Message` shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedDetail {
+    /// The hub's message, e.g. `Timed out waiting for device to connect.`.
+    pub message: &'static str,
+    /// The `info` object as JSON text, e.g. `{"timeout":"00:00:00"}`.
+    pub info: String,
+}
+
+/// The document inside `Message` in the second body shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WrappedError {
+    error_code: u32,
+    #[serde(default)]
+    tracking_id: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    info: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    timestamp_utc: String,
+}
+
+/// The JSON error body the hub sends with an HTTP error, in either of its two shapes
+/// (iothub-protocol.md 6.4):
 ///
-/// The Node service SDK splits `Message` on `;` and `:` to find the code, and the C# SDK checks
-/// it against the `iothub-errorcode` header, so both must name the same code.
+/// 1. `{"Message":"ErrorCode:<Name>;<text>","ExceptionMessage":"Tracking ID:..."}` — registry
+///    and messaging errors ([`ErrorBody::new`]);
+/// 2. `{"Message":"{\"errorCode\":404103,...}","ExceptionMessage":""}` — direct-method errors
+///    ([`ErrorBody::wrapped`]).
+///
+/// [`ErrorBody::for_error`] picks the shape the hub uses for a [`HubError`]. The Node service
+/// SDK splits `Message` on `;` and `:` to find the code, and the C# SDK checks it against the
+/// `iothub-errorcode` header, so both must name the same code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// `ErrorCode:<Name>;<text>`.
@@ -244,25 +348,83 @@ pub struct ErrorBody {
     pub exception_message: String,
 }
 
+/// `<tracking id>-G:0-TimeStamp:<MM/dd/yyyy HH:mm:ss>`, the hub's tracking reference.
+fn tracking(tracking_id: &str, now: OffsetDateTime) -> String {
+    format!(
+        "{tracking_id}-G:0-TimeStamp:{:02}/{:02}/{:04} {:02}:{:02}:{:02}",
+        u8::from(now.month()),
+        now.day(),
+        now.year(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
 impl ErrorBody {
-    /// Builds the body for `code` with a human-readable `text`.
+    /// Builds the body for `code` with a human-readable `text` (shape 1).
     pub fn new(code: ErrorCode, text: &str, tracking_id: &str, now: OffsetDateTime) -> Self {
-        let ts = format!(
-            "{:02}/{:02}/{:04} {:02}:{:02}:{:02}",
-            u8::from(now.month()),
-            now.day(),
-            now.year(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
         ErrorBody {
             message: format!("ErrorCode:{};{}", code.name(), text),
-            exception_message: format!("Tracking ID:{tracking_id}-G:0-TimeStamp:{ts}"),
+            exception_message: format!("Tracking ID:{}", tracking(tracking_id, now)),
         }
     }
 
-    /// Reads the code and text back out of `Message`, as the SDKs do.
+    /// Builds the JSON-in-`Message` body (shape 2), e.g. for 404103:
+    /// `{"Message":"{\"errorCode\":404103,\"trackingId\":\"...\",\"message\":\"Timed out waiting for device to connect.\",\"info\":{\"timeout\":\"00:00:00\"},\"timestampUtc\":\"...\"}","ExceptionMessage":""}`.
+    pub fn wrapped(
+        code: ErrorCode,
+        detail: &WrappedDetail,
+        tracking_id: &str,
+        now: OffsetDateTime,
+    ) -> Self {
+        let inner = WrappedError {
+            error_code: code.code(),
+            tracking_id: tracking(tracking_id, now),
+            message: detail.message.to_owned(),
+            // `info` is ours and always an object; an unparsable one is left out.
+            info: serde_json::value::RawValue::from_string(detail.info.clone()).ok(),
+            timestamp_utc: crate::time_format::format_round_trip(now),
+        };
+        ErrorBody {
+            // Serializing strings, a number and checked JSON cannot fail.
+            message: serde_json::to_string(&inner).unwrap_or_default(),
+            exception_message: String::new(),
+        }
+    }
+
+    /// The body the hub sends for `e`, in the shape it uses for that error.
+    pub fn for_error(e: &HubError, tracking_id: &str, now: OffsetDateTime) -> Self {
+        match e.wrapped_detail() {
+            Some(detail) => ErrorBody::wrapped(e.code(), &detail, tracking_id, now),
+            None => ErrorBody::new(e.code(), &e.to_string(), tracking_id, now),
+        }
+    }
+
+    /// The error code the body names, in either shape.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self.wrapped_error() {
+            Some(w) => ErrorCode::from_code(w.error_code),
+            None => self.parse_message().0,
+        }
+    }
+
+    /// The hub's message text, in either shape.
+    pub fn text(&self) -> String {
+        match self.wrapped_error() {
+            Some(w) => w.message,
+            None => self.parse_message().1.to_owned(),
+        }
+    }
+
+    fn wrapped_error(&self) -> Option<WrappedError> {
+        if !self.message.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(&self.message).ok()
+    }
+
+    /// Reads the code and text back out of a shape-1 `Message`, as the SDKs do.
     pub fn parse_message(&self) -> (Option<ErrorCode>, &str) {
         match self.message.strip_prefix("ErrorCode:") {
             Some(rest) => match rest.split_once(';') {
@@ -330,5 +492,72 @@ mod tests {
             body.parse_message(),
             (Some(ErrorCode::DeviceNotFound), "dev1")
         );
+    }
+
+    #[test]
+    fn method_errors_use_the_wrapped_shape_with_the_hubs_text() {
+        let now = datetime!(2018-08-24 17:49:33.201157 UTC);
+        let e = HubError::DeviceNotOnline {
+            identity: "d1".into(),
+            connect_timeout_secs: 0,
+        };
+        assert_eq!(e.code().code(), 404103);
+        assert_eq!(e.code().http_status(), 404);
+        assert_eq!(e.code().name(), "DeviceNotOnline");
+        let body = ErrorBody::for_error(&e, "0123456789abcdef0123456789abcdef", now);
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"Message":"{\"errorCode\":404103,\"trackingId\":\"0123456789abcdef0123456789abcdef-G:0-TimeStamp:08/24/2018 17:49:33\",\"message\":\"Timed out waiting for device to connect.\",\"info\":{\"timeout\":\"00:00:00\"},\"timestampUtc\":\"2018-08-24T17:49:33.2011570Z\"}","ExceptionMessage":""}"#
+        );
+        assert_eq!(body.code(), Some(ErrorCode::DeviceNotOnline));
+        assert_eq!(body.text(), "Timed out waiting for device to connect.");
+
+        let minute = HubError::DeviceNotOnline {
+            identity: "d1".into(),
+            connect_timeout_secs: 3599,
+        };
+        assert_eq!(
+            minute.wrapped_detail().unwrap().info,
+            r#"{"timeout":"00:59:59"}"#
+        );
+
+        let e = HubError::GatewayTimeout {
+            identity: "d1/m1".into(),
+            method: "reboot".into(),
+            response_timeout_secs: 30,
+        };
+        assert_eq!(e.code().code(), 504101);
+        assert_eq!(e.code().http_status(), 504);
+        assert_eq!(ErrorCode::from_name("GatewayTimeout"), Some(e.code()));
+        let body = ErrorBody::for_error(&e, "t", now);
+        assert!(body.message.contains(r#""errorCode":504101"#));
+        assert!(body.message.contains(r#""info":{}"#));
+        assert_eq!(
+            body.text(),
+            "Timed out waiting for the response from device."
+        );
+        assert!(e.to_string().contains("'reboot'"));
+
+        let e = HubError::DeviceConnectionClosedRemotely {
+            identity: "d1".into(),
+            method: "reboot".into(),
+        };
+        assert_eq!(e.code().code(), 404104);
+        assert_eq!(
+            ErrorBody::for_error(&e, "t", now).code(),
+            Some(ErrorCode::DeviceConnectionClosedRemotely)
+        );
+    }
+
+    #[test]
+    fn other_errors_keep_the_first_shape() {
+        let e = HubError::DeviceNotFound {
+            device_id: "d1".into(),
+        };
+        let body = ErrorBody::for_error(&e, "t", datetime!(2022-10-18 20:50:39 UTC));
+        assert!(body.message.starts_with("ErrorCode:DeviceNotFound;"));
+        assert_eq!(body.code(), Some(ErrorCode::DeviceNotFound));
+        assert!(body.text().contains("'d1'"));
+        assert!(e.wrapped_detail().is_none());
     }
 }

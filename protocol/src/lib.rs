@@ -2,8 +2,9 @@
 //!
 //! Everything here is plain data plus parse/encode pairs, with no I/O: connection strings
 //! ([`connection_string`]), shared access signatures ([`sas`]), the message model ([`message`]),
-//! MQTT property bags ([`property_bag`]), feedback records ([`feedback`]), the hub's error
-//! catalogue ([`error`]) and the date formats the hub writes ([`time_format`]).
+//! MQTT property bags ([`property_bag`]), feedback records ([`feedback`]), direct methods
+//! ([`method`]), the hub's error catalogue ([`error`]) and the date formats the hub writes
+//! ([`time_format`]).
 //!
 //! The emulator and the clients use the same code for each of these, so a client and the
 //! emulator can never disagree about, say, how a property bag is percent-encoded.
@@ -16,6 +17,7 @@ pub mod device_id;
 pub mod error;
 pub mod feedback;
 pub mod message;
+pub mod method;
 pub mod property_bag;
 pub mod registry;
 pub mod sas;

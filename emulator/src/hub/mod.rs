@@ -1,9 +1,10 @@
 //! The hub's rules as a deterministic, sans-IO state machine.
 //!
-//! [`Hub`] owns the registry, every device's C2D queue, the feedback queue and all deadlines.
-//! It opens no sockets, spawns no tasks and reads no clock: every operation takes `now`, the
-//! wall-clock time the caller decided on, and ids come from a seeded [`IdGen`]. The same inputs
-//! therefore give the same outputs, which is what the property tests rely on.
+//! [`Hub`] owns the registry, every device's C2D queue, the feedback queue, the direct-method
+//! invocations and all deadlines. It opens no sockets, spawns no tasks and reads no clock: every
+//! operation takes `now`, the wall-clock time the caller decided on, and ids come from a seeded
+//! [`IdGen`]. The same inputs therefore give the same outputs, which is what the property tests
+//! rely on.
 //!
 //! The async shell around it (see `crate::driver`) does three things with a hub:
 //! - calls operations (`create_device`, `enqueue_c2d`, `receive_c2d`, `complete_c2d`, ...),
@@ -18,6 +19,7 @@ mod feedback;
 mod identity;
 mod ids;
 mod messaging;
+mod methods;
 mod registry;
 pub mod settings;
 mod store;
@@ -36,11 +38,16 @@ pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
 pub use identity::Identity;
 pub use ids::IdGen;
 pub use messaging::{Enqueued, devicebound_address};
+pub use methods::{
+    ConnectionId, HTTP_TIMEOUT_MARGIN, InvocationId, MethodOutcome, MethodRequest, RequestId,
+    ResponseDisposition,
+};
 pub use registry::if_match_allows;
 pub use settings::{DeliveryCountRule, HubSettings, SettingsError};
 pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
 pub use timers::Timer;
 
+use methods::MethodTable;
 use timers::Timers;
 
 /// Something the shell should react to.
@@ -67,6 +74,15 @@ pub enum HubEvent {
         /// The device.
         device_id: String,
     },
+    /// A direct method request to deliver on `request.connection`.
+    MethodRequest(MethodRequest),
+    /// A direct method invocation ended; this is its only completion.
+    MethodCompleted {
+        /// The invocation, as [`Hub::invoke_method`] returned it.
+        invocation: InvocationId,
+        /// The device's answer, or the hub's error.
+        outcome: MethodOutcome,
+    },
 }
 
 /// The hub: registry, C2D queues, feedback and deadlines.
@@ -76,6 +92,8 @@ pub struct Hub<S: Store = MemoryStore> {
     timers: Timers,
     ids: IdGen,
     events: VecDeque<HubEvent>,
+    /// Direct-method subscriptions and invocations: live connections' state, never stored.
+    methods: MethodTable,
 }
 
 impl Hub<MemoryStore> {
@@ -94,6 +112,7 @@ impl<S: Store> Hub<S> {
             timers: Timers::default(),
             ids: IdGen::seeded(seed),
             events: VecDeque::new(),
+            methods: MethodTable::default(),
         }
     }
 
@@ -165,12 +184,15 @@ impl<S: Store> Hub<S> {
                 Timer::FeedbackExpiry { batch } => {
                     self.store.feedback_mut().expire(batch, &mut self.timers);
                 }
+                Timer::MethodDeadline { invocation } => self.method_deadline(invocation),
             }
         }
     }
 
-    /// Empties the hub: every device, message and feedback record.
+    /// Empties the hub: every device, message and feedback record; pending method invocations
+    /// end with `DeviceNotFound`.
     pub fn reset(&mut self) {
+        self.methods_reset();
         let ids: Vec<String> = self
             .store
             .list(None, usize::MAX)

@@ -173,6 +173,7 @@ impl<S: Store> Hub<S> {
         }
         stored.etag = Some(etag);
         if disabled_now {
+            self.methods_device_disabled(&id);
             self.events.push_back(HubEvent::DeviceGone {
                 device_id: id.clone(),
             });
@@ -210,6 +211,7 @@ impl<S: Store> Hub<S> {
         self.store
             .feedback_mut()
             .drop_device(device_id, &mut self.timers);
+        self.methods_device_deleted(device_id);
         self.events.push_back(HubEvent::DeviceGone {
             device_id: device_id.to_owned(),
         });

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
+use super::methods::InvocationId;
+
 /// What a deadline is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {
@@ -36,6 +38,12 @@ pub enum Timer {
     FeedbackExpiry {
         /// The batch.
         batch: u64,
+    },
+    /// A direct method's connect timeout (while it waits for a subscriber) or response timeout
+    /// (once sent).
+    MethodDeadline {
+        /// The invocation.
+        invocation: InvocationId,
     },
 }
 
