@@ -14,13 +14,15 @@
 //! depends on how punctually the shell called `handle_timeout`.
 
 mod c2d;
+mod c2d_ops;
 mod feedback;
+mod feedback_ops;
 mod identity;
 mod ids;
-mod messaging;
 mod registry;
 pub mod settings;
 mod store;
+mod telemetry;
 mod timers;
 
 #[cfg(test)]
@@ -28,14 +30,14 @@ mod tests;
 
 use std::collections::VecDeque;
 
-use iothub_protocol::FeedbackRecord;
+use iothub_protocol::{FeedbackRecord, HubError};
 use time::OffsetDateTime;
 
 pub use c2d::{C2dQueue, MessageState, Outcome, QueuedMessage};
+pub use c2d_ops::{Enqueued, devicebound_address};
 pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
 pub use identity::Identity;
 pub use ids::IdGen;
-pub use messaging::{Enqueued, devicebound_address};
 pub use registry::if_match_allows;
 pub use settings::{DeliveryCountRule, HubSettings, SettingsError};
 pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
@@ -185,6 +187,20 @@ impl<S: Store> Hub<S> {
         self.store.commit(&[]);
     }
 
+    /// The device's entry, or `DeviceNotFound`.
+    fn entry(&self, device_id: &str) -> Result<&DeviceEntry, HubError> {
+        self.store
+            .get(device_id)
+            .ok_or_else(|| not_found(device_id))
+    }
+
+    /// The device's entry to change, or `DeviceNotFound`.
+    fn entry_mut(&mut self, device_id: &str) -> Result<&mut DeviceEntry, HubError> {
+        self.store
+            .get_mut(device_id)
+            .ok_or_else(|| not_found(device_id))
+    }
+
     /// Adds a feedback record if the message's ack mode asks for it.
     fn feedback_for(&mut self, record: Option<FeedbackRecord>, now: OffsetDateTime) {
         if let Some(record) = record
@@ -195,5 +211,19 @@ impl<S: Store> Hub<S> {
         {
             self.events.push_back(HubEvent::FeedbackAvailable);
         }
+    }
+}
+
+/// `DeviceNotFound` for this id.
+fn not_found(device_id: &str) -> HubError {
+    HubError::DeviceNotFound {
+        device_id: device_id.to_owned(),
+    }
+}
+
+/// `DeviceMessageLockLost` for this token (C2D and feedback locks alike).
+fn lock_lost(token: &str) -> HubError {
+    HubError::DeviceMessageLockLost {
+        lock_token: token.to_owned(),
     }
 }
