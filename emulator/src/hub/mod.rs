@@ -24,6 +24,7 @@ pub mod settings;
 mod store;
 mod telemetry;
 mod timers;
+pub mod views;
 
 #[cfg(test)]
 mod tests;
@@ -102,11 +103,6 @@ impl<S: Store> Hub<S> {
     /// The settings in force.
     pub fn settings(&self) -> &HubSettings {
         &self.settings
-    }
-
-    /// Read access to the state, for inspection.
-    pub fn store(&self) -> &S {
-        &self.store
     }
 
     /// The hub's id generator (adapters use it for tracking ids, so tests stay deterministic).

@@ -35,12 +35,6 @@ impl<S: Store> Hub<S> {
         Ok(sequence_number)
     }
 
-    fn set_connection_state_activity(&mut self, device_id: &str, now: OffsetDateTime) {
-        if let Some(e) = self.store.get_mut(device_id) {
-            e.device.last_activity_time = Some(iothub_protocol::time_format::format_millis(now));
-        }
-    }
-
     /// The device's recorded telemetry, oldest first.
     pub fn d2c_messages(&self, device_id: &str) -> Result<Vec<D2cRecord>, HubError> {
         Ok(self.entry(device_id)?.d2c.iter().cloned().collect())
