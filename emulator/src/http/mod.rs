@@ -197,7 +197,8 @@ fn finish(routes: Router<AppState>, state: AppState, limits: Limits) -> App {
         .method_not_allowed_fallback(no_route)
         .with_state(state.clone());
     let service = ServiceBuilder::new()
-        .layer(from_fn_with_state(state, layers::access_log))
+        .layer(from_fn_with_state(state.clone(), layers::access_log))
+        .layer(from_fn_with_state(state, layers::stamp_errors))
         .layer(from_fn_with_state(limits.request, layers::request_timeout))
         .map_request(layers::normalize_request::<Body>)
         .service(router);
