@@ -60,7 +60,7 @@ impl Emulator {
     /// system temp directory.
     pub fn builder() -> EmulatorBuilder {
         EmulatorBuilder {
-            config: Config::for_tests(fresh_temp_dir()),
+            config: Config::embedded(fresh_temp_dir()),
         }
     }
 }

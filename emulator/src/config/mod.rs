@@ -39,7 +39,7 @@
 //! | `exports.rs` | connection strings and the `env` subcommand's output |
 //! | `error.rs` | [`ConfigError`] |
 //!
-//! Embedders skip the command line: start from [`Config::for_tests`], change fields, and call
+//! Embedders skip the command line: start from [`Config::embedded`], change fields, and call
 //! [`Config::validate`].
 
 mod cli;
@@ -181,10 +181,11 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: every port 0 (the OS picks), `localhost`,
-    /// well-known policies, no devices, and a zero feedback window so feedback is released at
-    /// once. Nothing is read from the environment.
-    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
+    /// The configuration of an emulator embedded in a process (what [`crate::Emulator::builder`]
+    /// starts from): every port 0 (the OS picks), `localhost`, the well-known policies, no
+    /// devices, and a zero feedback window so feedback is released at once. Nothing is read
+    /// from the command line or the environment.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             hostname: "localhost".to_owned(),

@@ -273,7 +273,7 @@ fn toml_sets_every_field() {
         ]
     );
     // "abandon-only" parses too.
-    let mut c = Config::for_tests("/x");
+    let mut c = Config::embedded("/x");
     c.apply_toml("[hub]\ndelivery_count_rule = \"abandon-only\"", "<inline>")
         .unwrap();
     assert_eq!(c.hub.delivery_count_rule, DeliveryCountRule::AbandonOnly);
@@ -291,7 +291,7 @@ fn toml_typos_and_bad_types_are_errors() {
         ("[[devices]]\nprimary_key = \"x\"", "id"),
         ("[policies.service]\nprimary = \"x\"", "primary"),
     ] {
-        let err = Config::for_tests("/x")
+        let err = Config::embedded("/x")
             .apply_toml(text, "test.toml")
             .unwrap_err();
         assert!(
@@ -314,7 +314,7 @@ fn toml_typos_and_bad_types_are_errors() {
 #[test]
 fn validation_errors_name_their_setting() {
     let toml_err = |text: &str| {
-        let mut c = Config::for_tests("/x");
+        let mut c = Config::embedded("/x");
         c.apply_toml(text, "t.toml").unwrap();
         c.validate().unwrap_err()
     };
@@ -398,7 +398,7 @@ fn validation_errors_name_their_setting() {
     let err = toml_err("[[devices]]\nid = \"d\"\n[[devices]]\nid = \"d\"");
     assert!(matches!(&err, ConfigError::DuplicateDevice { id } if id == "d"));
 
-    let err = Config::for_tests("/x")
+    let err = Config::embedded("/x")
         .apply_toml("[policies.owner]\nprimary_key = \"x\"", "t.toml")
         .unwrap_err();
     assert!(matches!(&err, ConfigError::UnknownPolicy { name, .. } if name == "owner"));
@@ -467,8 +467,8 @@ fn validation_errors_name_their_setting() {
 }
 
 #[test]
-fn for_tests_is_valid_and_ephemeral() {
-    let c = Config::for_tests("/data").with_device(SeedDevice::new("d1").with_keys(KEY_A, KEY_B));
+fn embedded_is_valid_and_ephemeral() {
+    let c = Config::embedded("/data").with_device(SeedDevice::new("d1").with_keys(KEY_A, KEY_B));
     c.validate().unwrap();
     assert_eq!(c.ports, Ports::ephemeral());
     assert_eq!(c.hub.feedback_window, Duration::ZERO);
@@ -482,7 +482,7 @@ fn for_tests_is_valid_and_ephemeral() {
 
 #[test]
 fn env_exports() {
-    let c = Config::for_tests("/data").with_device(SeedDevice::new("d1").with_keys(KEY_A, KEY_B));
+    let c = Config::embedded("/data").with_device(SeedDevice::new("d1").with_keys(KEY_A, KEY_B));
     let out = c.env_exports(Path::new("/data/tls/ca.pem"));
     let owner = &credentials::well_known_policies()[0];
     assert!(out.contains(&format!(
@@ -509,7 +509,7 @@ fn env_exports() {
         "{out}"
     );
 
-    let c = Config::for_tests("/data").with_device(SeedDevice::new("d1"));
+    let c = Config::embedded("/data").with_device(SeedDevice::new("d1"));
     let out = c.env_exports(Path::new("/data/tls/ca.pem"));
     assert!(!out.contains("IOTHUB_DEVICE_CONNECTION_STRING="), "{out}");
     assert_eq!(shell_quote("it's"), r"'it'\''s'");
@@ -519,7 +519,7 @@ fn env_exports() {
 fn load_tls_uses_hostname_and_sans() {
     let dir =
         std::env::temp_dir().join(format!("iothub-emulator-config-tls-{}", std::process::id()));
-    let mut c = Config::for_tests(&dir);
+    let mut c = Config::embedded(&dir);
     c.hostname = "myhub.azure-devices.localhost".into();
     c.extra_sans = vec!["10.9.8.7".into()];
     let material = c.load_tls().unwrap();

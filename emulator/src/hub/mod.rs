@@ -12,6 +12,20 @@
 //!
 //! Every operation first fires the deadlines that are due at its `now`, so the outcome never
 //! depends on how punctually the shell called `handle_timeout`.
+//!
+//! Operations are `impl<S: Store> Hub<S>` blocks, one file per concept; state types sit beside
+//! them:
+//!
+//! | file | what |
+//! |---|---|
+//! | `registry.rs` | device identities: create, read, update, delete, connection state |
+//! | `identity.rs` | [`Identity`]: a device or a module, the key of per-identity tables |
+//! | `c2d.rs`, `c2d_ops.rs` | a device's C2D queue; enqueue, receive, settle, purge |
+//! | `feedback.rs`, `feedback_ops.rs` | the feedback queue; the service's receive and settle |
+//! | `telemetry.rs` | D2C: recording telemetry and reading it back |
+//! | `views.rs` | read-only, serializable views for inspection (the control API) |
+//! | `store.rs` | the storage seam ([`Store`]) and the in-memory store |
+//! | `timers.rs` | the one deadline index; `ids.rs`: seeded tokens and keys; `settings.rs` |
 
 mod c2d;
 mod c2d_ops;
