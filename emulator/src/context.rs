@@ -1,4 +1,8 @@
-//! What every protocol adapter gets: the hub, the authenticator, names, and the shutdown signal.
+//! What every protocol adapter gets: the hub (with its clock and connection registry), the
+//! authenticator, names, server facts, and the shutdown signal.
+//!
+//! Only what every adapter needs belongs here. An adapter's own state (the MQTT sessions, say)
+//! lives in the adapter and is handed to it by the server, so this module imports no adapter.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,19 +12,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::driver::HubHandle;
-
-/// Settings of the MQTT endpoint that are not hub rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttSettings {
-    /// Most C2D messages a connection may hold unacknowledged (in flight) at once.
-    pub max_inflight: usize,
-}
-
-impl Default for MqttSettings {
-    fn default() -> Self {
-        MqttSettings { max_inflight: 16 }
-    }
-}
 
 /// The ports the emulator listens on (after binding, so port 0 is resolved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,10 +73,6 @@ pub struct Context {
     pub host_name: String,
     /// The hub name (first label of the host name); feedback `user-id`.
     pub hub_name: String,
-    /// MQTT endpoint settings.
-    pub mqtt: MqttSettings,
-    /// Persisted MQTT sessions (clean session 0), per device.
-    pub mqtt_sessions: Arc<crate::mqtt::SessionStore>,
     /// Ports, CA and readiness.
     pub info: Arc<ServerInfo>,
     /// Cancelled when the emulator stops: every accept loop and connection must end.
@@ -108,8 +95,6 @@ impl Context {
             auth: Arc::new(Authenticator::new(crate::credentials::well_known_policies())),
             host_name: "localhost".to_owned(),
             hub_name,
-            mqtt: MqttSettings::default(),
-            mqtt_sessions: Arc::default(),
             info: Arc::new(ServerInfo::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

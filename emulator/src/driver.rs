@@ -5,6 +5,30 @@
 //! draining its events; nothing awaits while holding the lock (mini-redis `db.rs` style), so a
 //! slow peer can never stall the hub. Adapters call [`HubHandle::run`] with a closure and never
 //! see the lock.
+//!
+//! # Why adapters get `&mut Hub` in a closure, not a narrower facade
+//!
+//! We considered per-adapter traits and typed operation facades (`C2dOps`, `RegistryOps`, ...
+//! wrapping `run`) and kept the closure, for these reasons:
+//!
+//! - The narrowing that protects the rules is already in [`Hub`]'s public API: its state is
+//!   private, every change is an operation that checks its own rules and reports its own
+//!   events, and reads go through read-only views (`hub::views`). An adapter holding
+//!   `&mut Hub` can call operations; it cannot reach around them. A facade would restate every
+//!   operation's signature a second time without removing any capability.
+//! - One closure is one critical section. Adapters sometimes need a read and an operation
+//!   atomically (authorize and read the device's generation on CONNECT; count the devices and
+//!   reset); a facade needs a new method for each such pair or gives up the atomicity.
+//! - Features are added without touching this file. Twins, direct methods, the Event Hubs
+//!   log and queries are hub modules (`hub/twin*`, `hub/methods*`, `hub/event_log*`,
+//!   `hub/query*`) whose operations are `impl<S: Store> Hub<S>` methods: an adapter calls them
+//!   through `run` the day they exist, and nothing here or in a facade must follow them.
+//!
+//! What an adapter uses is therefore found by searching it for `hub.run` and `hub.read`, not
+//! by reading its imports. The one thing this file must learn about a new feature is how to
+//! wake the connections its events concern: a new [`HubEvent`] variant gets one arm in
+//! `HubHandle::dispatch` (a per-device [`Notify`] like [`HubHandle::c2d_notify`], or a
+//! hub-wide one like [`HubHandle::feedback_notify`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -17,10 +17,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError, Ports, SeedDevice};
-use crate::context::{Context, Endpoints, MqttSettings, ServerInfo};
+use crate::context::{Context, Endpoints, ServerInfo};
 use crate::credentials;
 use crate::driver::{Clock, HubHandle};
+use crate::http::{WebSocketRoutes, WsPath};
 use crate::hub::{Hub, HubSettings};
+use crate::mqtt::{MqttSettings, MqttState, SessionStore};
 use crate::tls::{TlsError, TlsMaterial};
 
 /// Why the emulator could not start.
@@ -58,7 +60,7 @@ impl Emulator {
     /// system temp directory.
     pub fn builder() -> EmulatorBuilder {
         EmulatorBuilder {
-            config: Config::for_tests(fresh_temp_dir()),
+            config: Config::embedded(fresh_temp_dir()),
         }
     }
 }
@@ -214,28 +216,62 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         auth: Arc::new(Authenticator::new(config.policies.clone())),
         host_name: config.hostname.clone(),
         hub_name: config.hub.hub_name.clone(),
-        mqtt: MqttSettings {
-            max_inflight: usize::from(config.mqtt_max_inflight.max(1)),
-        },
-        mqtt_sessions: Arc::default(),
         info: info.clone(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     };
 
+    // Each adapter owns its state; the adapters meet only here.
+    let mqtt_state = MqttState::new(MqttSettings {
+        max_inflight: usize::from(config.mqtt_max_inflight.max(1)),
+    });
+    let websockets = websocket_routes(&mqtt_state);
+
     let https_tls = tls.server_config(&[b"h2", b"http/1.1"]);
     let plain_tls = tls.server_config(&[]);
     let t = &ctx.tasks;
     t.spawn(handle.clone().run_timers(ctx.shutdown.clone()));
-    t.spawn(crate::http::serve_https(https, https_tls, ctx.clone()));
+    t.spawn(crate::http::serve_https(
+        https,
+        https_tls,
+        ctx.clone(),
+        websockets,
+    ));
     t.spawn(crate::http::serve_plain(http, ctx.clone()));
-    t.spawn(crate::mqtt::serve_tls(mqtt, plain_tls.clone(), ctx.clone()));
+    t.spawn(crate::mqtt::serve_tls(
+        mqtt,
+        plain_tls.clone(),
+        ctx.clone(),
+        mqtt_state.clone(),
+    ));
     t.spawn(crate::amqp::serve_tls(amqp, plain_tls, ctx.clone()));
     if let Some(l) = mqtt_tcp {
-        t.spawn(crate::mqtt::serve_tcp(l, ctx.clone()));
+        t.spawn(crate::mqtt::serve_tcp(l, ctx.clone(), mqtt_state.clone()));
     }
     info.set_ready(true);
-    Ok(RunningEmulator { ctx, config, tls })
+    Ok(RunningEmulator {
+        ctx,
+        config,
+        tls,
+        mqtt: mqtt_state,
+    })
+}
+
+/// The protocols served over WebSockets on the HTTPS port, in preference order: MQTT (devices)
+/// on `/$iothub/websocket`; AMQP there and on `/$servicebus/websocket`.
+fn websocket_routes(mqtt: &MqttState) -> WebSocketRoutes {
+    let mqtt = mqtt.clone();
+    WebSocketRoutes::new()
+        .register(
+            crate::mqtt::WEBSOCKET_SUBPROTOCOLS,
+            &[WsPath::IotHub],
+            move |io, peer, ctx| crate::mqtt::serve_connection(io, peer, ctx, mqtt.clone()),
+        )
+        .register(
+            crate::amqp::WEBSOCKET_SUBPROTOCOLS,
+            &[WsPath::IotHub, WsPath::ServiceBus],
+            crate::amqp::serve_connection,
+        )
 }
 
 /// A started emulator. Dropping it stops the listeners; [`RunningEmulator::shutdown`] also
@@ -244,6 +280,7 @@ pub struct RunningEmulator {
     ctx: Context,
     config: Config,
     tls: TlsMaterial,
+    mqtt: MqttState,
 }
 
 impl RunningEmulator {
@@ -270,6 +307,11 @@ impl RunningEmulator {
     /// The shared adapter context.
     pub fn context(&self) -> &Context {
         &self.ctx
+    }
+
+    /// The MQTT endpoint's persisted sessions (clean session 0), to inspect or drop them in tests.
+    pub fn mqtt_sessions(&self) -> &SessionStore {
+        &self.mqtt.sessions
     }
 
     /// The resolved configuration.

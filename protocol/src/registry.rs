@@ -3,11 +3,44 @@
 //! Field names and casing are the swagger's; the service SDKs deserialize these exact names.
 //! Fields the SDKs may omit on create (etag, generationId, keys, timestamps) are optional on
 //! input and always present on output.
+//!
+//! Timestamps are [`OffsetDateTime`]s; only serialization writes them in the hub's form
+//! ([`registry_time`]), so the rules never handle wire strings.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::macros::datetime;
 
 /// `0001-01-01T00:00:00Z`: how the hub writes "never" in timestamps.
 pub const NEVER: &str = "0001-01-01T00:00:00Z";
+
+/// The instant the hub means by [`NEVER`] (.NET's `DateTime.MinValue`).
+pub const NEVER_TIME: OffsetDateTime = datetime!(0001-01-01 0:00 UTC);
+
+/// Serde helper for the registry's optional timestamps: `null`, [`NEVER`] for [`NEVER_TIME`],
+/// and otherwise RFC 3339 with milliseconds (`2015-07-28T16:24:48.789Z`), as the hub writes
+/// them. Reading is lenient: the hub ignores these fields on input, so a value that is not an
+/// RFC 3339 timestamp (other SDKs echo what they read) reads as `None` rather than failing.
+pub mod registry_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    /// Writes `null`, [`super::NEVER`], or the time with milliseconds.
+    pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) if *t == super::NEVER_TIME => s.serialize_str(super::NEVER),
+            Some(t) => s.serialize_str(&crate::time_format::format_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads `null` or a string; a string that is not RFC 3339 reads as `None`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.and_then(|s| crate::time_format::parse(&s)))
+    }
+}
 
 /// Whether a device may use the device-facing endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -103,15 +136,15 @@ pub struct Device {
     /// Free text explaining the status.
     #[serde(default)]
     pub status_reason: Option<String>,
-    /// When the connection state last changed.
-    #[serde(default)]
-    pub connection_state_updated_time: Option<String>,
+    /// When the connection state last changed ([`NEVER_TIME`] if it never did).
+    #[serde(default, with = "registry_time")]
+    pub connection_state_updated_time: Option<OffsetDateTime>,
     /// When the status last changed.
-    #[serde(default)]
-    pub status_updated_time: Option<String>,
-    /// Last connect, send or receive.
-    #[serde(default)]
-    pub last_activity_time: Option<String>,
+    #[serde(default, with = "registry_time")]
+    pub status_updated_time: Option<OffsetDateTime>,
+    /// Last connect, send or receive ([`NEVER_TIME`] before the first).
+    #[serde(default, with = "registry_time")]
+    pub last_activity_time: Option<OffsetDateTime>,
     /// Pending C2D messages (computed on read).
     #[serde(default)]
     pub cloud_to_device_message_count: u64,
@@ -214,5 +247,29 @@ mod tests {
         assert_eq!(v["authentication"]["type"], "sas");
         assert_eq!(v["status"], "enabled");
         assert_eq!(v["connectionState"], "Disconnected");
+        assert_eq!(v["lastActivityTime"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn timestamps_are_written_as_the_hub_writes_them_and_read_leniently() {
+        let mut d = Device::new("d1");
+        d.last_activity_time = Some(NEVER_TIME);
+        d.status_updated_time = Some(datetime!(2024-03-01 12:00:00.5 UTC));
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["lastActivityTime"], NEVER);
+        assert_eq!(v["statusUpdatedTime"], "2024-03-01T12:00:00.500Z");
+        assert_eq!(v["connectionStateUpdatedTime"], serde_json::Value::Null);
+        let back: Device = serde_json::from_value(v).unwrap();
+        assert_eq!(back, d);
+
+        // What real hubs write (seven digits), and what the hub ignores on input.
+        let body = r#"{"deviceId":"d1","statusUpdatedTime":"2023-07-19T23:06:40.1234567Z","lastActivityTime":"0001-01-01T00:00:00","connectionStateUpdatedTime":null}"#;
+        let d: Device = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            d.status_updated_time,
+            Some(datetime!(2023-07-19 23:06:40.1234567 UTC))
+        );
+        assert_eq!(d.last_activity_time, None);
+        assert_eq!(d.connection_state_updated_time, None);
     }
 }

@@ -65,6 +65,33 @@ pub mod serde_millis {
     }
 }
 
+/// Serde helper: an optional timestamp, `null` or written with [`format_millis`]; read with
+/// [`parse`].
+pub mod serde_millis_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    /// Writes `null`, or `t` as `2015-07-28T16:24:48.789Z`.
+    pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::format_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads `null` or any RFC 3339 timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => super::parse(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("not a timestamp: {s}"))),
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +117,22 @@ mod tests {
             Some(datetime!(2023-07-19 23:06:40 UTC))
         );
         assert_eq!(parse("nonsense"), None);
+    }
+
+    #[test]
+    fn optional_millis_round_trip() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct T(#[serde(with = "serde_millis_opt")] Option<OffsetDateTime>);
+        let t = datetime!(2015-07-28 16:24:48.789 UTC);
+        assert_eq!(
+            serde_json::to_string(&T(Some(t))).unwrap(),
+            r#""2015-07-28T16:24:48.789Z""#
+        );
+        assert_eq!(serde_json::to_string(&T(None)).unwrap(), "null");
+        assert_eq!(
+            serde_json::from_str::<T>(r#""2015-07-28T16:24:48.789Z""#).unwrap(),
+            T(Some(t))
+        );
+        assert_eq!(serde_json::from_str::<T>("null").unwrap(), T(None));
     }
 }

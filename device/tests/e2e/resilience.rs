@@ -360,7 +360,7 @@ async fn subscribes_again_when_the_hub_lost_the_session() {
     // before the device is back: its next CONNACK says session_present = 0.
     emu.hub().disconnect_device("d1");
     {
-        let mut slot = emu.context().mqtt_sessions.acquire("d1").await;
+        let mut slot = emu.mqtt_sessions().acquire("d1").await;
         assert!(slot.is_some(), "the session was persisted");
         *slot = None;
     }

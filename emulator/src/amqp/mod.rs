@@ -1,4 +1,6 @@
-//! The AMQP 1.0 endpoint: TLS on 5671 and, through the HTTP module, WebSockets on 443.
+//! The AMQP 1.0 endpoint: TLS on 5671 and WebSockets on 443 (the HTTP adapter hands the
+//! upgraded stream to [`serve_connection`], which the server registers for the AMQP
+//! subprotocols).
 //!
 //! Reference: iothub-protocol.md 5 and official-sdks.md 2.2–2.4. The layers, outside in:
 //!
@@ -39,6 +41,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::context::Context;
+
+/// The `Sec-WebSocket-Protocol` tokens that select AMQP over a WebSocket: `AMQPWSB10`, as Azure
+/// names it, and `amqp`, the OASIS WebSocket binding's name that generic AMQP clients such as
+/// fe2o3-amqp-ws offer.
+pub const WEBSOCKET_SUBPROTOCOLS: &[&str] = &["AMQPWSB10", "amqp"];
 
 /// Accepts AMQP over TLS until shutdown.
 pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {

@@ -1,19 +1,18 @@
 //! The emulator's control API under `/_emulator/`: inspect and steer the hub from tests.
 //!
 //! Reference: anchors.md 3.9 item 8. Every route needs a token of a policy with all
-//! permissions (`iothubowner`). Answers are JSON with camelCase names; times are RFC 3339 with
-//! milliseconds; bodies are given as base64 (`body`) and, when they are UTF-8, as text
-//! (`bodyText`). The routes are listed in the `http` module documentation.
+//! permissions (`iothubowner`). What the hub holds is answered with the hub's read-only views
+//! ([`crate::hub::views`]): JSON with camelCase names, times in RFC 3339 with milliseconds,
+//! bodies as base64 (`body`) and, when they are UTF-8, as text (`bodyText`). The routes are
+//! listed in the `http` module documentation.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use iothub_protocol::HubError;
 use iothub_protocol::time_format::format_millis;
-use iothub_protocol::{HubError, Message};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::Token;
@@ -21,64 +20,11 @@ use super::error::ApiError;
 use super::extract::{DeviceIdParam, Query};
 use crate::auth::Need;
 use crate::credentials::Permissions;
-use crate::hub::{MessageState, QueuedMessage, Store};
+use crate::hub::views::{C2dMessageView, D2cRecordView, DeviceSummary};
 
 const OWNER: Need<'static> = Need::Permissions(Permissions::ALL);
 /// Longest single clock advance: ten years. Larger steps would soon overflow the calendar.
 pub const MAX_ADVANCE_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
-
-/// The fields every message view shares.
-fn message_fields(m: &Message) -> Map<String, Value> {
-    let s = &m.system;
-    let mut o = Map::new();
-    o.insert(
-        "messageId".into(),
-        json!(s.message_id.as_ref().map(|i| i.canonical())),
-    );
-    o.insert(
-        "correlationId".into(),
-        json!(s.correlation_id.as_ref().map(|i| i.canonical())),
-    );
-    o.insert("userId".into(), json!(s.user_id));
-    o.insert("to".into(), json!(s.to));
-    o.insert("contentType".into(), json!(s.content_type));
-    o.insert("contentEncoding".into(), json!(s.content_encoding));
-    o.insert("ack".into(), json!(s.ack.as_str()));
-    o.insert("expiry".into(), json!(s.absolute_expiry.map(format_millis)));
-    let props: Map<String, Value> = m
-        .properties
-        .iter()
-        .map(|(k, v)| (k.to_owned(), json!(v)))
-        .collect();
-    o.insert("properties".into(), Value::Object(props));
-    o.insert("body".into(), json!(STANDARD.encode(&m.body)));
-    o.insert("bodyText".into(), json!(std::str::from_utf8(&m.body).ok()));
-    o
-}
-
-fn c2d_view(q: &QueuedMessage) -> Value {
-    let mut o = message_fields(&q.message);
-    o.insert("sequenceNumber".into(), json!(q.sequence_number()));
-    o.insert(
-        "enqueuedTime".into(),
-        json!(q.message.system.enqueued_time.map(format_millis)),
-    );
-    o.insert("expiresAt".into(), json!(format_millis(q.expires_at)));
-    o.insert("deliveryCount".into(), json!(q.delivery_count));
-    match &q.state {
-        MessageState::Enqueued => {
-            o.insert("state".into(), json!("enqueued"));
-            o.insert("lockToken".into(), Value::Null);
-            o.insert("lockedUntil".into(), Value::Null);
-        }
-        MessageState::Locked { token, until, .. } => {
-            o.insert("state".into(), json!("locked"));
-            o.insert("lockToken".into(), json!(token));
-            o.insert("lockedUntil".into(), json!(format_millis(*until)));
-        }
-    }
-    Value::Object(o)
-}
 
 /// `POST /_emulator/reset`: removes every device, message and feedback record.
 pub async fn reset(State(st): State<AppState>, token: Token) -> Result<Json<Value>, ApiError> {
@@ -92,27 +38,12 @@ pub async fn reset(State(st): State<AppState>, token: Token) -> Result<Json<Valu
 }
 
 /// `GET /_emulator/devices`: every device with its queue counts and connection state.
-pub async fn devices(State(st): State<AppState>, token: Token) -> Result<Json<Value>, ApiError> {
+pub async fn devices(
+    State(st): State<AppState>,
+    token: Token,
+) -> Result<Json<Vec<DeviceSummary>>, ApiError> {
     token.authorize(&st.ctx, OWNER)?;
-    let list: Vec<Value> = st.ctx.hub.read(|hub| {
-        hub.store()
-            .list(None, usize::MAX)
-            .into_iter()
-            .map(|e| {
-                let d = &e.device;
-                json!({
-                    "deviceId": d.device_id,
-                    "status": d.status,
-                    "connectionState": d.connection_state,
-                    "lastActivityTime": d.last_activity_time,
-                    "cloudToDeviceMessageCount": e.queue.len(),
-                    "lockedMessageCount": e.queue.iter().filter(|m| m.is_locked()).count(),
-                    "deviceToCloudMessageCount": e.d2c_count,
-                })
-            })
-            .collect()
-    });
-    Ok(Json(Value::Array(list)))
+    Ok(Json(st.ctx.hub.read(|hub| hub.device_summaries())))
 }
 
 /// `GET /_emulator/devices/{id}/c2d`: the device's pending C2D messages, oldest first.
@@ -120,10 +51,9 @@ pub async fn peek_c2d(
     State(st): State<AppState>,
     token: Token,
     DeviceIdParam(id): DeviceIdParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<C2dMessageView>>, ApiError> {
     token.authorize(&st.ctx, OWNER)?;
-    let msgs = st.ctx.hub.read(|hub| hub.peek_c2d(&id))?;
-    Ok(Json(Value::Array(msgs.iter().map(c2d_view).collect())))
+    Ok(Json(st.ctx.hub.read(|hub| hub.c2d_view(&id))?))
 }
 
 /// `GET /_emulator/devices/{id}/d2c`: the device's recorded telemetry, oldest first.
@@ -131,19 +61,9 @@ pub async fn d2c(
     State(st): State<AppState>,
     token: Token,
     DeviceIdParam(id): DeviceIdParam,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<D2cRecordView>>, ApiError> {
     token.authorize(&st.ctx, OWNER)?;
-    let records = st.ctx.hub.read(|hub| hub.d2c_messages(&id))?;
-    let list = records
-        .iter()
-        .map(|r| {
-            let mut o = message_fields(&r.message);
-            o.insert("sequenceNumber".into(), json!(r.sequence_number));
-            o.insert("receivedAt".into(), json!(format_millis(r.received)));
-            Value::Object(o)
-        })
-        .collect();
-    Ok(Json(Value::Array(list)))
+    Ok(Json(st.ctx.hub.read(|hub| hub.d2c_view(&id))?))
 }
 
 /// `POST /_emulator/feedback/flush`: releases the feedback records waiting for the batch window.

@@ -5,7 +5,13 @@
 //! `{"Message":"ErrorCode:<Name>;<text>","ExceptionMessage":"Tracking ID:..."}` that the Node
 //! service SDK splits and the C# SDK checks against the header. Handlers return
 //! [`ApiError`]; nothing else in `http/` picks a status for an error.
+//!
+//! The body's `TimeStamp` is the hub's time (the virtual clock included), which a handler's
+//! error does not know: an error response leaves here with its status and headers and a
+//! [`PendingBody`], and the `stamp_errors` layer, which holds the hub, writes the body with
+//! [`stamp`].
 
+use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use iothub_protocol::error::ErrorBody;
@@ -37,15 +43,12 @@ pub fn hub_error_response(e: &HubError) -> Response {
 }
 
 /// The response for a catalogue code with a human-readable text. Used directly only where no
-/// [`HubError`] variant fits (the request timeout answers `ServiceUnavailable`).
+/// [`HubError`] variant fits (the request timeout answers `ServiceUnavailable`). Its body is
+/// written by [`stamp`].
 pub fn code_response(code: ErrorCode, text: &str) -> Response {
     let status =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let tracking_id = uuid::Uuid::new_v4().simple().to_string();
-    let body = ErrorBody::new(code, text, &tracking_id, OffsetDateTime::now_utc());
-    // Serializing two strings cannot fail.
-    let json = serde_json::to_vec(&body).unwrap_or_default();
-    (
+    let mut resp = (
         status,
         [
             (ERROR_CODE_HEADER, HeaderValue::from_static(code.name())),
@@ -54,20 +57,48 @@ pub fn code_response(code: ErrorCode, text: &str) -> Response {
                 HeaderValue::from_static("application/json; charset=utf-8"),
             ),
         ],
-        json,
     )
-        .into_response()
+        .into_response();
+    resp.extensions_mut().insert(PendingBody {
+        code,
+        text: text.to_owned(),
+    });
+    resp
+}
+
+/// The body an error response still needs: it is stamped with the hub's time.
+#[derive(Debug, Clone)]
+pub struct PendingBody {
+    code: ErrorCode,
+    text: String,
+}
+
+/// Writes the body of an error response made by [`code_response`], stamped at `now`; any
+/// other response is left as it is.
+pub fn stamp(resp: &mut Response, now: OffsetDateTime) {
+    let Some(PendingBody { code, text }) = resp.extensions_mut().remove::<PendingBody>() else {
+        return;
+    };
+    let tracking_id = uuid::Uuid::new_v4().simple().to_string();
+    let body = ErrorBody::new(code, &text, &tracking_id, now);
+    // Serializing two strings cannot fail.
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    // The router already sized the empty body; the server sizes the new one.
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    *resp.body_mut() = Body::from(json);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
 
     #[tokio::test]
     async fn status_header_and_body_name_the_same_code() {
-        let r = hub_error_response(&HubError::DeviceNotFound {
+        let mut r = hub_error_response(&HubError::DeviceNotFound {
             device_id: "d1".into(),
         });
+        stamp(&mut r, datetime!(2031-02-03 04:05:06 UTC));
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(r.headers()[ERROR_CODE_HEADER], "DeviceNotFound");
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
@@ -76,6 +107,12 @@ mod tests {
         assert_eq!(code, Some(ErrorCode::DeviceNotFound));
         assert!(text.contains("'d1'"));
         assert!(body.exception_message.starts_with("Tracking ID:"));
+        assert!(
+            body.exception_message
+                .ends_with("-TimeStamp:02/03/2031 04:05:06"),
+            "{}",
+            body.exception_message
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What wraps every request: path normalisation, the access log, the version header, the
-//! `api-version` note and the per-request timeout.
+//! `api-version` note, the per-request timeout, and the hub's time in error bodies.
 //!
 //! Path normalisation must happen before routing, so these wrap the whole router (see
 //! `finish` in the module above), not single routes.
@@ -15,7 +15,7 @@ use axum::response::Response;
 use iothub_protocol::ErrorCode;
 
 use super::AppState;
-use super::error::{ERROR_CODE_HEADER, code_response};
+use super::error::{ERROR_CODE_HEADER, code_response, stamp};
 use super::extract::Query;
 use super::health::VERSION;
 
@@ -151,6 +151,15 @@ pub async fn access_log(State(st): State<AppState>, req: Request, next: Next) ->
             "request"
         );
     }
+    resp
+}
+
+/// Writes the body of every error response, stamped with the hub's time (see
+/// [`super::error`]). Wraps everything that can answer with an error, the request timeout
+/// included.
+pub async fn stamp_errors(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    stamp(&mut resp, st.ctx.hub.now());
     resp
 }
 

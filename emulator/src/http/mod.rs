@@ -24,8 +24,8 @@
 //! | `DELETE /devices/{id}/messages/deviceBound/{lock}` | device | 204 (complete); with `?reject`: reject; 412 on a lost lock |
 //! | `POST /devices/{id}/messages/deviceBound/{lock}/abandon` | device | 204, 412 |
 //! | `POST /devices/{id}/messages/events` | device | 204; single message, or a batch with `Content-Type: application/vnd.microsoft.iothub.json` |
-//! | `GET /$iothub/websocket` | (in-protocol) | WebSocket: `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` |
-//! | `GET /$servicebus/websocket` | (in-protocol) | WebSocket: `AMQPWSB10` |
+//! | `GET /$iothub/websocket` | (in-protocol) | WebSocket: `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` (as registered by the server) |
+//! | `GET /$servicebus/websocket` | (in-protocol) | WebSocket: `AMQPWSB10` (as registered by the server) |
 //! | `GET /health` | — | 200 `{"status":"ok"}` |
 //! | `GET /ready` | — | 200 `{"status":"ready",...}` once every listener serves, else 503 |
 //! | `POST /_emulator/devices/{id}/messages` | ServiceConnect | 200 `{deviceId, messageId, sequenceNumber, expiresAt}`: send a C2D message (see below) |
@@ -93,6 +93,7 @@ use crate::context::Context;
 use error::ApiError;
 use layers::ApiVersions;
 pub use server::{App, Limits};
+pub use websocket::{WebSocketRoutes, WsPath, WsStream};
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -101,15 +102,24 @@ pub struct AppState {
     pub ctx: Context,
     /// Unknown `api-version` values already logged.
     api_versions: Arc<ApiVersions>,
+    /// Which protocol serves which WebSocket subprotocol.
+    websockets: WebSocketRoutes,
 }
 
 impl AppState {
-    /// State for the routes of one emulator.
+    /// State for the routes of one emulator, refusing every WebSocket upgrade.
     pub fn new(ctx: Context) -> Self {
         AppState {
             ctx,
             api_versions: Arc::new(ApiVersions::default()),
+            websockets: WebSocketRoutes::new(),
         }
+    }
+
+    /// The same state, handing WebSocket upgrades to the protocols in `routes`.
+    pub fn with_websockets(mut self, routes: WebSocketRoutes) -> Self {
+        self.websockets = routes;
+        self
     }
 }
 
@@ -187,7 +197,8 @@ fn finish(routes: Router<AppState>, state: AppState, limits: Limits) -> App {
         .method_not_allowed_fallback(no_route)
         .with_state(state.clone());
     let service = ServiceBuilder::new()
-        .layer(from_fn_with_state(state, layers::access_log))
+        .layer(from_fn_with_state(state.clone(), layers::access_log))
+        .layer(from_fn_with_state(state, layers::stamp_errors))
         .layer(from_fn_with_state(limits.request, layers::request_timeout))
         .map_request(layers::normalize_request::<Body>)
         .service(router);
@@ -206,10 +217,18 @@ pub fn plain_app(state: AppState, limits: Limits) -> App {
     finish(routes, state, limits)
 }
 
-/// Serves HTTPS until shutdown.
-pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {
+/// Serves HTTPS until shutdown; WebSocket upgrades go to the protocols in `websockets`.
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: Context,
+    websockets: WebSocketRoutes,
+) {
     let limits = Limits::default();
-    let app = https_app(AppState::new(ctx.clone()), limits);
+    let app = https_app(
+        AppState::new(ctx.clone()).with_websockets(websockets),
+        limits,
+    );
     server::serve(listener, Some(TlsAcceptor::from(tls)), app, ctx, limits).await;
 }
 

@@ -126,3 +126,30 @@ async fn unknown_routes_and_methods_get_the_hub_error() {
     }
     ctx.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn error_bodies_carry_the_hubs_time_not_the_wall_clock() {
+    use tower::ServiceExt as _;
+    let ctx = Context::for_tests(HubSettings::default());
+    assert!(
+        ctx.hub
+            .advance_clock(Duration::from_secs(20 * 365 * 86_400))
+    );
+    let year = ctx.hub.now().year();
+    let app = https_app(AppState::new(ctx), SHORT);
+    let req = axum::http::Request::get("/no/such/route")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: iothub_protocol::error::ErrorBody = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        body.exception_message.contains(&format!("/{year} ")),
+        "{} should be stamped in {year}",
+        body.exception_message
+    );
+    assert!(body.message.starts_with("ErrorCode:InvalidOperation;"));
+}

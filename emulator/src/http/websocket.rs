@@ -1,15 +1,19 @@
-//! MQTT and AMQP over WebSockets on the HTTPS port, and the byte-stream adapter they need.
+//! WebSocket upgrades on the HTTPS port, and the byte-stream adapter the protocols inside need.
 //!
-//! Reference: official-sdks.md 2.3 and 3. `GET /$iothub/websocket` with
-//! `Sec-WebSocket-Protocol: mqtt` is MQTT, with `AMQPWSB10` it is AMQP; `/$servicebus/websocket`
-//! (uamqp) is AMQP only. The subprotocol is matched without ASCII case and echoed back as the
-//! client spelled it. After the upgrade, [`WsIo`] turns the WebSocket into the byte stream that
-//! `mqtt::serve_connection` and `amqp::serve_connection` read: binary (and, leniently, text)
+//! Reference: official-sdks.md 2.3 and 3. `GET /$iothub/websocket` carries MQTT or AMQP,
+//! `/$servicebus/websocket` (uamqp) AMQP only, chosen by `Sec-WebSocket-Protocol`. This module
+//! knows no protocol: the server registers each one in a [`WebSocketRoutes`] table (its
+//! subprotocol tokens, the paths it is served on, and the function that serves an upgraded
+//! stream), and an upgrade goes to the first registered protocol the client offers. The
+//! subprotocol is matched without ASCII case and echoed back as the client spelled it. After the
+//! upgrade, [`WsIo`] turns the WebSocket into a byte stream: binary (and, leniently, text)
 //! messages are concatenated on read, and each write becomes one binary message.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
@@ -35,31 +39,69 @@ pub const MAX_WS_WRITE: usize = 64 * 1024;
 /// How long a WebSocket connection may take to close after shutdown before it is dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// The protocol carried inside a WebSocket.
+/// An upgraded WebSocket as the byte stream a protocol reads and writes.
+pub type WsStream = WsIo<WebSocket>;
+
+/// The two WebSocket paths of the HTTPS port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subprotocol {
-    /// MQTT 3.1.1 (`mqtt`).
-    Mqtt,
-    /// AMQP 1.0 (`AMQPWSB10`, as Azure names it, or `amqp`, the OASIS WebSocket binding's name
-    /// that generic AMQP clients such as fe2o3-amqp-ws offer).
-    Amqp,
+pub enum WsPath {
+    /// `/$iothub/websocket`: what the device and service SDKs use.
+    IotHub,
+    /// `/$servicebus/websocket`: uamqp's path for AMQP.
+    ServiceBus,
 }
 
-impl Subprotocol {
-    /// The `Sec-WebSocket-Protocol` token.
-    pub fn token(self) -> &'static str {
-        match self {
-            Subprotocol::Mqtt => "mqtt",
-            Subprotocol::Amqp => "AMQPWSB10",
-        }
+/// Serves one session of a protocol over an upgraded stream: `(stream, peer label, context)`.
+type Serve =
+    dyn Fn(WsStream, String, Context) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
+#[derive(Clone)]
+struct WsRoute {
+    tokens: &'static [&'static str],
+    paths: Vec<WsPath>,
+    serve: Arc<Serve>,
+}
+
+/// Which protocol serves which `Sec-WebSocket-Protocol`, built by the layer that wires the
+/// emulator together. Registration order is preference order: when a client offers several
+/// registered subprotocols on one path, the first registered wins.
+#[derive(Clone, Default)]
+pub struct WebSocketRoutes {
+    routes: Arc<Vec<WsRoute>>,
+}
+
+impl WebSocketRoutes {
+    /// No protocol: every upgrade is refused.
+    pub fn new() -> Self {
+        WebSocketRoutes::default()
     }
 
-    /// Every `Sec-WebSocket-Protocol` token that selects it.
-    pub fn tokens(self) -> &'static [&'static str] {
-        match self {
-            Subprotocol::Mqtt => &["mqtt"],
-            Subprotocol::Amqp => &["AMQPWSB10", "amqp"],
-        }
+    /// Registers a protocol: the subprotocol `tokens` that select it (the first is the name
+    /// shown in errors), the `paths` it is served on, and the function that serves one
+    /// upgraded stream until the session ends.
+    pub fn register<F, Fut>(
+        mut self,
+        tokens: &'static [&'static str],
+        paths: &[WsPath],
+        serve: F,
+    ) -> Self
+    where
+        F: Fn(WsStream, String, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let serve: Arc<Serve> = Arc::new(move |io, peer, ctx| Box::pin(serve(io, peer, ctx)));
+        // Built once at start, before any clone is shared: this does not copy.
+        Arc::make_mut(&mut self.routes).push(WsRoute {
+            tokens,
+            paths: paths.to_vec(),
+            serve,
+        });
+        self
+    }
+
+    /// The routes served on `path`, in preference order.
+    fn on(&self, path: WsPath) -> impl Iterator<Item = &WsRoute> {
+        self.routes.iter().filter(move |r| r.paths.contains(&path))
     }
 }
 
@@ -81,75 +123,76 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
-/// `GET /$iothub/websocket`: MQTT or AMQP.
+/// `GET /$iothub/websocket`.
 pub async fn iothub(
     State(st): State<AppState>,
     Peer(peer): Peer,
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
-    upgrade(st.ctx, peer, ws, &[Subprotocol::Mqtt, Subprotocol::Amqp])
+    upgrade(&st, peer, ws, WsPath::IotHub)
 }
 
-/// `GET /$servicebus/websocket`: AMQP.
+/// `GET /$servicebus/websocket`.
 pub async fn servicebus(
     State(st): State<AppState>,
     Peer(peer): Peer,
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
-    upgrade(st.ctx, peer, ws, &[Subprotocol::Amqp])
+    upgrade(&st, peer, ws, WsPath::ServiceBus)
 }
 
-fn upgrade(
-    ctx: Context,
-    peer: String,
-    ws: Upgrade,
-    allowed: &[Subprotocol],
-) -> Result<Response, ApiError> {
+fn upgrade(st: &AppState, peer: String, ws: Upgrade, path: WsPath) -> Result<Response, ApiError> {
     let mut ws = ws.map_err(|e| {
         HubError::argument(format!(
             "this path only accepts a WebSocket upgrade (GET over HTTP/1.1 with Upgrade: websocket): {e}"
         ))
     })?;
-    let offered = |p: Subprotocol| {
+    let offered = |route: &WsRoute| {
         ws.requested_protocols()
             .find(|v| {
-                v.to_str()
-                    .is_ok_and(|s| p.tokens().iter().any(|t| s.trim().eq_ignore_ascii_case(t)))
+                v.to_str().is_ok_and(|s| {
+                    route
+                        .tokens
+                        .iter()
+                        .any(|t| s.trim().eq_ignore_ascii_case(t))
+                })
             })
             .cloned()
     };
-    let (proto, value) = allowed
-        .iter()
-        .find_map(|&p| offered(p).map(|v| (p, v)))
+    let routes = &st.websockets;
+    let (route, value) = routes
+        .on(path)
+        .find_map(|r| offered(r).map(|v| (r, v)))
         .ok_or_else(|| {
-            let names: Vec<&str> = allowed.iter().map(|p| p.token()).collect();
+            let names: Vec<&str> = routes
+                .on(path)
+                .filter_map(|r| r.tokens.first().copied())
+                .collect();
             HubError::argument(format!(
                 "Sec-WebSocket-Protocol must offer one of: {}",
                 names.join(", ")
             ))
         })?;
     ws.set_selected_protocol(value);
-    tracing::debug!(%peer, protocol = proto.token(), "websocket upgrade");
+    let name = route.tokens.first().copied().unwrap_or_default();
+    tracing::debug!(%peer, protocol = name, "websocket upgrade");
+    let serve = route.serve.clone();
+    let ctx = st.ctx.clone();
     Ok(ws
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .on_upgrade(move |socket| {
             // axum runs this in a task of its own; tracking it lets shutdown wait for it.
             let tasks = ctx.tasks.clone();
-            tasks.track_future(serve(socket, proto, peer, ctx))
+            tasks.track_future(serve_upgraded(socket, serve, peer, ctx))
         }))
 }
 
-async fn serve(socket: WebSocket, proto: Subprotocol, peer: String, ctx: Context) {
+async fn serve_upgraded(socket: WebSocket, serve: Arc<Serve>, peer: String, ctx: Context) {
     let io = WsIo::new(socket);
     let label = format!("{peer} (websocket)");
     let shutdown = ctx.shutdown.clone();
-    let session = async move {
-        match proto {
-            Subprotocol::Mqtt => crate::mqtt::serve_connection(io, label, ctx).await,
-            Subprotocol::Amqp => crate::amqp::serve_connection(io, label, ctx).await,
-        }
-    };
+    let session = serve(io, label, ctx);
     // The protocol ends its session on shutdown itself; this only bounds how long that takes.
     tokio::select! {
         () = session => {}
@@ -319,6 +362,21 @@ mod tests {
             incoming: msgs.into_iter().map(Ok).collect(),
             ..FakeSocket::default()
         })
+    }
+
+    #[test]
+    fn routes_keep_registration_order_per_path() {
+        let routes = WebSocketRoutes::new()
+            .register(&["mqtt"], &[WsPath::IotHub], |_, _, _| async {})
+            .register(
+                &["AMQPWSB10", "amqp"],
+                &[WsPath::IotHub, WsPath::ServiceBus],
+                |_, _, _| async {},
+            );
+        let names = |p| routes.on(p).map(|r| r.tokens[0]).collect::<Vec<_>>();
+        assert_eq!(names(WsPath::IotHub), ["mqtt", "AMQPWSB10"]);
+        assert_eq!(names(WsPath::ServiceBus), ["AMQPWSB10"]);
+        assert_eq!(WebSocketRoutes::new().on(WsPath::IotHub).count(), 0);
     }
 
     #[tokio::test]

@@ -13,31 +13,49 @@
 //!
 //! Every operation first fires the deadlines that are due at its `now`, so the outcome never
 //! depends on how punctually the shell called `handle_timeout`.
+//!
+//! Operations are `impl<S: Store> Hub<S>` blocks, one file per concept; state types sit beside
+//! them:
+//!
+//! | file | what |
+//! |---|---|
+//! | `registry.rs` | device identities: create, read, update, delete, connection state |
+//! | `identity.rs` | [`Identity`]: a device or a module, the key of per-identity tables |
+//! | `c2d.rs`, `c2d_ops.rs` | a device's C2D queue; enqueue, receive, settle, purge |
+//! | `feedback.rs`, `feedback_ops.rs` | the feedback queue; the service's receive and settle |
+//! | `telemetry.rs` | D2C: recording telemetry and reading it back |
+//! | `methods/` | direct methods: subscriptions, invocations and their deadlines |
+//! | `views.rs` | read-only, serializable views for inspection (the control API) |
+//! | `store.rs` | the storage seam ([`Store`]) and the in-memory store |
+//! | `timers.rs` | the one deadline index; `ids.rs`: seeded tokens and keys; `settings.rs` |
 
 mod c2d;
+mod c2d_ops;
 mod feedback;
+mod feedback_ops;
 mod identity;
 mod ids;
-mod messaging;
 mod methods;
 mod registry;
 pub mod settings;
 mod store;
+mod telemetry;
 mod timers;
+pub mod views;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
 
-use iothub_protocol::FeedbackRecord;
+use iothub_protocol::{FeedbackRecord, HubError};
 use time::OffsetDateTime;
 
 pub use c2d::{C2dQueue, MessageState, Outcome, QueuedMessage};
+pub use c2d_ops::{Enqueued, devicebound_address};
 pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
 pub use identity::Identity;
 pub use ids::IdGen;
-pub use messaging::{Enqueued, devicebound_address};
 pub use methods::{
     ConnectionId, HTTP_TIMEOUT_MARGIN, InvocationId, MethodOutcome, MethodRequest, RequestId,
     ResponseDisposition,
@@ -121,11 +139,6 @@ impl<S: Store> Hub<S> {
         &self.settings
     }
 
-    /// Read access to the state, for inspection.
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     /// The hub's id generator (adapters use it for tracking ids, so tests stay deterministic).
     pub fn ids(&mut self) -> &mut IdGen {
         &mut self.ids
@@ -207,6 +220,20 @@ impl<S: Store> Hub<S> {
         self.store.commit(&[]);
     }
 
+    /// The device's entry, or `DeviceNotFound`.
+    fn entry(&self, device_id: &str) -> Result<&DeviceEntry, HubError> {
+        self.store
+            .get(device_id)
+            .ok_or_else(|| not_found(device_id))
+    }
+
+    /// The device's entry to change, or `DeviceNotFound`.
+    fn entry_mut(&mut self, device_id: &str) -> Result<&mut DeviceEntry, HubError> {
+        self.store
+            .get_mut(device_id)
+            .ok_or_else(|| not_found(device_id))
+    }
+
     /// Adds a feedback record if the message's ack mode asks for it.
     fn feedback_for(&mut self, record: Option<FeedbackRecord>, now: OffsetDateTime) {
         if let Some(record) = record
@@ -217,5 +244,19 @@ impl<S: Store> Hub<S> {
         {
             self.events.push_back(HubEvent::FeedbackAvailable);
         }
+    }
+}
+
+/// `DeviceNotFound` for this id.
+fn not_found(device_id: &str) -> HubError {
+    HubError::DeviceNotFound {
+        device_id: device_id.to_owned(),
+    }
+}
+
+/// `DeviceMessageLockLost` for this token (C2D and feedback locks alike).
+fn lock_lost(token: &str) -> HubError {
+    HubError::DeviceMessageLockLost {
+        lock_token: token.to_owned(),
     }
 }

@@ -8,8 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use iothub_protocol::HubError;
 use iothub_protocol::device_id::validate_device_id;
-use iothub_protocol::registry::{ConnectionState, Device, DeviceStatus, NEVER};
-use iothub_protocol::time_format::format_millis;
+use iothub_protocol::registry::{ConnectionState, Device, DeviceStatus, NEVER_TIME};
 use time::OffsetDateTime;
 
 use super::c2d::Outcome;
@@ -112,13 +111,12 @@ impl<S: Store> Hub<S> {
         if device.authentication.kind.is_empty() {
             device.authentication.kind = "sas".to_owned();
         }
-        let stamp = format_millis(now);
         device.generation_id = Some(self.ids.generation_id());
         device.etag = Some(self.ids.etag());
         device.connection_state = ConnectionState::Disconnected;
-        device.connection_state_updated_time = Some(NEVER.to_owned());
-        device.status_updated_time = Some(stamp);
-        device.last_activity_time = Some(NEVER.to_owned());
+        device.connection_state_updated_time = Some(NEVER_TIME);
+        device.status_updated_time = Some(now);
+        device.last_activity_time = Some(NEVER_TIME);
         device.cloud_to_device_message_count = 0;
         let id = device.device_id.clone();
         self.store.insert(DeviceEntry::new(device));
@@ -157,7 +155,7 @@ impl<S: Store> Hub<S> {
         let disabled_now =
             stored.status == DeviceStatus::Enabled && device.status == DeviceStatus::Disabled;
         if stored.status != device.status {
-            stored.status_updated_time = Some(format_millis(now));
+            stored.status_updated_time = Some(now);
         }
         stored.status = device.status;
         stored.status_reason = device.status_reason;
@@ -229,9 +227,16 @@ impl<S: Store> Hub<S> {
             };
             if e.device.connection_state != state {
                 e.device.connection_state = state;
-                e.device.connection_state_updated_time = Some(format_millis(now));
+                e.device.connection_state_updated_time = Some(now);
             }
-            e.device.last_activity_time = Some(format_millis(now));
+            e.device.last_activity_time = Some(now);
+        }
+    }
+
+    /// Records activity from the device (telemetry) that does not change its connection state.
+    pub(super) fn set_connection_state_activity(&mut self, device_id: &str, now: OffsetDateTime) {
+        if let Some(e) = self.store.get_mut(device_id) {
+            e.device.last_activity_time = Some(now);
         }
     }
 }

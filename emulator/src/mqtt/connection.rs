@@ -32,6 +32,8 @@ use crate::auth::Need;
 use crate::context::Context;
 use crate::driver::ConnectionGuard;
 
+use super::MqttState;
+
 use super::connect::{self, ConnectRequest, Refusal};
 use super::limits::{FloodGuard, Limits, idle_timeout};
 use super::session::{Delivery, Session};
@@ -137,7 +139,7 @@ fn kind(p: &Packet) -> &'static str {
 }
 
 /// Serves one connection until it ends, then closes the stream.
-pub(crate) async fn run<IO>(io: IO, ctx: Context, limits: Limits)
+pub(crate) async fn run<IO>(io: IO, ctx: Context, state: MqttState, limits: Limits)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -149,7 +151,7 @@ where
     // read + 8 KiB write); writes still coalesce up to 16 KiB before backpressure.
     let mut t = Framed::with_capacity(io, codec, 512);
     t.set_backpressure_boundary(16 * 1024);
-    serve(&mut t, &ctx, &limits).await;
+    serve(&mut t, &ctx, &state, &limits).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), t.close()).await;
 }
 
@@ -167,7 +169,7 @@ fn log_end(device: Option<&str>, released: usize, close: &Close) {
     }
 }
 
-async fn serve<IO>(t: &mut Transport<IO>, ctx: &Context, limits: &Limits)
+async fn serve<IO>(t: &mut Transport<IO>, ctx: &Context, state: &MqttState, limits: &Limits)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -176,7 +178,7 @@ where
         Err(close) => return log_end(None, 0, &close),
     };
     match admit(ctx, &connect) {
-        Ok(admitted) => serve_device(t, ctx, limits, admitted).await,
+        Ok(admitted) => serve_device(t, ctx, state, limits, admitted).await,
         Err(refusal) => {
             info!(
                 client_id = %connect.client_id,
@@ -191,8 +193,13 @@ where
 }
 
 /// States 3 to 5 for an admitted device.
-async fn serve_device<IO>(t: &mut Transport<IO>, ctx: &Context, limits: &Limits, admitted: Admitted)
-where
+async fn serve_device<IO>(
+    t: &mut Transport<IO>,
+    ctx: &Context,
+    state: &MqttState,
+    limits: &Limits,
+    admitted: Admitted,
+) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let Admitted {
@@ -209,7 +216,7 @@ where
         biased;
         _ = ctx.shutdown.cancelled() => return log_end(Some(device_id), 0, &Close::Shutdown),
         _ = guard.cancelled().cancelled() => return log_end(Some(device_id), 0, &Close::Kicked),
-        s = tokio::time::timeout(limits.takeover_timeout, ctx.mqtt_sessions.acquire(device_id)) => s,
+        s = tokio::time::timeout(limits.takeover_timeout, state.sessions.acquire(device_id)) => s,
     };
     let Ok(mut slot) = acquired else {
         let ack = ConnAck::new(ConnectReturnCode::ServiceUnavailable, false);
@@ -221,7 +228,7 @@ where
         .take()
         .filter(|s| !req.clean_session && s.generation == generation);
     let session_present = restored.is_some();
-    let session = Session::new(device_id, ctx.mqtt.max_inflight, restored);
+    let session = Session::new(device_id, state.settings.max_inflight, restored);
     let mut conn = Connected {
         t,
         ctx,

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::context::Context;
 
-use super::serve_connection;
+use super::{MqttState, serve_connection};
 
 /// A TLS handshake that takes longer is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,17 +23,23 @@ const MAX_CONNECTIONS: usize = 100_000;
 /// Pause after a failed accept (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-pub(super) async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {
+pub(super) async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: Context,
+    state: MqttState,
+) {
     let acceptor = TlsAcceptor::from(tls);
     accept_loop(listener, ctx, "mqtts", move |stream, peer, ctx| {
         let acceptor = acceptor.clone();
+        let state = state.clone();
         async move {
             let handshake = tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
                 r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
             };
             match handshake {
-                Ok(Ok(tls)) => serve_connection(tls, peer, ctx).await,
+                Ok(Ok(tls)) => serve_connection(tls, peer, ctx, state).await,
                 Ok(Err(e)) => debug!(%peer, error = %e, "mqtt TLS handshake failed"),
                 Err(_) => debug!(%peer, "mqtt TLS handshake timed out"),
             }
@@ -42,9 +48,9 @@ pub(super) async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConf
     .await;
 }
 
-pub(super) async fn serve_tcp(listener: TcpListener, ctx: Context) {
-    accept_loop(listener, ctx, "mqtt-tcp", |stream, peer, ctx| {
-        serve_connection(stream, peer, ctx)
+pub(super) async fn serve_tcp(listener: TcpListener, ctx: Context, state: MqttState) {
+    accept_loop(listener, ctx, "mqtt-tcp", move |stream, peer, ctx| {
+        serve_connection(stream, peer, ctx, state.clone())
     })
     .await;
 }

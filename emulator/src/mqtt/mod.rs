@@ -1,5 +1,9 @@
-//! The device endpoint over MQTT 3.1.1: TLS on 8883, WebSockets on 443 (through the HTTP
-//! module, which hands the upgraded stream to [`serve_connection`]), and optional plain TCP.
+//! The device endpoint over MQTT 3.1.1: TLS on 8883, WebSockets on 443 (the HTTP adapter hands
+//! the upgraded stream to [`serve_connection`], which the server registers for the `mqtt`
+//! subprotocol), and optional plain TCP.
+//!
+//! The adapter's own state, [`MqttState`] (its settings and the persisted sessions), is built by
+//! the server and passed to every entry point; nothing of it lives in the shared context.
 //!
 //! Reference: iothub-protocol.md 3; official-sdks.md 2.1, 2.3. IoT Hub is not a broker: every
 //! route is between one device and the hub, so this is a translator on the
@@ -19,7 +23,7 @@
 //! - CONNACK codes: bad, expired or foreign SAS and unknown device 0x05; disabled device 0x03;
 //!   client id / user name mismatch, malformed user name or a module client id 0x02; no
 //!   password 0x04.
-//! - In flight: at most `ctx.mqtt.max_inflight` unacknowledged C2D PUBLISHes per connection,
+//! - In flight: at most [`MqttSettings::max_inflight`] unacknowledged C2D PUBLISHes per connection,
 //!   in queue order. If a lock runs out while its PUBLISH is unacknowledged, the hub locks the
 //!   message again for this connection and the PUBACK completes the new lock; nothing is resent
 //!   on a live connection. A PUBACK whose lock is lost is ignored.
@@ -53,23 +57,69 @@ pub use limits::Limits;
 pub use session::PersistedSession;
 pub use store::SessionStore;
 
+/// The `Sec-WebSocket-Protocol` tokens that select MQTT over a WebSocket.
+pub const WEBSOCKET_SUBPROTOCOLS: &[&str] = &["mqtt"];
+
+/// Settings of the MQTT endpoint that are not hub rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttSettings {
+    /// Most C2D messages a connection may hold unacknowledged (in flight) at once.
+    pub max_inflight: usize,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        MqttSettings { max_inflight: 16 }
+    }
+}
+
+/// What the MQTT adapter keeps across its connections, owned by one emulator: its settings and
+/// the persisted sessions. Cheap to clone (the sessions are shared).
+#[derive(Debug, Clone, Default)]
+pub struct MqttState {
+    /// Endpoint settings.
+    pub settings: MqttSettings,
+    /// Persisted sessions (clean session 0), per device.
+    pub sessions: Arc<SessionStore>,
+}
+
+impl MqttState {
+    /// Fresh state (no stored session) with these settings.
+    pub fn new(settings: MqttSettings) -> Self {
+        MqttState {
+            settings,
+            sessions: Arc::default(),
+        }
+    }
+}
+
 /// Accepts MQTT over TLS until shutdown.
-pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {
-    listener::serve_tls(listener, tls, ctx).await;
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: Context,
+    state: MqttState,
+) {
+    listener::serve_tls(listener, tls, ctx, state).await;
 }
 
 /// Accepts plain-TCP MQTT (debugging only) until shutdown.
-pub async fn serve_tcp(listener: TcpListener, ctx: Context) {
-    listener::serve_tcp(listener, ctx).await;
+pub async fn serve_tcp(listener: TcpListener, ctx: Context, state: MqttState) {
+    listener::serve_tcp(listener, ctx, state).await;
 }
 
 /// Serves one MQTT connection over any byte stream (TLS, TCP, or a WebSocket), until the
 /// client leaves, the device is disconnected, or the emulator stops.
-pub fn serve_connection<IO>(io: IO, peer: String, ctx: Context) -> impl Future<Output = ()> + Send
+pub fn serve_connection<IO>(
+    io: IO,
+    peer: String,
+    ctx: Context,
+    state: MqttState,
+) -> impl Future<Output = ()> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_connection_with(io, peer, ctx, Limits::default())
+    serve_connection_with(io, peer, ctx, state, Limits::default())
 }
 
 /// [`serve_connection`] with other limits (shorter timeouts in tests).
@@ -77,6 +127,7 @@ pub fn serve_connection_with<IO>(
     io: IO,
     peer: String,
     ctx: Context,
+    state: MqttState,
     limits: Limits,
 ) -> impl Future<Output = ()> + Send
 where
@@ -85,5 +136,5 @@ where
     // Not an `async fn`: one would keep its own copy of `io` beside the one inside
     // `connection::run`'s future, for every connection.
     let span = tracing::info_span!("mqtt", %peer);
-    connection::run(io, ctx, limits).instrument(span)
+    connection::run(io, ctx, state, limits).instrument(span)
 }

@@ -14,7 +14,7 @@ use tokio::io::DuplexStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
-use super::{Limits, serve_connection_with};
+use super::{Limits, MqttState, serve_connection_with};
 use crate::context::Context;
 use crate::hub::HubSettings;
 
@@ -22,7 +22,21 @@ type Client = Framed<DuplexStream, Codec>;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn context() -> (Context, String) {
+/// The shared context plus the MQTT adapter's own state, as the server would pass them.
+struct Fixture {
+    ctx: Context,
+    mqtt: MqttState,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+fn context() -> (Fixture, String) {
     let ctx = Context::for_tests(HubSettings {
         feedback_window: Duration::ZERO,
         ..HubSettings::default()
@@ -32,7 +46,8 @@ fn context() -> (Context, String) {
         .run(|hub, now| hub.create_device(Device::new("d1"), now))
         .unwrap();
     let key = d.primary_key().unwrap().to_owned();
-    (ctx, key)
+    let mqtt = MqttState::default();
+    (Fixture { ctx, mqtt }, key)
 }
 
 fn token(ctx: &Context, key: &str) -> String {
@@ -46,12 +61,13 @@ fn codec() -> Codec {
     }
 }
 
-fn open(ctx: &Context, limits: Limits, buffer: usize) -> (Client, JoinHandle<()>) {
+fn open(f: &Fixture, limits: Limits, buffer: usize) -> (Client, JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(buffer);
     let task = tokio::spawn(serve_connection_with(
         server,
         "duplex".into(),
-        ctx.clone(),
+        f.ctx.clone(),
+        f.mqtt.clone(),
         limits,
     ));
     (Framed::new(client, codec()), task)
@@ -74,7 +90,7 @@ async fn next(c: &mut Client) -> Option<Packet> {
 }
 
 async fn connect(
-    ctx: &Context,
+    ctx: &Fixture,
     key: &str,
     clean: bool,
     limits: Limits,
@@ -141,7 +157,7 @@ async fn c2d_is_published_after_subscribe_and_completed_by_puback() {
 #[tokio::test]
 async fn window_limits_unacknowledged_deliveries() {
     let (mut ctx, key) = context();
-    ctx.mqtt.max_inflight = 2;
+    ctx.mqtt.settings.max_inflight = 2;
     for b in ["1", "2", "3"] {
         enqueue(&ctx, b);
     }
@@ -168,7 +184,7 @@ async fn a_dropped_connection_releases_its_locks_and_keeps_the_session() {
     drop(c);
     task.await.unwrap();
     assert!(ctx.hub.read(|h| !h.peek_c2d("d1").unwrap()[0].is_locked()));
-    assert!(ctx.mqtt_sessions.has_stored("d1"));
+    assert!(ctx.mqtt.sessions.has_stored("d1"));
 
     let (mut c, _task, ack) = connect(&ctx, &key, false, Limits::default()).await;
     assert!(ack.session_present);

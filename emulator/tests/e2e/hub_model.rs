@@ -9,10 +9,16 @@
 //!
 //! Time is virtual. `Advance` moves the clock and either tells the hub nothing (the next
 //! operation fires what is due), calls `handle_timeout` once at the new time, or calls it at
-//! every deadline on the way, like a punctual shell. The hub's answers must not depend on which.
+//! every deadline on the way, like a punctual shell. The hub's answers must not depend on which:
+//! a deadline's effects carry the deadline's own time (a feedback record's `enqueuedTimeUtc`,
+//! the start of its batch window), however late the shell noticed it.
 //!
 //! Every case is then replayed on a second hub with the same seed and must give the same
-//! replies and events.
+//! replies and events. The plain tests at the end pin sequences the property test found or
+//! that matter on their own (both delivery-count rules, simultaneous deadlines, deadline
+//! stamps).
+//!
+//! It sits in the end-to-end binary only so the emulator is linked once; it opens no socket.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -37,11 +43,10 @@ const HUB_NAME: &str = "model-hub";
 
 /// Check that a deadline takes effect at its own instant, however late the shell calls
 /// `handle_timeout`: a feedback record's `enqueuedTimeUtc` is the expiry (or lock end) time, and
-/// the feedback window of such a record opens then. This is the correct behaviour, and it FAILS
-/// against the current hub (see `expired_feedback_is_stamped_with_the_expiry_time` and
-/// `feedback_window_runs_from_the_outcome_not_from_when_it_was_noticed`). With `false` the
-/// model only checks the weaker bound the hub meets today: between the deadline and the call
-/// that fired it.
+/// the feedback window of such a record opens then. The hub does this (`Hub::handle_timeout`
+/// stamps effects with the deadline; see also `expired_feedback_is_stamped_with_the_expiry_time`
+/// and `feedback_window_runs_from_the_outcome_not_from_when_it_was_noticed`). With `false` the
+/// model only checks the weaker bound: between the deadline and the call that fired it.
 const CHECK_DEADLINE_TIMES: bool = true;
 
 const BOGUS_TOKEN: &str = "00000000-0000-4000-8000-000000000000";
@@ -928,8 +933,8 @@ impl Case {
                     r.status,
                     r.noticed
                 );
-                // HUB BUG (CHECK_DEADLINE_TIMES): the window of a record made by a deadline
-                // (expiry, lock end) opens when the hub handles the deadline, not at the deadline.
+                // CHECK_DEADLINE_TIMES: the window of a record made by a deadline (expiry, lock
+                // end) opens at the deadline, not when the hub handled it.
                 if CHECK_DEADLINE_TIMES {
                     assert!(
                         r.at + window > now,
@@ -1017,7 +1022,8 @@ impl Case {
                 want.at,
                 want.noticed
             );
-            // HUB BUG (CHECK_DEADLINE_TIMES): the hub stamps the time it handled the deadline.
+            // CHECK_DEADLINE_TIMES: the record carries the deadline, not the time the hub
+            // handled it.
             if CHECK_DEADLINE_TIMES {
                 assert_eq!(
                     rec.enqueued_time_utc, want.at,
@@ -1768,8 +1774,8 @@ fn feedback_locks_expire_and_stale_feedback_tokens_are_refused() {
     );
 }
 
-// HUB BUG: a deadline's effects are stamped with the time `handle_timeout` ran, not with the
-// deadline. iothub-protocol.md 2.3 says `enqueuedTimeUtc` is "when the outcome happened
+// A deadline's effects are stamped with the deadline, not with the time `handle_timeout` ran
+// (once a hub bug). iothub-protocol.md 2.3 says `enqueuedTimeUtc` is "when the outcome happened
 // (completion time, or expiry time)", and hub/mod.rs promises that the outcome "never depends
 // on how punctually the shell called handle_timeout".
 #[test]
@@ -1797,9 +1803,9 @@ fn expired_feedback_is_stamped_with_the_expiry_time() {
     );
 }
 
-// HUB BUG, same cause: the feedback window of a record made by a deadline opens when the hub
-// handles the deadline. A late shell, or an operation that fires the deadline, delays the
-// batch by up to the time it was late.
+// Same rule (once a hub bug): the feedback window of a record made by a deadline opens at the
+// deadline, not when the hub handles it, so a late shell, or an operation that fires the
+// deadline, does not delay the batch.
 #[test]
 fn feedback_window_runs_from_the_outcome_not_from_when_it_was_noticed() {
     let settings = HubSettings {

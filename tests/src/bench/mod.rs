@@ -7,7 +7,7 @@
 //! | `emulator.rs` | the emulator as a child process: config file, banner, stop |
 //! | `mosquitto.rs` | the mosquitto anchor as a child process, with a generated CA |
 //! | `load.rs` | the load generator: device fleets, C2D senders, the C2D and D2C engines |
-//! | `scenarios.rs` | the six scenarios, each a table and a JSON line |
+//! | `scenarios/` | the scenarios, one file each (each a table and a JSON line) |
 //! | `hubops.rs` | the hub without sockets: per-operation cost and the memory bound |
 //!
 //! The emulator always runs as its own process (`target/release/iothub-emulator`), so its

@@ -369,12 +369,11 @@ fn completed_with_feedback(emu: &iothub_emulator::RunningEmulator, id: &str) {
 }
 
 fn feedback_locks(emu: &iothub_emulator::RunningEmulator) -> Vec<Option<String>> {
-    use iothub_emulator::hub::Store as _;
     emu.hub().read(|h| {
-        h.store()
-            .feedback()
-            .batches()
-            .map(|b| b.lock.as_ref().map(|(t, _)| t.clone()))
+        h.feedback_view()
+            .batches
+            .into_iter()
+            .map(|b| b.lock_token)
             .collect()
     })
 }

@@ -1,4 +1,4 @@
-//! Message operations: C2D enqueue, receive and settlement, purge, feedback, and telemetry.
+//! C2D operations: enqueue, receive, settlement (complete, reject, abandon, release), purge.
 //!
 //! Reference: iothub-protocol.md 1 (lifecycle), 2 (feedback). Which feedback an outcome
 //! produces is decided in one place, [`Hub::finish_c2d`], from the message's `iothub-ack`.
@@ -8,9 +8,8 @@ use iothub_protocol::{FeedbackRecord, HubError, Message};
 use time::OffsetDateTime;
 
 use super::c2d::{Outcome, QueuedMessage, Released};
-use super::feedback::FeedbackDelivery;
-use super::store::{D2cRecord, DeviceEntry, Store};
-use super::{DeliveryCountRule, Hub, HubEvent};
+use super::store::Store;
+use super::{DeliveryCountRule, Hub, HubEvent, lock_lost, not_found};
 
 /// What the hub assigned to an accepted C2D message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,36 +20,12 @@ pub struct Enqueued {
     pub expires_at: OffsetDateTime,
 }
 
-fn not_found(device_id: &str) -> HubError {
-    HubError::DeviceNotFound {
-        device_id: device_id.to_owned(),
-    }
-}
-
-fn lock_lost(token: &str) -> HubError {
-    HubError::DeviceMessageLockLost {
-        lock_token: token.to_owned(),
-    }
-}
-
 /// The `to` the hub writes on a C2D message.
 pub fn devicebound_address(device_id: &str) -> String {
     format!("/devices/{device_id}/messages/devicebound")
 }
 
 impl<S: Store> Hub<S> {
-    fn entry(&self, device_id: &str) -> Result<&DeviceEntry, HubError> {
-        self.store
-            .get(device_id)
-            .ok_or_else(|| not_found(device_id))
-    }
-
-    fn entry_mut(&mut self, device_id: &str) -> Result<&mut DeviceEntry, HubError> {
-        self.store
-            .get_mut(device_id)
-            .ok_or_else(|| not_found(device_id))
-    }
-
     /// Accepts a C2D message into the device's queue.
     ///
     /// Errors: unknown device, disabled device, too large or malformed message, full queue.
@@ -294,148 +269,5 @@ impl<S: Store> Hub<S> {
             .unwrap_or_default();
         let record = FeedbackRecord::new(original, status, now, device_id, generation);
         self.feedback_for(Some(record), now);
-    }
-
-    /// Locks the oldest released feedback batch for a receiver.
-    pub fn receive_feedback(&mut self, now: OffsetDateTime) -> Option<FeedbackDelivery> {
-        self.handle_timeout(now);
-        let token = self.ids.lock_token();
-        let d = self
-            .store
-            .feedback_mut()
-            .receive(token, now, &self.settings, &mut self.timers);
-        if d.is_some() {
-            self.store.commit(&[]);
-        }
-        d
-    }
-
-    /// Completes the feedback batch locked with `lock_token`.
-    pub fn complete_feedback(
-        &mut self,
-        lock_token: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), HubError> {
-        self.handle_timeout(now);
-        if self
-            .store
-            .feedback_mut()
-            .settle(lock_token, &mut self.timers)
-        {
-            self.store.commit(&[]);
-            Ok(())
-        } else {
-            Err(lock_lost(lock_token))
-        }
-    }
-
-    /// Rejects the feedback batch locked with `lock_token`: it is dropped.
-    pub fn reject_feedback(
-        &mut self,
-        lock_token: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), HubError> {
-        self.complete_feedback(lock_token, now)
-    }
-
-    /// Abandons the feedback batch locked with `lock_token`: it is offered again, unless it
-    /// reached the feedback max delivery count.
-    pub fn abandon_feedback(
-        &mut self,
-        lock_token: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), HubError> {
-        self.handle_timeout(now);
-        let max = self.settings.feedback_max_delivery_count;
-        if self
-            .store
-            .feedback_mut()
-            .abandon(lock_token, max, &mut self.timers)
-        {
-            if self.store.feedback().has_available() {
-                self.events.push_back(HubEvent::FeedbackAvailable);
-            }
-            self.store.commit(&[]);
-            Ok(())
-        } else {
-            Err(lock_lost(lock_token))
-        }
-    }
-
-    /// Returns the feedback batch locked with `lock_token` to the queue because its receiver
-    /// went away (a closed link); unlike an abandon, this does not count as a delivery.
-    pub fn release_feedback_lock(
-        &mut self,
-        lock_token: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), HubError> {
-        self.handle_timeout(now);
-        if !self
-            .store
-            .feedback_mut()
-            .release(lock_token, &mut self.timers)
-        {
-            return Err(lock_lost(lock_token));
-        }
-        self.events.push_back(HubEvent::FeedbackAvailable);
-        self.store.commit(&[]);
-        Ok(())
-    }
-
-    /// Releases the records waiting for the batch window now (control API "flush").
-    pub fn flush_feedback(&mut self, now: OffsetDateTime) {
-        self.handle_timeout(now);
-        if self
-            .store
-            .feedback_mut()
-            .release_pending(now, &self.settings, &mut self.timers)
-        {
-            self.events.push_back(HubEvent::FeedbackAvailable);
-            self.store.commit(&[]);
-        }
-    }
-
-    /// True when a feedback batch is waiting for a receiver.
-    pub fn has_feedback_available(&self) -> bool {
-        self.store.feedback().has_available()
-    }
-
-    /// Records telemetry from a device, keeping the last `d2c_retention` messages.
-    pub fn record_d2c(
-        &mut self,
-        device_id: &str,
-        message: Message,
-        now: OffsetDateTime,
-    ) -> Result<u64, HubError> {
-        self.handle_timeout(now);
-        message.validate_d2c()?;
-        let keep = self.settings.d2c_retention;
-        let entry = self.entry_mut(device_id)?;
-        entry.d2c_count += 1;
-        let sequence_number = entry.d2c_count;
-        if keep > 0 {
-            while entry.d2c.len() >= keep {
-                entry.d2c.pop_front();
-            }
-            entry.d2c.push_back(D2cRecord {
-                sequence_number,
-                received: now,
-                message,
-            });
-        }
-        self.set_connection_state_activity(device_id, now);
-        self.store.commit(&[device_id]);
-        Ok(sequence_number)
-    }
-
-    fn set_connection_state_activity(&mut self, device_id: &str, now: OffsetDateTime) {
-        if let Some(e) = self.store.get_mut(device_id) {
-            e.device.last_activity_time = Some(iothub_protocol::time_format::format_millis(now));
-        }
-    }
-
-    /// The device's recorded telemetry, oldest first.
-    pub fn d2c_messages(&self, device_id: &str) -> Result<Vec<D2cRecord>, HubError> {
-        Ok(self.entry(device_id)?.d2c.iter().cloned().collect())
     }
 }
