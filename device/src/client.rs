@@ -10,27 +10,22 @@ use bytes::Bytes;
 use futures_core::Stream;
 use iothub_protocol::Message;
 use iothub_protocol::message::MAX_D2C_SIZE;
-use iothub_protocol::property_bag::encode_d2c_topic;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
-use tokio_util::task::TaskTracker;
+use tokio_util::sync::ReusableBoxFuture;
 
-use crate::auth::Auth;
 use crate::backoff::Backoff;
 use crate::config::{CompletionMode, DeviceClientBuilder, Options, Transport};
 use crate::error::Error;
 use crate::https::{self, Demand, Https};
 use crate::message::{ReceivedMessage, Settle};
-use crate::mqtt::{self, Command};
-use crate::state::{ConnectionEvents, ConnectionState, DisconnectReason, StateReporter};
-use crate::tls;
-
-/// Longest MQTT topic name.
-const MAX_TOPIC: usize = 65_535;
+use crate::mqtt::{self, Command, Commands};
+use crate::runtime::Runtime;
+use crate::state::{ConnectionEvents, ConnectionState, DisconnectReason};
+use crate::token::Auth;
 
 enum Backend {
     Mqtt {
-        cmd: mpsc::UnboundedSender<Command>,
+        cmd: Commands,
     },
     Https {
         https: Arc<Https>,
@@ -47,15 +42,13 @@ struct Inner {
     c2d_enabled: AtomicBool,
     /// The MQTT connection messages may still be settled on.
     generation: Arc<AtomicU64>,
-    state: StateReporter,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    runtime: Runtime,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: stop the tasks (the MQTT driver sends DISCONNECT).
-        self.shutdown.cancel();
+        self.runtime.shutdown.cancel();
     }
 }
 
@@ -76,15 +69,15 @@ impl std::fmt::Debug for DeviceClient {
         f.debug_struct("DeviceClient")
             .field("device_id", &self.inner.device_id)
             .field("transport", &self.inner.transport)
-            .field("state", &self.inner.state.current())
+            .field("state", &self.inner.runtime.state.current())
             .finish_non_exhaustive()
     }
 }
 
 impl DeviceClient {
-    /// Connects with every option at its default: MQTT on port 8883, the platform's root
-    /// certificates plus `IOTHUB_DEVICE_CA_CERT`/`IOTHUB_CA_CERT` if set, one-hour tokens,
-    /// automatic completion.
+    /// Connects with every option at its default: MQTT on port 8883 (or a `:port` written in
+    /// the host name), the platform's root certificates plus `IOTHUB_CA_CERT` if set, one-hour
+    /// tokens, automatic completion.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), iothub_device::Error> {
@@ -135,15 +128,7 @@ impl DeviceClient {
         }
         match &self.inner.backend {
             Backend::Mqtt { cmd } => {
-                let topic = encode_d2c_topic(&self.inner.device_id, &message);
-                if topic.len() > MAX_TOPIC {
-                    return Err(Error::InvalidMessage {
-                        detail: format!(
-                            "its properties make an MQTT topic of {} bytes; the limit is {MAX_TOPIC}",
-                            topic.len()
-                        ),
-                    });
-                }
+                let topic = mqtt::d2c_topic(&self.inner.device_id, &message)?;
                 let (reply, rx) = oneshot::channel();
                 cmd.send(Command::Send {
                     topic,
@@ -181,13 +166,13 @@ impl DeviceClient {
         };
         let mut rx = tokio::select! {
             biased;
-            _ = inner.shutdown.cancelled() => return Err(self.terminal_error()),
+            _ = inner.runtime.shutdown.cancelled() => return Err(self.terminal_error()),
             rx = inner.c2d_rx.lock() => rx,
         };
         loop {
             let next = tokio::select! {
                 biased;
-                _ = inner.shutdown.cancelled() => return Err(self.terminal_error()),
+                _ = inner.runtime.shutdown.cancelled() => return Err(self.terminal_error()),
                 m = rx.recv() => m,
             };
             let Some(mut message) = next else {
@@ -237,12 +222,12 @@ impl DeviceClient {
     /// # }
     /// ```
     pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
-        self.inner.state.subscribe()
+        self.inner.runtime.state.subscribe()
     }
 
     /// Every connection-state change from now on, in order.
     pub fn connection_events(&self) -> ConnectionEvents {
-        self.inner.state.events()
+        self.inner.runtime.state.events()
     }
 
     /// Closes the client: over MQTT sends DISCONNECT, stops every task, and waits for them.
@@ -251,19 +236,20 @@ impl DeviceClient {
     /// them again. Calling it again, or on another clone, just waits.
     pub async fn close(&self) {
         let inner = &self.inner;
+        let runtime = &inner.runtime;
         if let Backend::Https { .. } = inner.backend {
-            inner.state.set(ConnectionState::Disconnected {
+            runtime.state.set(ConnectionState::Disconnected {
                 reason: DisconnectReason::Closed,
                 retrying: false,
             });
         }
-        inner.shutdown.cancel();
-        inner.tasks.close();
-        inner.tasks.wait().await;
+        runtime.shutdown.cancel();
+        runtime.tasks.close();
+        runtime.tasks.wait().await;
     }
 
     fn check_open(&self) -> Result<(), Error> {
-        if self.inner.shutdown.is_cancelled() {
+        if self.inner.runtime.shutdown.is_cancelled() {
             Err(self.terminal_error())
         } else {
             Ok(())
@@ -273,6 +259,7 @@ impl DeviceClient {
     /// Why the client stopped: the fatal error, or [`Error::Closed`].
     fn terminal_error(&self) -> Error {
         self.inner
+            .runtime
             .state
             .current()
             .fatal_error()
@@ -305,7 +292,7 @@ impl DeviceClient {
                 });
             }
             Settle::Https { lock_token, https } => {
-                self.inner.tasks.spawn(async move {
+                self.inner.runtime.tasks.spawn(async move {
                     if let Err(e) = https.complete(&lock_token).await {
                         tracing::warn!(error = %e, "automatic completion over HTTPS failed; the hub will deliver the message again");
                     }
@@ -318,25 +305,21 @@ impl DeviceClient {
 /// Starts a client for validated options.
 pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
     let device_id = options.conn.device_id.clone();
-    let auth = Auth::new(
-        &options.conn,
-        options.token_lifetime,
-        options.renewal_margin,
-    )?;
+    let auth = Auth::new(&options.conn, options.tokens)?;
     let trust = options.trust.clone();
     // Reading files and the platform store blocks; keep it off the async workers.
-    let roots = tokio::task::spawn_blocking(move || tls::root_store(&trust))
+    let roots = tokio::task::spawn_blocking(move || trust.load())
         .await
         .map_err(|e| Error::Tls {
-            detail: format!("loading certificates failed: {e}"),
+            message: "loading the trusted certificates failed".into(),
+            source: Some(iothub_protocol::client::Cause::new(e)),
         })??;
-    let accept_any = options.trust.accept_any_certificate;
     let (host, port) = options.endpoint();
     let backoff = Backoff::new(options.backoff_initial, options.backoff_max);
-    let state = StateReporter::new();
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let runtime = Runtime::new();
     let generation = Arc::new(AtomicU64::new(0));
+    // Unbounded, as `mqtt::C2dSender` explains; the HTTPS poller only fetches a message
+    // while a receiver waits for one.
     let (c2d_tx, c2d_rx) = mpsc::unbounded_channel();
 
     let backend = match options.transport {
@@ -353,54 +336,37 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
                 host,
                 port,
                 transport: options.transport,
-                tls: tls::client_config(&roots, accept_any, alpn)?,
+                tls: roots.client_config(alpn)?,
                 keep_alive: options.keep_alive,
                 connect_timeout: options.connect_timeout,
                 backoff,
             };
-            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-            let driver = mqtt::Driver::new(
+            let cmd = mqtt::start(mqtt::Setup {
                 params,
                 auth,
-                cmd_rx,
-                cmd_tx.clone(),
-                c2d_tx,
-                state.clone(),
-                generation.clone(),
-                shutdown.clone(),
-                tasks.clone(),
-            );
-            let (first_tx, first_rx) = oneshot::channel();
-            tasks.spawn(driver.run(first_tx));
-            match first_rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(Error::Closed),
-            }
-            Backend::Mqtt { cmd: cmd_tx }
+                c2d: c2d_tx,
+                generation: generation.clone(),
+                runtime: runtime.clone(),
+            })
+            .await?;
+            Backend::Mqtt { cmd }
         }
         Transport::Https => {
             let params = https::Params {
                 device_id: device_id.clone(),
                 host,
                 port,
-                tls: tls::client_config(&roots, accept_any, &[b"http/1.1"])?,
+                tls: roots.client_config(&[b"http/1.1"])?,
                 connect_timeout: options.connect_timeout,
                 request_timeout: options.request_timeout,
             };
-            let https = Arc::new(Https::new(
-                params,
-                auth,
-                state.clone(),
-                shutdown.clone(),
-                tasks.clone(),
-            )?);
+            let https = Arc::new(Https::new(params, auth, runtime.clone())?);
             if let Err(e) = https.open().await {
-                shutdown.cancel();
+                runtime.shutdown.cancel();
                 return Err(e);
             }
             let demand = Arc::new(Demand::default());
-            tasks.spawn(https::poll_loop(
+            runtime.tasks.spawn(https::poll_loop(
                 https.clone(),
                 demand.clone(),
                 c2d_tx,
@@ -420,9 +386,7 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
             c2d_rx: tokio::sync::Mutex::new(c2d_rx),
             c2d_enabled: AtomicBool::new(false),
             generation,
-            state,
-            shutdown,
-            tasks,
+            runtime,
         }),
     })
 }

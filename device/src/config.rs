@@ -1,12 +1,15 @@
 //! Client options: the transport, trust, token lifetime, completion mode and timings, set on a
-//! [`DeviceClientBuilder`].
+//! [`DeviceClientBuilder`]. The options both clients have carry the service client's names and
+//! meanings (see the crate documentation's table).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use iothub_protocol::client::{self, TokenPolicy};
 use iothub_protocol::connection_string::{DeviceConnectionString, DeviceCredential};
+use iothub_protocol::tls::Trust;
 
 use crate::client::DeviceClient;
 use crate::error::Error;
@@ -68,34 +71,11 @@ pub enum CompletionMode {
     Manual,
 }
 
-/// Default SAS token lifetime: one hour, as the official SDKs.
-pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-/// Default time before expiry at which a token is renewed: two minutes (the Python SDK's
-/// renewal buffer).
-pub const DEFAULT_RENEWAL_MARGIN: Duration = Duration::from_secs(120);
 /// Default HTTPS polling interval while the application waits for a message: one second, as
 /// the Node SDK.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Default MQTT keep-alive.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(60);
-/// Default limit for opening a connection (TCP, TLS and MQTT CONNECT/CONNACK).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default limit for one HTTPS request.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Environment variables read for an extra CA certificate, in this order; each may hold a
-/// path to a PEM file or the PEM text itself. See [`DeviceClientBuilder::trust_ca_from_env`].
-pub const CA_ENV_VARS: [&str; 2] = ["IOTHUB_DEVICE_CA_CERT", "IOTHUB_CA_CERT"];
-
-/// Where the client's trusted root certificates come from.
-#[derive(Debug, Clone)]
-pub(crate) struct TrustOptions {
-    pub platform_roots: bool,
-    pub from_env: bool,
-    pub pems: Vec<(String, Vec<u8>)>,
-    pub files: Vec<PathBuf>,
-    pub accept_any_certificate: bool,
-}
 
 /// Everything [`DeviceClientBuilder::connect`] needs, validated.
 #[derive(Debug, Clone)]
@@ -103,9 +83,8 @@ pub(crate) struct Options {
     pub conn: DeviceConnectionString,
     pub transport: Transport,
     pub port: Option<u16>,
-    pub trust: TrustOptions,
-    pub token_lifetime: Duration,
-    pub renewal_margin: Duration,
+    pub trust: Trust,
+    pub tokens: TokenPolicy,
     pub completion: CompletionMode,
     pub poll_interval: Duration,
     pub keep_alive: Duration,
@@ -120,16 +99,12 @@ impl Options {
     /// without a port, and the port: [`DeviceClientBuilder::port`], else a `:port` written in
     /// that host name, else the transport's standard port.
     pub fn endpoint(&self) -> (String, u16) {
-        let host = self.conn.connect_host();
-        let (name, written) = match host.rsplit_once(':') {
-            Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
-            _ => (host, None),
-        };
-        let port = self
-            .port
-            .or(written)
-            .unwrap_or(self.transport.default_port());
-        (name.to_owned(), port)
+        let (host, port) = client::endpoint(
+            self.conn.connect_host(),
+            self.port,
+            self.transport.default_port(),
+        );
+        (host.to_owned(), port)
     }
 }
 
@@ -175,20 +150,13 @@ impl DeviceClientBuilder {
                 conn,
                 transport: Transport::default(),
                 port: None,
-                trust: TrustOptions {
-                    platform_roots: true,
-                    from_env: true,
-                    pems: Vec::new(),
-                    files: Vec::new(),
-                    accept_any_certificate: false,
-                },
-                token_lifetime: DEFAULT_TOKEN_LIFETIME,
-                renewal_margin: DEFAULT_RENEWAL_MARGIN,
+                trust: Trust::default(),
+                tokens: TokenPolicy::default(),
                 completion: CompletionMode::default(),
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 keep_alive: DEFAULT_KEEP_ALIVE,
-                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                connect_timeout: client::DEFAULT_CONNECT_TIMEOUT,
+                request_timeout: client::DEFAULT_REQUEST_TIMEOUT,
                 backoff_initial: Duration::from_millis(500),
                 backoff_max: Duration::from_secs(30),
             },
@@ -215,29 +183,25 @@ impl DeviceClientBuilder {
     /// Also trusts the CA certificate(s) in this PEM text, on top of the platform's roots.
     /// This is how a program trusts the emulator's generated CA.
     pub fn trust_ca_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
-        let n = self.options.trust.pems.len() + 1;
-        self.options.trust.pems.push((
-            format!("PEM #{n} given to trust_ca_pem"),
-            pem.as_ref().to_vec(),
-        ));
+        self.options.trust.add_ca_pem(pem.as_ref());
         self
     }
 
     /// Also trusts the CA certificate(s) in this PEM file, on top of the platform's roots.
     /// The file is read by [`connect`](Self::connect).
     pub fn trust_ca_file(mut self, path: impl AsRef<Path>) -> Self {
-        self.options.trust.files.push(path.as_ref().to_path_buf());
+        self.options.trust.add_ca_file(path.as_ref());
         self
     }
 
-    /// Whether to read an extra CA from the environment (default `true`).
+    /// Whether to trust the CA named by the environment variable [`CA_CERT_ENV`]
+    /// (`IOTHUB_CA_CERT`, what the emulator's `env` command exports: a path to a PEM file, or
+    /// the PEM text itself) when it is set (default `true`). A variable that is set but cannot
+    /// be read is an error at [`connect`](Self::connect), so a typo does not go unnoticed.
     ///
-    /// The variables are `IOTHUB_DEVICE_CA_CERT` and then `IOTHUB_CA_CERT` (what the emulator's
-    /// `env` command exports); both are used when both are set. Each holds a path to a PEM
-    /// file, or the PEM text itself. A variable that is set but cannot be read is an error at
-    /// [`connect`](Self::connect), so a typo does not go unnoticed.
+    /// [`CA_CERT_ENV`]: crate::CA_CERT_ENV
     pub fn trust_ca_from_env(mut self, read: bool) -> Self {
-        self.options.trust.from_env = read;
+        self.options.trust.from_env(read);
         self
     }
 
@@ -245,23 +209,24 @@ impl DeviceClientBuilder {
     /// `rustls-native-certs` (so `SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured). Turn it off
     /// to trust only the CAs given explicitly.
     pub fn platform_roots(mut self, trust: bool) -> Self {
-        self.options.trust.platform_roots = trust;
+        self.options.trust.platform_roots(trust);
         self
     }
 
-    /// Lifetime of the SAS tokens the client signs with the device key (default one hour).
-    /// Ignored when the connection string carries a ready-made `SharedAccessSignature`.
+    /// Lifetime of the SAS tokens the client signs with the device key (default one hour, at
+    /// least [`MIN_TOKEN_LIFETIME`](crate::MIN_TOKEN_LIFETIME)). Ignored when the connection
+    /// string carries a ready-made `SharedAccessSignature`.
     pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
-        self.options.token_lifetime = lifetime;
+        self.options.tokens.lifetime = lifetime;
         self
     }
 
-    /// How long before a token expires the client replaces it (default two minutes). Over MQTT
-    /// the token is only read at CONNECT, so renewing means reconnecting, as the official SDKs
-    /// do; over HTTPS the next request carries the new token. Must be shorter than
-    /// [`token_lifetime`](Self::token_lifetime).
+    /// How long before a token expires the client replaces it (default two minutes, or half
+    /// the lifetime if that is shorter). Over MQTT the token is only read at CONNECT, so
+    /// renewing means reconnecting, as the official SDKs do; over HTTPS the next request
+    /// carries the new token. Must be shorter than [`token_lifetime`](Self::token_lifetime).
     pub fn token_renewal_margin(mut self, margin: Duration) -> Self {
-        self.options.renewal_margin = margin;
+        self.options.tokens.renewal_margin = Some(margin);
         self
     }
 
@@ -342,21 +307,9 @@ impl DeviceClientBuilder {
             });
         }
         let secs = |d: Duration| d.as_secs_f64();
-        if o.token_lifetime < Duration::from_secs(1) {
-            return Err(Error::InvalidOption(format!(
-                "token_lifetime is {:.3} s; it must be at least one second",
-                secs(o.token_lifetime)
-            )));
-        }
-        if o.renewal_margin >= o.token_lifetime {
-            return Err(Error::InvalidOption(format!(
-                "token_renewal_margin ({:.3} s) must be shorter than token_lifetime ({:.3} s)",
-                secs(o.renewal_margin),
-                secs(o.token_lifetime)
-            )));
-        }
+        o.tokens.validate().map_err(Error::invalid_option)?;
         if o.keep_alive < Duration::from_secs(1) || o.keep_alive > Duration::from_secs(1177) {
-            return Err(Error::InvalidOption(format!(
+            return Err(Error::invalid_option(format!(
                 "keep_alive is {:.3} s; it must be between 1 s and 1177 s (the hub's largest useful value)",
                 secs(o.keep_alive)
             )));
@@ -368,12 +321,12 @@ impl DeviceClientBuilder {
             ("reconnect_backoff initial", o.backoff_initial),
         ] {
             if d.is_zero() {
-                return Err(Error::InvalidOption(format!("{name} must not be zero")));
+                return Err(Error::invalid_option(format!("{name} must not be zero")));
             }
         }
         if o.backoff_max < o.backoff_initial {
-            return Err(Error::InvalidOption(
-                "reconnect_backoff max must not be smaller than its initial delay".into(),
+            return Err(Error::invalid_option(
+                "reconnect_backoff max must not be smaller than its initial delay",
             ));
         }
         Ok(o)
@@ -392,7 +345,7 @@ impl DangerousDeviceClientBuilder {
     /// Anyone on the network path can then read and change the traffic, including the SAS
     /// token. Prefer [`DeviceClientBuilder::trust_ca_pem`] with the emulator's CA.
     pub fn accept_any_server_certificate(mut self) -> DeviceClientBuilder {
-        self.inner.options.trust.accept_any_certificate = true;
+        self.inner.options.trust.accept_any_certificate();
         self.inner
     }
 }
@@ -430,14 +383,20 @@ mod tests {
     fn bad_options_are_refused_with_a_reason() {
         let b = || DeviceClientBuilder::new(CS).unwrap();
         let err = opts(b().token_lifetime(Duration::from_millis(10))).unwrap_err();
-        assert!(matches!(err, Error::InvalidOption(ref m) if m.contains("token_lifetime")));
+        assert!(
+            matches!(err, Error::InvalidOption { ref message } if message.contains("token_lifetime"))
+        );
         let err = opts(
             b().token_lifetime(Duration::from_secs(10))
                 .token_renewal_margin(Duration::from_secs(10)),
         )
         .unwrap_err();
-        assert!(matches!(err, Error::InvalidOption(ref m) if m.contains("token_renewal_margin")));
+        assert!(
+            matches!(err, Error::InvalidOption { ref message } if message.contains("token_renewal_margin"))
+        );
         assert!(opts(b().keep_alive(Duration::ZERO)).is_err());
+        // A short lifetime alone is fine: the default margin shrinks to half of it.
+        assert!(opts(b().token_lifetime(Duration::from_secs(3))).is_ok());
         assert!(opts(b().poll_interval(Duration::ZERO)).is_err());
         assert!(
             opts(b().reconnect_backoff(Duration::from_secs(2), Duration::from_secs(1))).is_err()
@@ -456,7 +415,7 @@ mod tests {
     fn a_bad_connection_string_is_a_typed_error() {
         assert!(matches!(
             DeviceClientBuilder::new("HostName=h;SharedAccessKey=a2V5"),
-            Err(Error::ConnectionString(_))
+            Err(Error::InvalidConnectionString(_))
         ));
     }
 }

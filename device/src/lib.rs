@@ -3,7 +3,9 @@
 //!
 //! The same code works against a real hub and against the local emulator; only the connection
 //! string changes, plus trusting the emulator's CA (set `IOTHUB_CA_CERT` to its `ca.pem`, or
-//! call [`DeviceClientBuilder::trust_ca_file`]).
+//! call [`DeviceClientBuilder::trust_ca_file`]). The options, the environment variable and the
+//! errors are the ones of the service client, `iothub-service` (see [One vocabulary with the
+//! service client](#one-vocabulary-with-the-service-client)).
 //!
 //! ```no_run
 //! use iothub_device::{DeviceClient, Message};
@@ -42,22 +44,26 @@
 //! id, user name `{HostName}/{deviceId}/?api-version=2021-04-12&DeviceClientType=...`, a SAS
 //! token as password, clean session 0, C2D subscription at QoS 1. With `GatewayHostName` in
 //! the connection string, sockets and TLS (and the HTTP `Host`) go to the gateway on every
-//! transport, while the user name and the token keep `HostName`. Module identities
-//! (`ModuleId`) and X.509 authentication are not supported ([`Error::Unsupported`]).
+//! transport, while the user name and the token keep `HostName`. A `:port` written in
+//! `HostName` or `GatewayHostName` is the port to connect to (as in the Node SDK), unless
+//! [`DeviceClientBuilder::port`] overrides it. Module identities (`ModuleId`) and X.509
+//! authentication are not supported ([`Error::Unsupported`]).
 //!
 //! # Trust
 //!
 //! TLS is rustls with the *ring* provider. The platform's root certificates are trusted (so a
 //! real hub works); add a CA with [`DeviceClientBuilder::trust_ca_pem`] or
-//! [`DeviceClientBuilder::trust_ca_file`], or through the environment variables
-//! `IOTHUB_DEVICE_CA_CERT` and `IOTHUB_CA_CERT` (a path or PEM text; see
-//! [`DeviceClientBuilder::trust_ca_from_env`]).
+//! [`DeviceClientBuilder::trust_ca_file`], or through the environment variable
+//! `IOTHUB_CA_CERT` ([`CA_CERT_ENV`]: a path or PEM text; see
+//! [`DeviceClientBuilder::trust_ca_from_env`]). The trust code is the service client's
+//! (`iothub_protocol::tls`).
 //!
 //! # Tokens
 //!
 //! With a `SharedAccessKey`, the client signs tokens for `{HostName}/devices/{deviceId}` that
-//! live one hour ([`DeviceClientBuilder::token_lifetime`]) and replaces each two minutes before
-//! it expires ([`DeviceClientBuilder::token_renewal_margin`]); over MQTT that means
+//! live one hour ([`DeviceClientBuilder::token_lifetime`]) and replaces each two minutes (at
+//! most half its lifetime) before it expires
+//! ([`DeviceClientBuilder::token_renewal_margin`]); over MQTT that means
 //! reconnecting, as the SDKs do. A ready-made `SharedAccessSignature` is used as given; when it
 //! expires the client stops with [`Error::TokenExpired`] (MQTT: at the expiry time; HTTPS: at
 //! the next request), and an already expired one fails at connect.
@@ -90,11 +96,57 @@
 //!
 //! A first connection that fails is not retried: [`DeviceClientBuilder::connect`] returns the
 //! error (over HTTPS, credentials are checked by the first request).
+//!
+//! # One vocabulary with the service client
+//!
+//! `iothub-service` and this crate are one library: the same option means the same thing under
+//! the same name, with the same default (the defaults live in [`iothub_protocol::client`]).
+//!
+//! | what | option (both builders) | default |
+//! |---|---|---|
+//! | extra CA, PEM text / file | `trust_ca_pem(pem)`, `trust_ca_file(path)` | none |
+//! | CA from the environment | `trust_ca_from_env(bool)`, variable [`CA_CERT_ENV`] (`IOTHUB_CA_CERT`, a path or PEM text) | on |
+//! | the platform's roots | `platform_roots(bool)` | on |
+//! | tests against your own server | `dangerous().accept_any_server_certificate()` | off |
+//! | SAS token lifetime | `token_lifetime(d)`, at least [`MIN_TOKEN_LIFETIME`] | one hour |
+//! | renew a token before expiry by | `token_renewal_margin(d)` | 2 min, at most half the lifetime |
+//! | opening a connection | `connect_timeout(d)` | 10 s |
+//! | one request, until the hub's answer | `request_timeout(d)` (here: HTTPS requests) | 60 s |
+//! | another port | here `port(p)`; the service client's `amqp_port(p)`, `https_port(p)` | the hub's standard ports |
+//!
+//! Only this client has [`transport`](DeviceClientBuilder::transport),
+//! [`completion_mode`](DeviceClientBuilder::completion_mode),
+//! [`poll_interval`](DeviceClientBuilder::poll_interval),
+//! [`keep_alive`](DeviceClientBuilder::keep_alive) and
+//! [`reconnect_backoff`](DeviceClientBuilder::reconnect_backoff). `HostName=host:port` is read
+//! the same way by both: the port written there is used by the client's main connection (here
+//! the transport's; the service client's AMQP connection) unless a port option overrides it.
+//! Both builders are made with `Client::builder(connection_string)?` (or
+//! `ClientBuilder::new(..)?`, or `from_parsed(..)` for a parsed string).
+//!
+//! Both [`Error`] types follow one scheme: variants named after the hub's error codes
+//! ([`Error::DeviceNotFound`], [`Error::MessageTooLarge`], [`Error::ArgumentInvalid`],
+//! [`Error::DeviceMessageLockLost`], and [`Error::Unauthorized`] / [`Error::Throttled`] for the
+//! 401 / 429 families, carrying the exact [`ErrorCode`]), [`Error::Hub`] for any other hub
+//! error, the client's own failures named for what happened ([`Error::Connection`],
+//! [`Error::Tls`], [`Error::Timeout`], [`Error::Protocol`], [`Error::InvalidConnectionString`],
+//! [`Error::InvalidOption`], [`Error::Closed`]), the underlying error kept as `source()` (print
+//! the whole chain with [`display_chain`]), and [`Error::code`] and
+//! [`Error::is_transient`] on both.
+//!
+//! # Connecting: eagerly here, lazily in the service client
+//!
+//! [`DeviceClientBuilder::connect`] and [`DeviceClient::from_connection_string`] return once
+//! the hub accepted the connection, so a wrong key or an unknown device fails there. The service
+//! client's `build()` connects nothing; each of its connections opens on first use. The
+//! difference is deliberate: a device client is one long-lived connection that *is* the device
+//! (it receives C2D messages and reports its connection state), while a service client is a set
+//! of independent operations over two protocols, most programs using only some of them.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod auth;
+mod api;
 mod backoff;
 mod client;
 mod config;
@@ -102,16 +154,20 @@ mod error;
 mod https;
 mod message;
 mod mqtt;
+mod runtime;
 mod state;
-mod tls;
+mod token;
 
 pub use client::{DeviceClient, Messages};
 pub use config::{
-    CA_ENV_VARS, CompletionMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE,
-    DEFAULT_POLL_INTERVAL, DEFAULT_RENEWAL_MARGIN, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKEN_LIFETIME,
-    DangerousDeviceClientBuilder, DeviceClientBuilder, Transport,
+    CompletionMode, DEFAULT_KEEP_ALIVE, DEFAULT_POLL_INTERVAL, DangerousDeviceClientBuilder,
+    DeviceClientBuilder, Transport,
 };
 pub use error::Error;
+pub use iothub_protocol::client::{
+    CA_CERT_ENV, Cause, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RENEWAL_MARGIN, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, display_chain,
+};
 pub use message::ReceivedMessage;
 pub use state::{ConnectionEvents, ConnectionState, DisconnectReason};
 

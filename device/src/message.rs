@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use iothub_protocol::{AckMode, Message, MessageId, Properties, SystemProperties};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::config::Transport;
 use crate::error::Error;
 use crate::https::Https;
-use crate::mqtt::Command;
+use crate::mqtt::{Command, Commands};
 
 /// How a message is settled, if it still has to be.
 pub(crate) enum Settle {
@@ -20,7 +20,7 @@ pub(crate) enum Settle {
     Mqtt {
         generation: u64,
         pkid: u16,
-        tx: mpsc::UnboundedSender<Command>,
+        tx: Commands,
     },
     /// Over HTTPS: a request naming the lock token.
     Https {
@@ -51,7 +51,7 @@ pub(crate) enum Settle {
 ///   it again.
 ///
 /// Over MQTT a message can only be settled on the connection it arrived on: after a
-/// reconnect, [`complete`](Self::complete) fails with [`Error::LockLost`] and the hub delivers
+/// reconnect, [`complete`](Self::complete) fails with [`Error::DeviceMessageLockLost`] and the hub delivers
 /// the message again (at-least-once).
 #[must_use = "in manual completion mode a message is only completed by calling complete()"]
 pub struct ReceivedMessage {

@@ -4,6 +4,8 @@
 //! alphanumerics plus `- . + % _ # * ? ! ( ) , = @ $ '`; the C# connection-string builder also
 //! accepts `:` and `;`, so we do too (a device the C# SDK can name must be creatable here).
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 /// Longest device id the registry accepts.
 pub const MAX_DEVICE_ID_LEN: usize = 128;
 
@@ -33,6 +35,25 @@ pub fn validate_device_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What `encodeURIComponent` leaves alone: the Node service SDK encodes device ids in paths
+/// and in a C2D message's `to` with it.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// A device id percent-encoded as one URI path segment (`/devices/{id}/...`), as both Rust
+/// clients put it in HTTPS paths and AMQP addresses.
+pub fn encode_path_segment(id: &str) -> String {
+    utf8_percent_encode(id, URI_COMPONENT).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +71,12 @@ mod tests {
         assert!(validate_device_id("a/b").is_err());
         assert!(validate_device_id("a b").is_err());
         assert!(validate_device_id("é").is_err());
+    }
+
+    #[test]
+    fn path_segments_encode_like_encode_uri_component() {
+        assert_eq!(encode_path_segment("x!*'()~._-"), "x!*'()~._-");
+        assert_eq!(encode_path_segment("a b#c?d%e/f"), "a%20b%23c%3Fd%25e%2Ff");
+        assert_eq!(encode_path_segment("dev:1$a b"), "dev%3A1%24a%20b");
     }
 }

@@ -8,10 +8,23 @@
 //!
 //! The emulator and the clients use the same code for each of these, so a client and the
 //! emulator can never disagree about, say, how a property bag is percent-encoded.
+//!
+//! [`client`] holds what the two Rust clients share beyond the wire: the defaults and meaning
+//! of their common options, the SAS token schedule, reading `HostName=host:port`, and turning
+//! an error answer into an [`ErrorCode`]. Two features add shared code on heavier crates, so
+//! the crate stays dependency-light by default:
+//!
+//! * `tls`: [`tls`], the trusted roots (platform store, `IOTHUB_CA_CERT`, CAs given in code)
+//!   as a rustls client configuration on *ring*;
+//! * `amqp`: [`amqp`], the message model as fe2o3 AMQP 1.0 messages and the hub's AMQP error
+//!   conditions.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
+pub mod client;
 pub mod connection_string;
 pub mod device_id;
 pub mod error;
@@ -22,6 +35,8 @@ pub mod property_bag;
 pub mod registry;
 pub mod sas;
 pub mod time_format;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{ErrorCode, HubError};
 pub use feedback::{FeedbackBatch, FeedbackRecord, FeedbackStatus};

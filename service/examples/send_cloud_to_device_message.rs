@@ -11,7 +11,7 @@
 //! `--count N` (or `MESSAGE_COUNT`) sends N messages (default 1); `--timeout SECS` (default 60)
 //! bounds the wait for feedback. To use the emulator, trust its CA with `IOTHUB_CA_CERT` (the
 //! emulator prints the path) and, if it does not listen on 5671, give `--amqp-port` (or
-//! `IOTHUB_AMQP_PORT`).
+//! `IOTHUB_AMQP_PORT`, or write the port in the connection string: `HostName=localhost:15671`).
 //!
 //! Exit status: 0 when every message was enqueued and got a feedback record, 1 otherwise,
 //! 2 for bad arguments or configuration.
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use iothub_service::{AckMode, FeedbackRecord, Message, ServiceClient};
+use iothub_service::{AckMode, FeedbackRecord, Message, ServiceClient, display_chain};
 use tokio::time::{Instant, timeout_at};
 
 /// Sends cloud-to-device messages and waits for their feedback.
@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
     let mut builder = match ServiceClient::builder(&args.connection_string) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", display_chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -101,7 +101,7 @@ async fn main() -> ExitCode {
     let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", display_chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -114,7 +114,10 @@ async fn main() -> ExitCode {
     let mut feedback = match client.feedback().await {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: cannot open the feedback receiver: {e}");
+            eprintln!(
+                "error: cannot open the feedback receiver: {}",
+                display_chain(&e)
+            );
             return ExitCode::from(1);
         }
     };
@@ -146,7 +149,7 @@ async fn main() -> ExitCode {
                 waiting.insert(id, None);
             }
             Err(e) => {
-                println!("Send failed: {id}: {e}");
+                println!("Send failed: {id}: {}", display_chain(&e));
                 failed += 1;
             }
         }
@@ -164,7 +167,7 @@ async fn main() -> ExitCode {
             let batch = match timeout_at(deadline, feedback.recv()).await {
                 Err(_) => break,
                 Ok(Err(e)) => {
-                    eprintln!("error while receiving feedback: {e}");
+                    eprintln!("error while receiving feedback: {}", display_chain(&e));
                     break;
                 }
                 Ok(Ok(batch)) => batch,
@@ -185,7 +188,10 @@ async fn main() -> ExitCode {
                 }
             }
             if let Err(e) = batch.complete().await {
-                eprintln!("warning: cannot complete the feedback batch: {e}");
+                eprintln!(
+                    "warning: cannot complete the feedback batch: {}",
+                    display_chain(&e)
+                );
             }
         }
     }

@@ -1,25 +1,27 @@
-//! The one error type of the service client, and the two places that pick a variant from
-//! what the hub said: `Error::from_amqp` (an AMQP error condition on a rejected send, a
-//! detach or a CBS reply) and `Error::from_http` (a registry response's status,
-//! `iothub-errorcode` header and JSON body).
+//! The one error type of the service client.
 //!
-//! The typed variants are the ones a caller can act on (create the device, drain the queue,
-//! re-read the etag, slow down, fix the key); everything else the hub reports lands in
-//! [`Error::Hub`] with whatever code and status it gave.
+//! It follows the same scheme as `iothub_device::Error`: variants named after the hub's error
+//! codes (a family such as 401 or 429 is one variant carrying the exact [`ErrorCode`]), the
+//! client's own failures named for what happened, a message a person can act on, and the
+//! underlying error kept as `source()` rather than repeated in the message. Errors are `Clone`
+//! and comparable.
+//!
+//! What the hub said is read into an [`iothub_protocol::client::HubReply`] (the shared
+//! reading of HTTP error answers and AMQP error conditions), and `Error::from_reply` is the
+//! one place that picks a variant from its error code.
 
 use std::time::Duration;
 
 use iothub_protocol::ErrorCode;
+use iothub_protocol::client::{Cause, HubReply, is_server_error};
 use iothub_protocol::connection_string::ConnectionStringError;
-use iothub_protocol::error::ErrorBody;
-
-/// A boxed error kept as the cause of an [`Error`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use iothub_protocol::tls::TlsError;
 
 /// Everything that can go wrong in the service client.
 ///
-/// Each typed variant carries the hub's own message (never a key or a token).
-#[derive(Debug, thiserror::Error)]
+/// Each variant named after a hub error carries the hub's own message (never a key or a
+/// token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The device is not registered (404001; AMQP `amqp:not-found`).
@@ -40,11 +42,10 @@ pub enum Error {
         /// The hub's message.
         message: String,
     },
-    /// The device's C2D queue is full (403004 DeviceMaximumQueueDepthExceeded; AMQP
-    /// `amqp:resource-limit-exceeded`): the device must complete, reject or abandon messages
-    /// first, or the queue can be purged.
+    /// The device's C2D queue is full (403004; AMQP `amqp:resource-limit-exceeded`): the
+    /// device must complete, reject or abandon messages first, or the queue can be purged.
     #[error("the device's C2D queue is full: {message}")]
-    QueueFull {
+    DeviceMaximumQueueDepthExceeded {
         /// The hub's message.
         message: String,
     },
@@ -55,30 +56,36 @@ pub enum Error {
         /// The hub's message.
         message: String,
     },
-    /// The credentials were refused (401; AMQP `amqp:unauthorized-access`): wrong key, expired
-    /// token, or a policy without the needed permission.
+    /// An argument broke one of the hub's rules (400004 `ArgumentInvalid`, 400005
+    /// `ArgumentNull`; AMQP `com.microsoft:argument-error` or `argument-out-of-range`), e.g. a
+    /// bad message id or property name.
+    #[error("invalid argument: {message}")]
+    ArgumentInvalid {
+        /// The hub's message.
+        message: String,
+    },
+    /// The credentials were refused (the 401 family; AMQP `amqp:unauthorized-access`): wrong
+    /// key, expired token, or a policy without the needed permission.
     #[error("unauthorized: {message}")]
     Unauthorized {
         /// The hub's message.
         message: String,
+        /// The exact code (`IotHubUnauthorizedAccess` when the hub gave none).
+        code: ErrorCode,
     },
-    /// The hub is throttling this client (429; AMQP `com.microsoft:device-container-throttled`).
+    /// The hub is throttling this client (the 429 family; AMQP
+    /// `com.microsoft:device-container-throttled`).
     #[error("throttled: {message}")]
     Throttled {
         /// The hub's message.
         message: String,
-    },
-    /// An argument broke one of the hub's rules (400; AMQP `com.microsoft:argument-error` or
-    /// `com.microsoft:argument-out-of-range`), e.g. a bad message id or property name.
-    #[error("invalid argument: {message}")]
-    InvalidArgument {
-        /// The hub's message.
-        message: String,
+        /// The exact code (`ThrottlingException` when the hub gave none).
+        code: ErrorCode,
     },
     /// Any other error the hub reported.
     #[error("the hub reported an error{}: {message}", describe(*.status, *.code, .condition.as_deref()))]
     Hub {
-        /// HTTP status, for registry calls.
+        /// HTTP status, for HTTPS calls.
         status: Option<u16>,
         /// The hub's error code, when it gave one.
         code: Option<ErrorCode>,
@@ -94,18 +101,28 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
-    /// The connection could not be opened or broke (DNS, TCP, TLS, AMQP). The operation may or
-    /// may not have reached the hub; retrying a send can deliver the message twice.
-    #[error("connection error: {message}")]
+    /// The connection could not be opened or broke (DNS, TCP, AMQP). The operation may or may
+    /// not have reached the hub; retrying a send can deliver the message twice.
+    #[error("connection to the hub failed: {message}")]
     Connection {
         /// What failed, and where.
         message: String,
         /// The underlying error.
         #[source]
-        source: Option<BoxError>,
+        source: Option<Cause>,
+    },
+    /// TLS could not be set up (a CA that cannot be read, no trusted roots) or the handshake
+    /// failed (for example the server's certificate is not trusted).
+    #[error("TLS: {message}")]
+    Tls {
+        /// What failed, with a hint where there is one.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Cause>,
     },
     /// The operation did not finish in time.
-    #[error("{operation} timed out after {after:?}")]
+    #[error("{operation} did not finish within {after:?}")]
     Timeout {
         /// What timed out.
         operation: &'static str,
@@ -113,12 +130,11 @@ pub enum Error {
         after: Duration,
     },
     /// The connection string could not be parsed.
-    #[error("invalid connection string: {0}")]
+    #[error(transparent)]
     InvalidConnectionString(#[from] ConnectionStringError),
-    /// The client configuration is unusable (a CA file that cannot be read, no trust roots,
-    /// a token lifetime too short, ...).
-    #[error("invalid configuration: {message}")]
-    Config {
+    /// A builder option is out of range (a token lifetime too short, a zero timeout, ...).
+    #[error("invalid client option: {message}")]
+    InvalidOption {
         /// What is wrong and how to fix it.
         message: String,
     },
@@ -145,15 +161,11 @@ fn describe(status: Option<u16>, code: Option<ErrorCode>, condition: Option<&str
     }
 }
 
-/// AMQP error conditions the hub uses, as symbols (iothub-protocol.md 5.4).
-pub(crate) mod condition {
-    pub const NOT_FOUND: &str = "amqp:not-found";
-    pub const RESOURCE_LIMIT_EXCEEDED: &str = "amqp:resource-limit-exceeded";
-    pub const MESSAGE_SIZE_EXCEEDED: &str = "amqp:link:message-size-exceeded";
-    pub const UNAUTHORIZED_ACCESS: &str = "amqp:unauthorized-access";
-    pub const THROTTLED: &str = "com.microsoft:device-container-throttled";
-    pub const ARGUMENT_ERROR: &str = "com.microsoft:argument-error";
-    pub const ARGUMENT_OUT_OF_RANGE: &str = "com.microsoft:argument-out-of-range";
+impl From<TlsError> for Error {
+    fn from(e: TlsError) -> Self {
+        let (message, source) = e.into_parts();
+        Error::Tls { message, source }
+    }
 }
 
 impl Error {
@@ -163,35 +175,37 @@ impl Error {
             Error::DeviceNotFound { .. } => Some(ErrorCode::DeviceNotFound),
             Error::DeviceAlreadyExists { .. } => Some(ErrorCode::DeviceAlreadyExists),
             Error::PreconditionFailed { .. } => Some(ErrorCode::PreconditionFailed),
-            Error::QueueFull { .. } => Some(ErrorCode::DeviceMaximumQueueDepthExceeded),
+            Error::DeviceMaximumQueueDepthExceeded { .. } => {
+                Some(ErrorCode::DeviceMaximumQueueDepthExceeded)
+            }
             Error::MessageTooLarge { .. } => Some(ErrorCode::MessageTooLarge),
-            Error::Unauthorized { .. } => Some(ErrorCode::IotHubUnauthorizedAccess),
-            Error::Throttled { .. } => Some(ErrorCode::ThrottlingException),
-            Error::InvalidArgument { .. } => Some(ErrorCode::ArgumentInvalid),
+            Error::ArgumentInvalid { .. } => Some(ErrorCode::ArgumentInvalid),
+            Error::Unauthorized { code, .. } | Error::Throttled { code, .. } => Some(*code),
             Error::Hub { code, .. } => *code,
             _ => None,
         }
     }
 
-    /// True for errors where trying again later may succeed: connection failures,
-    /// timeouts, throttling, a full queue and the hub's 5xx errors.
+    /// True for errors where trying again later may succeed: connection failures, timeouts,
+    /// throttling, a full queue and the hub's 5xx errors.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Connection { .. }
             | Error::Timeout { .. }
             | Error::Throttled { .. }
-            | Error::QueueFull { .. } => true,
-            Error::Hub { status, code, .. } => {
-                status.is_some_and(|s| s >= 500) || code.is_some_and(|c| c.http_status() >= 500)
-            }
+            | Error::DeviceMaximumQueueDepthExceeded { .. } => true,
+            Error::Hub { status, code, .. } => is_server_error(*status, *code),
             _ => false,
         }
     }
 
-    pub(crate) fn connection(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+    pub(crate) fn connection(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         Error::Connection {
             message: message.into(),
-            source: Some(source.into()),
+            source: Some(Cause::new(source)),
         }
     }
 
@@ -201,97 +215,70 @@ impl Error {
         }
     }
 
-    pub(crate) fn config(message: impl Into<String>) -> Self {
-        Error::Config {
+    pub(crate) fn invalid_option(message: impl Into<String>) -> Self {
+        Error::InvalidOption {
             message: message.into(),
         }
     }
 
-    /// The error for an AMQP error `condition` (a symbol such as `amqp:not-found`) with the
-    /// hub's `description` (the one mapping from AMQP conditions to variants).
-    pub(crate) fn from_amqp(condition: &str, description: Option<&str>) -> Self {
-        let message = description
-            .filter(|d| !d.is_empty())
-            .unwrap_or(condition)
-            .to_owned();
-        match condition {
-            condition::NOT_FOUND => Error::DeviceNotFound { message },
-            condition::RESOURCE_LIMIT_EXCEEDED => Error::QueueFull { message },
-            condition::MESSAGE_SIZE_EXCEEDED => Error::MessageTooLarge { message },
-            condition::UNAUTHORIZED_ACCESS => Error::Unauthorized { message },
-            condition::THROTTLED => Error::Throttled { message },
-            condition::ARGUMENT_ERROR | condition::ARGUMENT_OUT_OF_RANGE => {
-                Error::InvalidArgument { message }
+    /// The variant for what the hub said (the one mapping from error codes to variants).
+    pub(crate) fn from_reply(reply: HubReply) -> Self {
+        let HubReply {
+            status,
+            code,
+            condition,
+            message,
+        } = reply;
+        match code {
+            Some(ErrorCode::DeviceNotFound) => Error::DeviceNotFound { message },
+            Some(ErrorCode::DeviceAlreadyExists) => Error::DeviceAlreadyExists { message },
+            Some(ErrorCode::PreconditionFailed) => Error::PreconditionFailed { message },
+            Some(ErrorCode::DeviceMaximumQueueDepthExceeded) => {
+                Error::DeviceMaximumQueueDepthExceeded { message }
             }
-            other => Error::Hub {
-                status: None,
-                code: None,
-                condition: Some(other.to_owned()),
+            Some(ErrorCode::MessageTooLarge) => Error::MessageTooLarge { message },
+            Some(ErrorCode::ArgumentInvalid | ErrorCode::ArgumentNull) => {
+                Error::ArgumentInvalid { message }
+            }
+            Some(c) if c.http_status() == 401 => Error::Unauthorized { message, code: c },
+            Some(c) if c.http_status() == 429 => Error::Throttled { message, code: c },
+            code => Error::Hub {
+                status,
+                code,
+                condition,
                 message,
             },
         }
     }
 
-    /// The error for a failed registry response: the code comes from the `iothub-errorcode`
+    /// The error for an AMQP error `condition` (a symbol such as `amqp:not-found`) with the
+    /// hub's `description`.
+    #[cfg(test)]
+    fn from_amqp(condition: &str, description: Option<&str>) -> Self {
+        Error::from_reply(HubReply::from_amqp(condition, description))
+    }
+
+    /// The error for a failed HTTPS response: the code comes from the `iothub-errorcode`
     /// header, else from the body's `ErrorCode:<Name>;...`; without a code the status decides
     /// (except 404, which can also mean a wrong path and stays [`Error::Hub`]).
     pub(crate) fn from_http(status: u16, error_code_header: Option<&str>, body: &[u8]) -> Self {
-        let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-        let (body_code, text) = match &parsed {
-            Some(b) => {
-                let (code, text) = b.parse_message();
-                let text = if text.is_empty() {
-                    b.message.clone()
-                } else {
-                    text.to_owned()
-                };
-                (code, text)
-            }
-            None => (None, String::from_utf8_lossy(body).trim().to_owned()),
-        };
-        let code = error_code_header
-            .and_then(ErrorCode::from_name)
-            .or(body_code);
-        let message = if text.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            text
-        };
-        if let Some(code) = code {
-            return match code {
-                ErrorCode::DeviceNotFound => Error::DeviceNotFound { message },
-                ErrorCode::DeviceAlreadyExists => Error::DeviceAlreadyExists { message },
-                ErrorCode::PreconditionFailed => Error::PreconditionFailed { message },
-                ErrorCode::DeviceMaximumQueueDepthExceeded => Error::QueueFull { message },
-                ErrorCode::MessageTooLarge => Error::MessageTooLarge { message },
-                ErrorCode::ArgumentInvalid | ErrorCode::ArgumentNull => {
-                    Error::InvalidArgument { message }
-                }
-                c if c.http_status() == 401 => Error::Unauthorized { message },
-                c if c.http_status() == 429 => Error::Throttled { message },
-                c => Error::Hub {
-                    status: Some(status),
-                    code: Some(c),
-                    condition: None,
-                    message,
-                },
-            };
-        }
-        match status {
-            400 => Error::InvalidArgument { message },
-            401 => Error::Unauthorized { message },
-            409 => Error::DeviceAlreadyExists { message },
-            412 => Error::PreconditionFailed { message },
-            413 => Error::MessageTooLarge { message },
-            429 => Error::Throttled { message },
-            _ => Error::Hub {
-                status: Some(status),
-                code: None,
-                condition: None,
-                message,
-            },
-        }
+        let reply = HubReply::from_http(status, error_code_header, body);
+        let code = reply.code_or(code_for_status);
+        Error::from_reply(HubReply { code, ..reply })
     }
+}
+
+/// The code an HTTPS status stands for on the service routes when the hub names none.
+fn code_for_status(status: u16) -> Option<ErrorCode> {
+    Some(match status {
+        400 => ErrorCode::ArgumentInvalid,
+        401 => ErrorCode::IotHubUnauthorizedAccess,
+        409 => ErrorCode::DeviceAlreadyExists,
+        412 => ErrorCode::PreconditionFailed,
+        413 => ErrorCode::MessageTooLarge,
+        429 => ErrorCode::ThrottlingException,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -306,7 +293,7 @@ mod tests {
                 matches!(e, Error::DeviceNotFound { .. })
             }),
             ("amqp:resource-limit-exceeded", |e| {
-                matches!(e, Error::QueueFull { .. })
+                matches!(e, Error::DeviceMaximumQueueDepthExceeded { .. })
             }),
             ("amqp:link:message-size-exceeded", |e| {
                 matches!(e, Error::MessageTooLarge { .. })
@@ -318,10 +305,10 @@ mod tests {
                 matches!(e, Error::Throttled { .. })
             }),
             ("com.microsoft:argument-error", |e| {
-                matches!(e, Error::InvalidArgument { .. })
+                matches!(e, Error::ArgumentInvalid { .. })
             }),
             ("com.microsoft:argument-out-of-range", |e| {
-                matches!(e, Error::InvalidArgument { .. })
+                matches!(e, Error::ArgumentInvalid { .. })
             }),
         ];
         for (cond, check) in cases {
@@ -340,6 +327,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(e.to_string().contains("amqp:internal-error"));
+        assert!(e.is_transient(), "an internal error is the hub's 5xx");
     }
 
     #[test]
@@ -371,7 +359,10 @@ mod tests {
         ));
         assert!(matches!(
             Error::from_http(401, None, b""),
-            Error::Unauthorized { .. }
+            Error::Unauthorized {
+                code: ErrorCode::IotHubUnauthorizedAccess,
+                ..
+            }
         ));
         assert!(matches!(
             Error::from_http(429, None, b""),
@@ -385,18 +376,32 @@ mod tests {
                 ..
             }
         ));
-        // Codes in the 401 and 429 families.
+        // Codes in the 401 and 429 families keep the exact code.
         assert!(matches!(
             Error::from_http(401, Some("IotHubUnauthorizedAccess"), b""),
             Error::Unauthorized { .. }
         ));
-        assert!(matches!(
-            Error::from_http(429, Some("DeviceThrottlingLimitExceeded"), b""),
-            Error::Throttled { .. }
-        ));
+        let e = Error::from_http(429, Some("DeviceThrottlingLimitExceeded"), b"");
+        assert_eq!(e.code(), Some(ErrorCode::DeviceThrottlingLimitExceeded));
         let e = Error::from_http(500, Some("ServerError"), b"");
         assert_eq!(e.code(), Some(ErrorCode::ServerError));
         assert!(e.is_transient());
         assert!(e.to_string().contains("HTTP 500"), "{e}");
+    }
+
+    #[test]
+    fn causes_are_kept_as_source_not_repeated() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::connection("cannot connect to h:5671", io);
+        assert_eq!(
+            e.to_string(),
+            "connection to the hub failed: cannot connect to h:5671"
+        );
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("refused")
+        );
+        assert_eq!(e.clone(), e);
     }
 }

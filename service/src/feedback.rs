@@ -24,16 +24,14 @@ use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::messaging::annotations::AnnotationKey;
 use fe2o3_amqp::types::primitives::Value;
 use futures_util::Stream;
+use iothub_protocol::amqp::{ENQUEUED_TIME, body_bytes, lock_token_from_tag, timestamp_from_amqp};
 use iothub_protocol::feedback::FEEDBACK_CONTENT_TYPE;
 use iothub_protocol::{FeedbackRecord, feedback};
 use time::OffsetDateTime;
 
 use crate::Error;
 use crate::amqp::AmqpHandle;
-use crate::amqp::convert::{body_bytes, from_timestamp, link_state_error};
-
-/// The annotation that carries when the hub enqueued a feedback batch.
-const ENQUEUED_TIME: &str = "iothub-enqueuedtime";
+use crate::amqp::errors::link_state_error;
 
 /// Receives feedback batches from the hub, from [`ServiceClient::feedback`](crate::ServiceClient::feedback).
 ///
@@ -132,7 +130,7 @@ async fn read_batch(
 ) -> Result<FeedbackBatch, Error> {
     let message = delivery.message();
     let records = body_bytes(&delivery.message().body)
-        .ok_or_else(|| "the body is an AMQP sequence".to_owned())
+        .map_err(|e| e.to_string())
         .and_then(|bytes| feedback::FeedbackBatch::parse_body(&bytes).map_err(|e| e.to_string()));
     let records = match records {
         Ok(r) => r,
@@ -167,11 +165,12 @@ async fn read_batch(
         .as_ref()
         .and_then(|a| a.0.get(&ENQUEUED_TIME as &dyn AnnotationKey))
         .and_then(|v| match v {
-            Value::Timestamp(t) => from_timestamp(t),
+            Value::Timestamp(t) => timestamp_from_amqp(t),
             _ => None,
         })
         .unwrap_or_else(OffsetDateTime::now_utc);
-    let lock_token = lock_token(delivery.delivery_tag());
+    // Shown as the C# SDK shows it: a GUID when the tag has 16 bytes, else hex.
+    let lock_token = lock_token_from_tag(delivery.delivery_tag());
     let info = DeliveryInfo::from(delivery);
     Ok(FeedbackBatch {
         batch: feedback::FeedbackBatch {
@@ -185,14 +184,6 @@ async fn read_batch(
             info,
         }),
     })
-}
-
-/// The delivery tag as the C# SDK shows it: a GUID when it has 16 bytes, else hex.
-fn lock_token(tag: &[u8]) -> String {
-    match <[u8; 16]>::try_from(tag) {
-        Ok(bytes) => uuid::Uuid::from_bytes_le(bytes).hyphenated().to_string(),
-        Err(_) => tag.iter().map(|b| format!("{b:02x}")).collect(),
-    }
 }
 
 struct Settle {
@@ -283,17 +274,5 @@ fn release_on_drop(settle: Option<Settle>) {
 impl Drop for FeedbackBatch {
     fn drop(&mut self) {
         release_on_drop(self.settle.take());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lock_tokens_read_like_the_csharp_sdk() {
-        let tag: Vec<u8> = (0u8..16).collect();
-        assert_eq!(lock_token(&tag), "03020100-0504-0706-0809-0a0b0c0d0e0f");
-        assert_eq!(lock_token(&[0xab, 0x01]), "ab01");
     }
 }

@@ -1,17 +1,14 @@
 //! Service SAS tokens: hub-scoped (`sr` = the connection string's `HostName`), signed with the
-//! policy key, valid for a configurable lifetime, and renewed before they expire.
+//! policy key on the shared [`TokenPolicy`] (the builder's `token_lifetime` and
+//! `token_renewal_margin`), and cached for HTTPS until they are due for renewal.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
+use iothub_protocol::client::{TokenPolicy, TokenSigner};
 use iothub_protocol::connection_string::ServiceConnectionString;
-use iothub_protocol::sas::build_token;
 
 use crate::Error;
-
-/// The shortest token lifetime accepted: `se` has one-second resolution, and renewal needs
-/// some room before expiry.
-pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(2);
 
 /// A token and when to replace it.
 #[derive(Debug, Clone)]
@@ -20,59 +17,44 @@ pub(crate) struct Token {
     pub value: String,
     /// The token's `se` (Unix seconds).
     pub expiry_unix: u64,
-    /// When to put a new one in place: well before `se`.
+    /// When to put a new one in place: the renewal margin before `se`.
     pub renew_at: Instant,
 }
 
 /// Makes tokens for one policy and caches the current one for HTTPS requests.
 #[derive(Debug)]
 pub(crate) struct TokenSource {
-    host_name: String,
-    key_name: String,
-    key: String,
-    lifetime: Duration,
+    signer: TokenSigner,
     cached: Mutex<Option<Token>>,
 }
 
 impl TokenSource {
-    pub fn new(cs: &ServiceConnectionString, lifetime: Duration) -> Self {
+    pub fn new(cs: &ServiceConnectionString, policy: TokenPolicy) -> Self {
         TokenSource {
-            host_name: cs.host_name.clone(),
-            key_name: cs.key_name.clone(),
-            key: cs.key.clone(),
-            lifetime,
+            signer: TokenSigner::new(
+                cs.host_name.clone(),
+                cs.key.clone(),
+                Some(cs.key_name.clone()),
+                policy,
+            ),
             cached: Mutex::new(None),
         }
     }
 
     /// The resource the tokens are scoped to (also the CBS audience): the hub's host name.
     pub fn audience(&self) -> &str {
-        &self.host_name
+        self.signer.resource()
     }
 
     /// A new token valid for the configured lifetime from now.
-    ///
-    /// `se` is the current second plus the lifetime, so the token is valid for at least
-    /// `lifetime - 1s`; it is due for renewal after four fifths of that.
     pub fn fresh(&self) -> Result<Token, Error> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let lifetime_secs = self.lifetime.as_secs().max(1);
-        let expiry_unix = now + lifetime_secs;
-        let value = build_token(
-            &self.host_name,
-            &self.key,
-            Some(&self.key_name),
-            expiry_unix,
-        )
-        .map_err(|e| Error::config(format!("cannot sign a SAS token: {e}")))?;
-        let usable = Duration::from_secs(lifetime_secs - 1);
+        let signed = self.signer.sign(SystemTime::now()).map_err(|e| {
+            Error::invalid_option(format!("SharedAccessKey cannot sign a SAS token: {e}"))
+        })?;
         Ok(Token {
-            value,
-            expiry_unix,
-            renew_at: Instant::now() + usable * 4 / 5,
+            value: signed.text,
+            expiry_unix: signed.schedule.expiry,
+            renew_at: Instant::now() + signed.schedule.renew_after,
         })
     }
 
@@ -95,6 +77,7 @@ impl TokenSource {
 mod tests {
     use super::*;
     use iothub_protocol::sas::SasToken;
+    use std::time::{Duration, UNIX_EPOCH};
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -104,7 +87,7 @@ mod tests {
         )
         .parse()
         .unwrap();
-        TokenSource::new(&cs, lifetime)
+        TokenSource::new(&cs, TokenPolicy::new(lifetime))
     }
 
     #[test]
@@ -126,17 +109,15 @@ mod tests {
 
     #[test]
     fn renewal_is_due_well_before_expiry() {
+        // Three seconds: the default margin is half of it.
         let s = source(Duration::from_secs(3));
         let t = s.fresh().unwrap();
         let until_renew = t.renew_at.saturating_duration_since(Instant::now());
         assert!(
-            until_renew <= Duration::from_millis(1600),
+            until_renew <= Duration::from_millis(1500),
             "{until_renew:?}"
         );
-        assert!(
-            until_renew >= Duration::from_millis(1500),
-            "{until_renew:?}"
-        );
+        assert!(until_renew >= Duration::from_millis(400), "{until_renew:?}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ async fn short_lived_tokens_are_renewed_on_the_same_connection() {
     let emulator = emulator().await;
     emulator.create_device("dev-token").unwrap();
     let client = builder_for(&emulator, &emulator.service_connection_string())
-        .sas_token_lifetime(Duration::from_secs(3))
+        .token_lifetime(Duration::from_secs(3))
         .build()
         .unwrap();
     let mut feedback = client.feedback().await.unwrap();

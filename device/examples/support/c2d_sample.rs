@@ -1,7 +1,5 @@
 //! The seed tutorial's `SimulatedDevice.py`, in Rust: everything the `simulated_device`
-//! example does. It is included with `#[path]` by the example, by the `simulated_device`
-//! binary target (which exists so the end-to-end test can run exactly this program through
-//! `CARGO_BIN_EXE_simulated_device`), and by that test.
+//! example does. It is included with `#[path]` by the example and by its end-to-end test.
 
 use iothub_device::Properties;
 
@@ -102,6 +100,7 @@ pub const CONNECTION_STRING_VAR: &str = "IOTHUB_DEVICE_CONNECTION_STRING";
 /// when the client fails.
 #[allow(dead_code)]
 pub async fn main() -> std::process::ExitCode {
+    use iothub_device::display_chain;
     use std::process::ExitCode;
 
     let Some(connection_string) = std::env::args()
@@ -119,7 +118,7 @@ pub async fn main() -> std::process::ExitCode {
     {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", display_chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -131,7 +130,7 @@ pub async fn main() -> std::process::ExitCode {
     let code = match receive_and_print(&client, ctrl_c, &mut std::io::stdout()).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", display_chain(&e));
             ExitCode::FAILURE
         }
     };

@@ -2,8 +2,7 @@
 //! error answer means (6.4).
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use iothub_protocol::error::ErrorBody;
-use iothub_protocol::message::MAX_D2C_SIZE;
+use iothub_protocol::client::HubReply;
 use iothub_protocol::{AckMode, ErrorCode, Message, MessageId, time_format};
 
 use crate::error::Error;
@@ -12,14 +11,14 @@ use crate::error::Error;
 const APP_PREFIX: &str = "iothub-app-";
 
 fn header(name: &str, value: &str, what: &str) -> Result<(HeaderName, HeaderValue), Error> {
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::InvalidMessage {
-        detail: format!(
-            "{what} cannot be an HTTP header name; over HTTPS property names may only use ASCII letters, digits and ! # $ % & ' * + - . ^ _ ` | ~"
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Error::ArgumentInvalid {
+        message: format!(
+            "the message cannot be sent: {what} cannot be an HTTP header name; over HTTPS property names may only use ASCII letters, digits and ! # $ % & ' * + - . ^ _ ` | ~"
         ),
     })?;
-    let value = HeaderValue::from_str(value).map_err(|_| Error::InvalidMessage {
-        detail: format!(
-            "the value of {what} cannot be an HTTP header value; over HTTPS values must be printable ASCII (use MQTT for other text)"
+    let value = HeaderValue::from_str(value).map_err(|_| Error::ArgumentInvalid {
+        message: format!(
+            "the message cannot be sent: the value of {what} cannot be an HTTP header value; over HTTPS values must be printable ASCII (use MQTT for other text)"
         ),
     })?;
     Ok((name, value))
@@ -76,9 +75,7 @@ fn text(headers: &HeaderMap, name: &str) -> Option<String> {
 /// A C2D message from the headers and body of a `200` answer to `GET .../deviceBound`, and
 /// its lock token (the `ETag`, without quotes).
 pub(crate) fn c2d_from_response(headers: &HeaderMap, body: Vec<u8>) -> Result<Message, Error> {
-    let etag = text(headers, "etag").ok_or_else(|| Error::Hub {
-        status: 200,
-        code: None,
+    let etag = text(headers, "etag").ok_or_else(|| Error::Protocol {
         message: "the hub sent a message without an ETag, so it cannot be settled".into(),
     })?;
     let lock_token = etag.trim().trim_matches('"').to_owned();
@@ -121,54 +118,29 @@ pub(crate) fn error_from_response(
     device_id: &str,
     sent: Option<usize>,
 ) -> Error {
-    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-    let (body_code, body_text) = match &parsed {
-        Some(b) => {
-            let (code, text) = b.parse_message();
-            (code, text.to_owned())
-        }
-        None => (None, String::from_utf8_lossy(body).trim().to_owned()),
-    };
-    let code = text(headers, "iothub-errorcode")
-        .and_then(|n| ErrorCode::from_name(n.trim()))
-        .or(body_code);
-    let detail = if body_text.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {body_text}")
-    };
-    match status {
-        401 => Error::Unauthorized {
-            detail,
-            code: code.unwrap_or(ErrorCode::IotHubUnauthorizedAccess),
-        },
-        404 if matches!(code, None | Some(ErrorCode::DeviceNotFound)) => Error::DeviceNotFound {
-            device_id: device_id.to_owned(),
-        },
-        412 => Error::LockLost { detail },
-        413 => Error::MessageTooLarge {
-            size: sent.unwrap_or(0),
-            max: MAX_D2C_SIZE,
-        },
-        429 => Error::Throttled {
-            detail,
-            code: code.unwrap_or(ErrorCode::ThrottlingException),
-        },
-        _ => Error::Hub {
-            status,
-            code,
-            message: if body_text.is_empty() {
-                "(no details)".to_owned()
-            } else {
-                body_text
-            },
-        },
-    }
+    let header = text(headers, "iothub-errorcode");
+    let reply = HubReply::from_http(status, header.as_deref(), body);
+    let code = reply.code_or(code_for_status);
+    Error::from_reply(HubReply { code, ..reply }, device_id, sent)
+}
+
+/// The code an HTTPS status stands for on the device routes when the hub names none: a 404
+/// can only be the device, a 412 only a settlement's lock.
+fn code_for_status(status: u16) -> Option<ErrorCode> {
+    Some(match status {
+        401 => ErrorCode::IotHubUnauthorizedAccess,
+        404 => ErrorCode::DeviceNotFound,
+        412 => ErrorCode::DeviceMessageLockLost,
+        413 => ErrorCode::MessageTooLarge,
+        429 => ErrorCode::ThrottlingException,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iothub_protocol::message::MAX_D2C_SIZE;
     use time::macros::datetime;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -220,7 +192,7 @@ mod tests {
         m.properties.insert("bad name", "v");
         assert!(matches!(
             d2c_headers("d", &m),
-            Err(Error::InvalidMessage { .. })
+            Err(Error::ArgumentInvalid { .. })
         ));
         let mut m = Message::new("x");
         m.properties.insert("k", "line\nbreak");
@@ -285,11 +257,10 @@ mod tests {
     fn error_answers_map_to_typed_errors() {
         let body = br#"{"Message":"ErrorCode:DeviceNotFound;dev \"x\"","ExceptionMessage":"Tracking ID:ab-G:0-TimeStamp:01/02/2024 03:04:05"}"#;
         let h = map(&[("iothub-errorcode", "DeviceNotFound")]);
-        assert_eq!(
-            error_from_response(404, &h, body, "x", None),
-            Error::DeviceNotFound {
-                device_id: "x".into()
-            }
+        let e = error_from_response(404, &h, body, "x", None);
+        assert!(
+            matches!(e, Error::DeviceNotFound { ref message } if message.contains("'x'")),
+            "{e:?}"
         );
         let e = error_from_response(401, &HeaderMap::new(), b"", "x", None);
         assert!(matches!(
@@ -301,7 +272,9 @@ mod tests {
         ));
         let body = br#"{"Message":"ErrorCode:DeviceMessageLockLost;gone","ExceptionMessage":""}"#;
         let e = error_from_response(412, &HeaderMap::new(), body, "x", None);
-        assert!(matches!(e, Error::LockLost { ref detail } if detail.contains("gone")));
+        assert!(
+            matches!(e, Error::DeviceMessageLockLost { ref message } if message.contains("gone"))
+        );
         assert_eq!(e.code(), Some(ErrorCode::DeviceMessageLockLost));
         let e = error_from_response(
             429,
@@ -328,7 +301,7 @@ mod tests {
         assert_eq!(
             e,
             Error::Hub {
-                status: 503,
+                status: Some(503),
                 code: None,
                 message: "busy".into()
             }

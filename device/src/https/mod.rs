@@ -7,9 +7,9 @@
 //! carries a SAS token, re-signed when it is due for renewal.
 
 mod headers;
+mod poll;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -19,33 +19,20 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use iothub_protocol::Message;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use iothub_protocol::client::display_chain;
+use iothub_protocol::device_id::encode_path_segment as segment;
+use iothub_protocol::tls::{describe_handshake_failure, server_name};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
 use tokio_rustls::TlsConnector;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::auth::{Auth, TokenCache};
-use crate::backoff::Backoff;
-use crate::config::Transport;
+use crate::api::{API_VERSION, CLIENT_TYPE};
 use crate::error::Error;
-use crate::message::{ReceivedMessage, Settle};
-use crate::mqtt::{API_VERSION, CLIENT_TYPE};
-use crate::state::{ConnectionState, DisconnectReason, StateReporter};
-use crate::tls::{describe_tls_failure, server_name};
+use crate::runtime::Runtime;
+use crate::state::{ConnectionState, DisconnectReason};
+use crate::token::{Auth, TokenCache};
 
-/// Path segments keep only the RFC 3986 unreserved characters unencoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
+pub(crate) use poll::{Demand, poll_loop};
 
 /// Fixed facts about the HTTPS endpoint.
 pub(crate) struct Params {
@@ -76,19 +63,11 @@ pub(crate) struct Https {
     request_timeout: Duration,
     tokens: std::sync::Mutex<TokenCache>,
     conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
-    state: StateReporter,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    runtime: Runtime,
 }
 
 impl Https {
-    pub fn new(
-        params: Params,
-        auth: Auth,
-        state: StateReporter,
-        shutdown: CancellationToken,
-        tasks: TaskTracker,
-    ) -> Result<Https, Error> {
+    pub fn new(params: Params, auth: Auth, runtime: Runtime) -> Result<Https, Error> {
         let authority = if params.port == 443 {
             params.host.clone()
         } else {
@@ -105,10 +84,17 @@ impl Https {
             request_timeout: params.request_timeout,
             tokens: std::sync::Mutex::new(TokenCache::new(auth)),
             conn: tokio::sync::Mutex::new(None),
-            state,
-            shutdown,
-            tasks,
+            runtime,
         })
+    }
+
+    /// Cancelled when the client stops.
+    pub fn shutdown(&self) -> tokio_util::sync::CancellationToken {
+        self.runtime.shutdown.clone()
+    }
+
+    pub fn device_id(&self) -> &str {
+        &self.device_id
     }
 
     fn base(&self) -> String {
@@ -119,7 +105,7 @@ impl Https {
     pub async fn open(&self) -> Result<(), Error> {
         let sender = self.connect().await?;
         *self.conn.lock().await = Some(sender);
-        self.state.set(ConnectionState::Connected);
+        self.runtime.state.set(ConnectionState::Connected);
         Ok(())
     }
 
@@ -128,26 +114,21 @@ impl Https {
         let open = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
-                .map_err(|e| Error::Connection {
-                    detail: format!("{endpoint}: {e}"),
-                })?;
+                .map_err(|e| Error::connection(format!("cannot connect to {endpoint}"), e))?;
             let _ = tcp.set_nodelay(true);
             let tls = self
                 .connector
                 .connect(self.server_name.clone(), tcp)
                 .await
-                .map_err(|e| {
-                    describe_tls_failure(&e, &self.host).unwrap_or_else(|| Error::Connection {
-                        detail: format!("{endpoint}: TLS: {e}"),
-                    })
+                .map_err(|e| match describe_handshake_failure(&e, &self.host) {
+                    Some(tls) => Error::from(tls),
+                    None => Error::connection(format!("TLS with {endpoint} failed"), e),
                 })?;
             let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
-                .map_err(|e| Error::Connection {
-                    detail: format!("{endpoint}: HTTP: {e}"),
-                })?;
-            let shutdown = self.shutdown.clone();
-            self.tasks.spawn(async move {
+                .map_err(|e| Error::connection(format!("HTTP with {endpoint} failed"), e))?;
+            let shutdown = self.runtime.shutdown.clone();
+            self.runtime.tasks.spawn(async move {
                 tokio::select! {
                     _ = connection => {}
                     _ = shutdown.cancelled() => {}
@@ -158,7 +139,7 @@ impl Https {
         tokio::time::timeout(self.connect_timeout, open)
             .await
             .map_err(|_| Error::Timeout {
-                what: "opening the HTTPS connection",
+                operation: "opening the HTTPS connection",
                 after: self.connect_timeout,
             })?
     }
@@ -195,7 +176,8 @@ impl Https {
                 *guard = None;
                 if retried {
                     let e = Error::Connection {
-                        detail: format!("{}:{}: the connection closed", self.host, self.port),
+                        message: format!("{}:{}: the connection closed", self.host, self.port),
+                        source: None,
                     };
                     self.lost(&e);
                     return Err(e);
@@ -214,8 +196,10 @@ impl Https {
             }
             let req = req
                 .body(Full::new(body.clone()))
-                .map_err(|e| Error::InvalidMessage {
-                    detail: format!("cannot build the HTTP request: {e}"),
+                .map_err(|e| Error::ArgumentInvalid {
+                    message: format!(
+                        "the message cannot be sent: cannot build the HTTP request: {e}"
+                    ),
                 })?;
             let exchange = async {
                 let resp = sender.send_request(req).await?;
@@ -227,7 +211,7 @@ impl Https {
                 Err(_) => {
                     *guard = None;
                     let e = Error::Timeout {
-                        what: "an HTTPS request",
+                        operation: "an HTTPS request",
                         after: self.request_timeout,
                     };
                     self.lost(&e);
@@ -239,14 +223,15 @@ impl Https {
                         retried = true;
                         continue;
                     }
-                    let e = Error::Connection {
-                        detail: format!("{}:{}: {e}", self.host, self.port),
-                    };
+                    let e = Error::connection(
+                        format!("the request to {}:{} failed", self.host, self.port),
+                        e,
+                    );
                     self.lost(&e);
                     return Err(e);
                 }
                 Ok(Ok((parts, body))) => {
-                    self.state.set(ConnectionState::Connected);
+                    self.runtime.state.set(ConnectionState::Connected);
                     return Ok(Answer {
                         status: parts.status.as_u16(),
                         headers: parts.headers,
@@ -258,9 +243,9 @@ impl Https {
     }
 
     fn lost(&self, e: &Error) {
-        self.state.set(ConnectionState::Disconnected {
+        self.runtime.state.set(ConnectionState::Disconnected {
             reason: DisconnectReason::ConnectionLost {
-                detail: e.to_string(),
+                detail: display_chain(e),
             },
             retrying: true,
         });
@@ -272,11 +257,11 @@ impl Https {
             && e.is_fatal()
         {
             tracing::warn!(device = %self.device_id, error = %e, "HTTPS client stopped");
-            self.state.set(ConnectionState::Disconnected {
+            self.runtime.state.set(ConnectionState::Disconnected {
                 reason: DisconnectReason::Refused(e.clone()),
                 retrying: false,
             });
-            self.shutdown.cancel();
+            self.runtime.shutdown.cancel();
         }
         r
     }
@@ -321,10 +306,8 @@ impl Https {
     }
 
     async fn settle(&self, method: Method, path: String, lock_token: &str) -> Result<(), Error> {
-        let if_match =
-            HeaderValue::from_str(&format!("\"{lock_token}\"")).map_err(|_| Error::LockLost {
-                detail: "the lock token is not a valid header value".into(),
-            })?;
+        let if_match = HeaderValue::from_str(&format!("\"{lock_token}\""))
+            .map_err(|_| Error::lock_lost("the lock token is not a valid header value"))?;
         let a = self
             .request(
                 method,
@@ -372,98 +355,6 @@ impl Https {
     }
 }
 
-/// How many receivers wait for a message versus how many messages wait for a receiver. The
-/// poller only polls while receivers outnumber buffered messages, so it never locks messages
-/// nobody is about to take.
-#[derive(Default)]
-pub(crate) struct Demand {
-    waiting: AtomicUsize,
-    buffered: AtomicUsize,
-    notify: Notify,
-}
-
-/// Counts one waiting receiver while it lives.
-pub(crate) struct DemandGuard(Arc<Demand>);
-
-impl Drop for DemandGuard {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Demand {
-    /// A receiver starts waiting.
-    pub fn enter(self: &Arc<Self>) -> DemandGuard {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        self.notify.notify_one();
-        DemandGuard(self.clone())
-    }
-
-    /// A receiver took a buffered message.
-    pub fn taken(&self) {
-        let _ = self
-            .buffered
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    }
-
-    fn wanted(&self) -> bool {
-        self.waiting.load(Ordering::Acquire) > self.buffered.load(Ordering::Acquire)
-    }
-}
-
-/// Polls for C2D messages while someone waits for one, until the client stops.
-pub(crate) async fn poll_loop(
-    https: Arc<Https>,
-    demand: Arc<Demand>,
-    c2d_tx: mpsc::UnboundedSender<ReceivedMessage>,
-    interval: Duration,
-    backoff: Backoff,
-) {
-    let shutdown = https.shutdown.clone();
-    let mut failures: u32 = 0;
-    loop {
-        while !demand.wanted() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = demand.notify.notified() => {}
-            }
-        }
-        let wait = match https.receive().await {
-            Ok(Some(message)) => {
-                failures = 0;
-                let lock_token = message.system.lock_token.clone().unwrap_or_default();
-                demand.buffered.fetch_add(1, Ordering::AcqRel);
-                let settle = Settle::Https {
-                    lock_token,
-                    https: https.clone(),
-                };
-                if c2d_tx
-                    .send(ReceivedMessage::new(message, settle, Transport::Https))
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            Ok(None) => {
-                failures = 0;
-                interval
-            }
-            Err(e) if e.is_fatal() || e == Error::Closed => return,
-            Err(e) => {
-                tracing::info!(device = %https.device_id, error = %e, "HTTPS poll failed; retrying");
-                let wait = backoff.delay(failures).max(interval);
-                failures = failures.saturating_add(1);
-                wait
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,21 +363,5 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(segment("dev:1$a b"), "dev%3A1%24a%20b");
         assert_eq!(segment("abc-1.2_3~"), "abc-1.2_3~");
-    }
-
-    #[test]
-    fn demand_counts_waiters_against_buffered_messages() {
-        let d = Arc::new(Demand::default());
-        assert!(!d.wanted());
-        let g = d.enter();
-        assert!(d.wanted());
-        d.buffered.fetch_add(1, Ordering::AcqRel);
-        assert!(!d.wanted());
-        d.taken();
-        assert!(d.wanted());
-        drop(g);
-        assert!(!d.wanted());
-        d.taken();
-        assert_eq!(d.buffered.load(Ordering::Acquire), 0);
     }
 }

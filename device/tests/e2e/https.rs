@@ -109,7 +109,7 @@ async fn https_lock_lost_is_typed() {
         .run(|h, now| h.complete_c2d("d1", &token, now))
         .unwrap();
     let err = m.complete().await.unwrap_err();
-    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    assert!(matches!(err, Error::DeviceMessageLockLost { .. }), "{err}");
     assert_eq!(
         err.code(),
         Some(iothub_device::ErrorCode::DeviceMessageLockLost)
@@ -145,7 +145,7 @@ async fn https_telemetry_is_recorded_with_its_properties() {
     bad.properties.insert("k", "line\nbreak");
     assert!(matches!(
         client.send_event(bad).await,
-        Err(Error::InvalidMessage { .. })
+        Err(Error::ArgumentInvalid { .. })
     ));
 
     client.close().await;

@@ -174,7 +174,7 @@ async fn an_uncompleted_message_is_delivered_again_after_a_reconnect() {
     events_until(&mut events, |s| s.is_connected()).await;
     // The old delivery can no longer be completed; the hub sends the message again.
     let err = first.complete().await.unwrap_err();
-    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    assert!(matches!(err, Error::DeviceMessageLockLost { .. }), "{err}");
     let again = recv(&client).await;
     assert_eq!(mid(&again), "m1");
     again.complete().await.unwrap();

@@ -1,72 +1,37 @@
 //! AMQP messages to and from the hub's [`Message`], and the feedback envelope.
 //!
 //! Reference: iothub-protocol.md 2.3 (feedback envelope), 5.4 (what a service sends), 5.6 (what a
-//! device receives). Message and correlation ids keep their AMQP type (string, uuid, ulong,
-//! binary) in the hub; everywhere else they are shown as [`MessageId::canonical`]. An outgoing
-//! delivery carries its lock token as `x-opt-lock-token`, which [`super::stream`] turns into the
-//! 16-byte delivery tag the C# SDKs read as a GUID.
+//! device receives). The message mapping itself (ids in their AMQP type, properties, `iothub-ack`,
+//! bodies, annotations, lock-token tags) is `iothub_protocol::amqp`, shared with the service
+//! client; this module adds what only the hub sends. An outgoing delivery carries its lock token
+//! as `x-opt-lock-token`, which [`super::stream`] turns into the 16-byte delivery tag the C# SDKs
+//! read as a GUID.
 
 use fe2o3_amqp_types::messaging::{
-    AmqpValue, ApplicationProperties, Body, Data, DeliveryAnnotations, Header,
-    Message as AmqpMessage, MessageAnnotations, MessageId as AmqpMessageId, Properties,
+    Body, Data, DeliveryAnnotations, Header, Message as AmqpMessage, MessageAnnotations, Properties,
 };
-use fe2o3_amqp_types::primitives::{Binary, SimpleValue, Symbol, Timestamp, Value};
+use fe2o3_amqp_types::primitives::{Binary, Symbol, Value};
+use iothub_protocol::amqp::{self as shared, timestamp_to_amqp};
 use iothub_protocol::feedback::FEEDBACK_CONTENT_TYPE;
-use iothub_protocol::message::ACK_PROPERTY;
-use iothub_protocol::{AckMode, HubError, Message, MessageId};
-use time::OffsetDateTime;
+use iothub_protocol::{HubError, Message};
 
 use crate::hub::FeedbackDelivery;
+
+pub use iothub_protocol::amqp::{
+    DELIVERY_COUNT, ENQUEUED_TIME, LOCK_TOKEN, SEQUENCE_NUMBER, lock_token_tag,
+};
 
 /// What a peer sends: any body section kind, decoded loosely.
 pub type Incoming = AmqpMessage<Body<Value>>;
 /// What the hub sends: always a single data section.
 pub type Outgoing = AmqpMessage<Data>;
 
-/// Message annotation: the lock token of a C2D delivery (a GUID string).
-pub const LOCK_TOKEN: &str = "x-opt-lock-token";
-/// Message annotation: the C2D message's sequence number (ulong).
-pub const SEQUENCE_NUMBER: &str = "x-opt-sequence-number";
-/// Message annotation: when the message (or feedback batch) was enqueued (timestamp).
-pub const ENQUEUED_TIME: &str = "iothub-enqueuedtime";
-/// Message annotation: how many times the message was delivered before (ubyte).
-pub const DELIVERY_COUNT: &str = "iothub-deliverycount";
-
 /// Converts a message a service or device sent into the hub's model.
 ///
 /// `iothub-ack` moves from the application properties to [`Message::system`]; an unknown value
 /// is an argument error, as is a body that is neither data sections nor a binary or string value.
 pub fn to_hub(m: Incoming) -> Result<Message, HubError> {
-    let mut out = Message::new(body_bytes(m.body)?);
-    if let Some(p) = m.properties {
-        let s = &mut out.system;
-        s.message_id = p.message_id.map(message_id_to_hub);
-        s.correlation_id = p.correlation_id.map(message_id_to_hub);
-        s.user_id = p
-            .user_id
-            .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned());
-        s.to = p.to;
-        s.absolute_expiry = p.absolute_expiry_time.map(timestamp_to_hub).transpose()?;
-        s.content_type = p.content_type.map(|c| c.0);
-        s.content_encoding = p.content_encoding.map(|c| c.0);
-    }
-    if let Some(ApplicationProperties(map)) = m.application_properties {
-        for (name, value) in map {
-            let Some(value) = simple_to_string(value) else {
-                continue;
-            };
-            if name == ACK_PROPERTY {
-                out.system.ack = AckMode::parse(&value).ok_or_else(|| {
-                    HubError::argument(format!(
-                        "'{ACK_PROPERTY}' is '{value}'; use none, positive, negative or full"
-                    ))
-                })?;
-            } else {
-                out.properties.insert(name, value);
-            }
-        }
-    }
-    Ok(out)
+    shared::message_from_amqp(m)
 }
 
 /// The AMQP message a device receives for a locked C2D message, or `None` if the message was
@@ -92,32 +57,14 @@ pub fn c2d_delivery(m: &Message) -> Option<Outgoing> {
         first_acquirer: delivery_count == 0,
         ..Header::default()
     };
-    let properties = Properties {
-        message_id: s.message_id.clone().map(message_id_to_amqp),
-        correlation_id: s.correlation_id.clone().map(message_id_to_amqp),
-        user_id: s
-            .user_id
-            .as_ref()
-            .map(|u| Binary::from(u.as_bytes().to_vec())),
-        to: s.to.clone(),
-        absolute_expiry_time: s.absolute_expiry.map(timestamp_to_amqp),
-        content_type: s.content_type.clone().map(Symbol::from),
-        content_encoding: s.content_encoding.clone().map(Symbol::from),
-        ..Properties::default()
-    };
-    let mut app = ApplicationProperties::builder();
-    for (name, value) in m.properties.iter() {
-        app = app.insert(name, value);
-    }
-    if s.ack != AckMode::None {
-        app = app.insert(ACK_PROPERTY, s.ack.as_str());
-    }
+    let properties = shared::properties(s);
+    let app = shared::application_properties(m);
     Some(
         AmqpMessage::builder()
             .header(header)
             .message_annotations(annotations.build())
             .properties(properties)
-            .application_properties(app.build())
+            .application_properties(app)
             .data(m.body.clone())
             .build(),
     )
@@ -156,95 +103,15 @@ pub fn feedback_delivery(d: &FeedbackDelivery, hub_name: &str) -> Outgoing {
         .build()
 }
 
-/// The 16-byte delivery tag for a lock token: the GUID's bytes in the order .NET's
-/// `Guid.ToByteArray` uses, so `new Guid(tag)` in the C# SDKs gives back the same lock token.
-pub fn lock_token_tag(lock_token: &str) -> Option<[u8; 16]> {
-    uuid::Uuid::parse_str(lock_token)
-        .ok()
-        .map(|u| u.to_bytes_le())
-}
-
-fn body_bytes(body: Body<Value>) -> Result<Vec<u8>, HubError> {
-    match body {
-        Body::Data(batch) => {
-            let mut out = Vec::new();
-            for Data(chunk) in batch {
-                out.extend_from_slice(chunk.as_ref());
-            }
-            Ok(out)
-        }
-        Body::Value(AmqpValue(Value::Binary(b))) => Ok(b.into_vec()),
-        Body::Value(AmqpValue(Value::String(s))) => Ok(s.into_bytes()),
-        Body::Value(AmqpValue(Value::Null)) | Body::Empty => Ok(Vec::new()),
-        _ => Err(HubError::argument(
-            "the message body must be data sections, or an amqp-value holding binary or a string",
-        )),
-    }
-}
-
-fn message_id_to_hub(id: AmqpMessageId) -> MessageId {
-    match id {
-        AmqpMessageId::String(s) => MessageId::String(s),
-        AmqpMessageId::Uuid(u) => MessageId::Uuid(uuid::Uuid::from_bytes(u.into_inner())),
-        AmqpMessageId::Ulong(n) => MessageId::Ulong(n),
-        AmqpMessageId::Binary(b) => MessageId::Binary(b.into_vec()),
-    }
-}
-
-fn message_id_to_amqp(id: MessageId) -> AmqpMessageId {
-    match id {
-        MessageId::String(s) => AmqpMessageId::String(s),
-        MessageId::Uuid(u) => AmqpMessageId::Uuid(u.into_bytes().into()),
-        MessageId::Ulong(n) => AmqpMessageId::Ulong(n),
-        MessageId::Binary(b) => AmqpMessageId::Binary(Binary::from(b)),
-    }
-}
-
-/// An AMQP timestamp (milliseconds since the Unix epoch) as a date.
-fn timestamp_to_hub(t: Timestamp) -> Result<OffsetDateTime, HubError> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.milliseconds()) * 1_000_000)
-        .map_err(|_| HubError::argument("absolute-expiry-time is out of range"))
-}
-
-fn timestamp_to_amqp(t: OffsetDateTime) -> Timestamp {
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    Timestamp::from_milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
-}
-
-/// An application property value as the hub stores it: text. `null` means "not set".
-fn simple_to_string(v: SimpleValue) -> Option<String> {
-    Some(match v {
-        SimpleValue::Null => return None,
-        SimpleValue::Bool(b) => b.to_string(),
-        SimpleValue::Ubyte(n) => n.to_string(),
-        SimpleValue::Ushort(n) => n.to_string(),
-        SimpleValue::Uint(n) => n.to_string(),
-        SimpleValue::Ulong(n) => n.to_string(),
-        SimpleValue::Byte(n) => n.to_string(),
-        SimpleValue::Short(n) => n.to_string(),
-        SimpleValue::Int(n) => n.to_string(),
-        SimpleValue::Long(n) => n.to_string(),
-        SimpleValue::Float(f) => f.into_inner().to_string(),
-        SimpleValue::Double(f) => f.into_inner().to_string(),
-        SimpleValue::Char(c) => c.to_string(),
-        SimpleValue::Timestamp(t) => match timestamp_to_hub(t.clone()) {
-            Ok(d) => iothub_protocol::time_format::format_millis(d),
-            Err(_) => t.milliseconds().to_string(),
-        },
-        SimpleValue::Uuid(u) => uuid::Uuid::from_bytes(u.into_inner())
-            .hyphenated()
-            .to_string(),
-        SimpleValue::Binary(b) => String::from_utf8_lossy(b.as_ref()).into_owned(),
-        SimpleValue::String(s) => s,
-        SimpleValue::Symbol(s) => s.0,
-        other => format!("{other:?}"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use fe2o3_amqp_types::messaging::annotations::OwnedKey;
+    use fe2o3_amqp_types::messaging::{
+        AmqpValue, ApplicationProperties, MessageId as AmqpMessageId,
+    };
+    use fe2o3_amqp_types::primitives::{SimpleValue, Timestamp};
+    use iothub_protocol::{AckMode, MessageId};
     use time::macros::datetime;
 
     fn incoming(properties: Properties, app: ApplicationProperties) -> Incoming {

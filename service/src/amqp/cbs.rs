@@ -15,9 +15,9 @@ use fe2o3_amqp::types::messaging::{
 };
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 
-use super::convert::{
-    detach_error, from_amqp_error, receiver_attach_error, sender_attach_error, simple_int,
-};
+use iothub_protocol::ErrorCode;
+
+use super::errors::{detach_error, from_amqp_error, receiver_attach_error, sender_attach_error};
 use crate::Error;
 
 /// The CBS node.
@@ -86,6 +86,7 @@ impl Cbs {
                 return Err(r.error.as_ref().map(from_amqp_error).unwrap_or_else(|| {
                     Error::Unauthorized {
                         message: "the hub rejected the CBS put-token request".to_owned(),
+                        code: ErrorCode::IotHubUnauthorizedAccess,
                     }
                 }));
             }
@@ -150,6 +151,7 @@ fn check_reply(props: Option<&ApplicationProperties>) -> Result<(), Error> {
         Some(200 | 202) => Ok(()),
         Some(401 | 403) => Err(Error::Unauthorized {
             message: text("the hub refused the SAS token"),
+            code: ErrorCode::IotHubUnauthorizedAccess,
         }),
         Some(code) => Err(Error::Hub {
             status: u16::try_from(code).ok(),
@@ -160,6 +162,22 @@ fn check_reply(props: Option<&ApplicationProperties>) -> Result<(), Error> {
         None => Err(Error::protocol(
             "the CBS put-token reply has no status-code",
         )),
+    }
+}
+
+/// A value that is an integer of any AMQP width, as an `i64`.
+pub(crate) fn simple_int(v: &SimpleValue) -> Option<i64> {
+    match v {
+        SimpleValue::Ubyte(n) => Some(i64::from(*n)),
+        SimpleValue::Ushort(n) => Some(i64::from(*n)),
+        SimpleValue::Uint(n) => Some(i64::from(*n)),
+        SimpleValue::Ulong(n) => i64::try_from(*n).ok(),
+        SimpleValue::Byte(n) => Some(i64::from(*n)),
+        SimpleValue::Short(n) => Some(i64::from(*n)),
+        SimpleValue::Int(n) => Some(i64::from(*n)),
+        SimpleValue::Long(n) => Some(*n),
+        SimpleValue::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -198,7 +216,7 @@ mod tests {
             ("status-description", SimpleValue::String("bad sig".into())),
         ])))
         .unwrap_err();
-        assert!(matches!(&e, Error::Unauthorized { message } if message == "bad sig"));
+        assert!(matches!(&e, Error::Unauthorized { message, .. } if message == "bad sig"));
         let e = check_reply(Some(&props(&[("status-code", SimpleValue::Int(500))]))).unwrap_err();
         assert!(matches!(
             e,
@@ -208,5 +226,13 @@ mod tests {
             }
         ));
         assert!(matches!(check_reply(None), Err(Error::Protocol { .. })));
+    }
+
+    #[test]
+    fn integers_of_any_width_are_read() {
+        assert_eq!(simple_int(&SimpleValue::Int(202)), Some(202));
+        assert_eq!(simple_int(&SimpleValue::Ulong(200)), Some(200));
+        assert_eq!(simple_int(&SimpleValue::String("401".into())), Some(401));
+        assert_eq!(simple_int(&SimpleValue::Bool(true)), None);
     }
 }

@@ -1,109 +1,34 @@
-//! Translation between the shared message model and AMQP 1.0 messages, and from AMQP
-//! outcomes and link errors to [`Error`].
+//! What the client sends over AMQP: a C2D message for a device.
 //!
-//! What goes on the wire mirrors the Node service SDK (iothub-protocol.md 5.4, official-sdks.md
-//! 2.4): `to` = `/devices/{encoded id}/messages/devicebound`, the body as one data section, the
-//! settable system properties in the AMQP properties section, and the ack mode as the
-//! application property `iothub-ack`.
+//! The message mapping is `iothub_protocol::amqp`, shared with the emulator; what goes on the
+//! wire mirrors the Node service SDK (iothub-protocol.md 5.4, official-sdks.md 2.4): `to` =
+//! `/devices/{encoded id}/messages/devicebound`, the body as one data section, the settable
+//! system properties in the AMQP properties section, and the ack mode as the application
+//! property `iothub-ack`.
 
-use fe2o3_amqp::link::{
-    DetachError, LinkStateError, ReceiverAttachError, SendError, SenderAttachError,
-};
-use fe2o3_amqp::types::definitions::{self, ErrorCondition};
-use fe2o3_amqp::types::messaging::{
-    ApplicationProperties, Body, Data, Message as AmqpMessage, Outcome, Properties,
-};
-use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Timestamp, Uuid, Value};
-use iothub_protocol::message::ACK_PROPERTY;
-use iothub_protocol::{AckMode, Message, MessageId};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use time::OffsetDateTime;
-
-use crate::Error;
-
-/// What `encodeURIComponent` leaves alone (the Node service SDK encodes the device id in `to`
-/// and in registry paths with it).
-pub(crate) const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'!')
-    .remove(b'~')
-    .remove(b'*')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')');
-
-/// The device id percent-encoded as one URI path segment.
-pub(crate) fn encode_segment(device_id: &str) -> String {
-    utf8_percent_encode(device_id, URI_COMPONENT).to_string()
-}
+use fe2o3_amqp::types::messaging::{Data, Message as AmqpMessage};
+use fe2o3_amqp::types::primitives::Binary;
+use iothub_protocol::Message;
+use iothub_protocol::amqp;
+use iothub_protocol::device_id::encode_path_segment;
 
 /// The `to` of a C2D message for this device.
 pub(crate) fn devicebound_to(device_id: &str) -> String {
     format!(
         "/devices/{}/messages/devicebound",
-        encode_segment(device_id)
+        encode_path_segment(device_id)
     )
-}
-
-fn amqp_id(id: &MessageId) -> fe2o3_amqp::types::messaging::MessageId {
-    use fe2o3_amqp::types::messaging::MessageId as A;
-    match id {
-        MessageId::String(s) => A::String(s.clone()),
-        MessageId::Uuid(u) => A::Uuid(Uuid::from(*u.as_bytes())),
-        MessageId::Ulong(n) => A::Ulong(*n),
-        MessageId::Binary(b) => A::Binary(Binary::from(b.clone())),
-    }
-}
-
-fn timestamp(t: OffsetDateTime) -> Timestamp {
-    let millis = t.unix_timestamp_nanos() / 1_000_000;
-    Timestamp::from_milliseconds(i64::try_from(millis).unwrap_or(i64::MAX))
-}
-
-/// A timestamp back as a time, for annotations the hub writes.
-pub(crate) fn from_timestamp(t: &Timestamp) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.milliseconds()) * 1_000_000).ok()
 }
 
 /// The AMQP message for a C2D send to `device_id`.
 ///
 /// `to` is always set here (any `to` in `message` is ignored: the hub routes by it). The ack
-/// mode, when not [`AckMode::None`], replaces an `iothub-ack` application property of the
-/// same message; with [`AckMode::None`] such a property is sent as given.
+/// mode, when not [`AckMode::None`](iothub_protocol::AckMode::None), replaces an `iothub-ack`
+/// application property of the same message; with `None` such a property is sent as given.
 pub(crate) fn c2d_message(device_id: &str, message: &Message) -> AmqpMessage<Data> {
-    let s = &message.system;
-    let properties = Properties {
-        message_id: s.message_id.as_ref().map(amqp_id),
-        user_id: s
-            .user_id
-            .as_ref()
-            .map(|u| Binary::from(u.as_bytes().to_vec())),
-        to: Some(devicebound_to(device_id)),
-        correlation_id: s.correlation_id.as_ref().map(amqp_id),
-        content_type: s.content_type.as_ref().map(|c| Symbol::from(c.as_str())),
-        content_encoding: s
-            .content_encoding
-            .as_ref()
-            .map(|c| Symbol::from(c.as_str())),
-        absolute_expiry_time: s.absolute_expiry.map(timestamp),
-        ..Properties::default()
-    };
-    let mut app = ApplicationProperties::default();
-    for (name, value) in message.properties.iter() {
-        if s.ack != AckMode::None && name == ACK_PROPERTY {
-            continue;
-        }
-        app.0
-            .insert(name.to_owned(), SimpleValue::String(value.to_owned()));
-    }
-    if s.ack != AckMode::None {
-        app.0.insert(
-            ACK_PROPERTY.to_owned(),
-            SimpleValue::String(s.ack.as_str().to_owned()),
-        );
-    }
+    let mut properties = amqp::properties(&message.system);
+    properties.to = Some(devicebound_to(device_id));
+    let app = amqp::application_properties(message);
     AmqpMessage::builder()
         .properties(properties)
         .application_properties(if app.0.is_empty() { None } else { Some(app) })
@@ -111,142 +36,11 @@ pub(crate) fn c2d_message(device_id: &str, message: &Message) -> AmqpMessage<Dat
         .build()
 }
 
-/// The symbol of an AMQP error condition, e.g. `amqp:not-found`.
-pub(crate) fn condition_symbol(c: &ErrorCondition) -> String {
-    let sym: Symbol = match c {
-        ErrorCondition::AmqpError(e) => e.into(),
-        ErrorCondition::ConnectionError(e) => e.into(),
-        ErrorCondition::SessionError(e) => e.into(),
-        ErrorCondition::LinkError(e) => e.into(),
-        ErrorCondition::Custom(s) => s.clone(),
-    };
-    sym.0
-}
-
-/// The [`Error`] for an AMQP error sent by the hub.
-pub(crate) fn from_amqp_error(e: &definitions::Error) -> Error {
-    Error::from_amqp(&condition_symbol(&e.condition), e.description.as_deref())
-}
-
-/// The result of a C2D send from the hub's outcome.
-pub(crate) fn outcome_result(outcome: Outcome) -> Result<(), Error> {
-    match outcome {
-        Outcome::Accepted(_) => Ok(()),
-        Outcome::Rejected(r) => Err(match r.error {
-            Some(e) => from_amqp_error(&e),
-            None => Error::Hub {
-                status: None,
-                code: None,
-                condition: Some("rejected".to_owned()),
-                message: "the hub rejected the message without saying why".to_owned(),
-            },
-        }),
-        Outcome::Released(_) => Err(Error::Hub {
-            status: None,
-            code: None,
-            condition: Some("released".to_owned()),
-            message: "the hub released the message without enqueuing it; send it again".to_owned(),
-        }),
-        Outcome::Modified(_) => Err(Error::Hub {
-            status: None,
-            code: None,
-            condition: Some("modified".to_owned()),
-            message: "the hub returned the message as modified without enqueuing it; send it again"
-                .to_owned(),
-        }),
-    }
-}
-
-/// The [`Error`] for a link that stopped: the hub's condition when it detached the link with
-/// one, else a connection error.
-pub(crate) fn link_state_error(e: LinkStateError, what: &str) -> Error {
-    match e {
-        LinkStateError::RemoteDetachedWithError(err)
-        | LinkStateError::RemoteClosedWithError(err) => from_amqp_error(&err),
-        other => Error::connection(format!("{what}: the AMQP link failed"), other),
-    }
-}
-
-/// The [`Error`] for a failed send on the C2D link.
-pub(crate) fn send_error(e: SendError) -> Error {
-    match e {
-        SendError::MessageSizeExceeded(m) => Error::MessageTooLarge {
-            message: m.to_string(),
-        },
-        SendError::LinkStateError(l) => link_state_error(l, "C2D send"),
-        SendError::Detached(d) => detach_error(d, "C2D send"),
-        other => Error::connection("C2D send failed", other),
-    }
-}
-
-/// The [`Error`] for a link that detached.
-pub(crate) fn detach_error(e: DetachError, what: &str) -> Error {
-    match e {
-        DetachError::RemoteDetachedWithError(err) | DetachError::RemoteClosedWithError(err) => {
-            from_amqp_error(&err)
-        }
-        other => Error::connection(format!("{what}: the AMQP link was detached"), other),
-    }
-}
-
-/// The [`Error`] for a sender link the hub refused (its condition when it gave one).
-pub(crate) fn sender_attach_error(e: SenderAttachError, what: &str) -> Error {
-    match e {
-        SenderAttachError::RemoteClosedWithError(err) => from_amqp_error(&err),
-        other => Error::connection(format!("cannot attach {what}"), other),
-    }
-}
-
-/// The [`Error`] for a receiver link the hub refused (its condition when it gave one).
-pub(crate) fn receiver_attach_error(e: ReceiverAttachError, what: &str) -> Error {
-    match e {
-        ReceiverAttachError::RemoteClosedWithError(err) => from_amqp_error(&err),
-        other => Error::connection(format!("cannot attach {what}"), other),
-    }
-}
-
-/// The bytes of a body: data sections concatenated, a binary or string value as is.
-pub(crate) fn body_bytes(body: &Body<Value>) -> Option<Vec<u8>> {
-    match body {
-        Body::Data(batch) => {
-            let mut out = Vec::new();
-            for d in batch.iter() {
-                out.extend_from_slice(&d.0);
-            }
-            Some(out)
-        }
-        Body::Value(v) => match &v.0 {
-            Value::Binary(b) => Some(b.to_vec()),
-            Value::String(s) => Some(s.as_bytes().to_vec()),
-            _ => None,
-        },
-        Body::Empty => Some(Vec::new()),
-        Body::Sequence(_) => None,
-    }
-}
-
-/// A value that is an integer of any AMQP width, as an `i64`.
-pub(crate) fn simple_int(v: &SimpleValue) -> Option<i64> {
-    match v {
-        SimpleValue::Ubyte(n) => Some(i64::from(*n)),
-        SimpleValue::Ushort(n) => Some(i64::from(*n)),
-        SimpleValue::Uint(n) => Some(i64::from(*n)),
-        SimpleValue::Ulong(n) => i64::try_from(*n).ok(),
-        SimpleValue::Byte(n) => Some(i64::from(*n)),
-        SimpleValue::Short(n) => Some(i64::from(*n)),
-        SimpleValue::Int(n) => Some(i64::from(*n)),
-        SimpleValue::Long(n) => Some(*n),
-        SimpleValue::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fe2o3_amqp::types::definitions::{AmqpError, LinkError};
-    use fe2o3_amqp::types::messaging::{Accepted, Rejected, Released};
-    use iothub_protocol::Properties as AppProperties;
+    use fe2o3_amqp::types::primitives::{SimpleValue, Uuid};
+    use iothub_protocol::{AckMode, MessageId, Properties as AppProperties};
     use time::macros::datetime;
 
     #[test]
@@ -259,7 +53,6 @@ mod tests {
             devicebound_to("a b#c?d%e/f"),
             "/devices/a%20b%23c%3Fd%25e%2Ff/messages/devicebound"
         );
-        assert_eq!(encode_segment("x!*'()~._-"), "x!*'()~._-");
     }
 
     #[test]
@@ -310,7 +103,7 @@ mod tests {
         let ts = p.absolute_expiry_time.as_ref().unwrap();
         assert_eq!(ts.milliseconds(), 1_893_553_445_678);
         assert_eq!(
-            from_timestamp(ts),
+            amqp::timestamp_from_amqp(ts),
             Some(datetime!(2030-01-02 03:04:05.678 UTC))
         );
         let app = &a.application_properties.as_ref().unwrap().0;
@@ -342,60 +135,5 @@ mod tests {
             a.application_properties.unwrap().0.get("iothub-ack"),
             Some(&SimpleValue::String("positive".into()))
         );
-    }
-
-    #[test]
-    fn outcomes_map_to_results() {
-        assert!(outcome_result(Outcome::Accepted(Accepted {})).is_ok());
-        let rejected = |c: ErrorCondition| {
-            outcome_result(Outcome::Rejected(Rejected {
-                error: Some(definitions::Error::new(c, Some("d".to_owned()), None)),
-            }))
-            .unwrap_err()
-        };
-        assert!(matches!(
-            rejected(AmqpError::NotFound.into()),
-            Error::DeviceNotFound { .. }
-        ));
-        assert!(matches!(
-            rejected(AmqpError::ResourceLimitExceeded.into()),
-            Error::QueueFull { .. }
-        ));
-        assert!(matches!(
-            rejected(LinkError::MessageSizeExceeded.into()),
-            Error::MessageTooLarge { .. }
-        ));
-        assert!(matches!(
-            rejected(AmqpError::UnauthorizedAccess.into()),
-            Error::Unauthorized { .. }
-        ));
-        assert!(matches!(
-            rejected(ErrorCondition::Custom(Symbol::from(
-                "com.microsoft:device-container-throttled"
-            ))),
-            Error::Throttled { .. }
-        ));
-        assert!(matches!(
-            rejected(ErrorCondition::Custom(Symbol::from(
-                "com.microsoft:argument-error"
-            ))),
-            Error::InvalidArgument { .. }
-        ));
-        assert!(matches!(
-            outcome_result(Outcome::Released(Released {})),
-            Err(Error::Hub { .. })
-        ));
-        assert!(matches!(
-            outcome_result(Outcome::Rejected(Rejected { error: None })),
-            Err(Error::Hub { .. })
-        ));
-    }
-
-    #[test]
-    fn integers_of_any_width_are_read() {
-        assert_eq!(simple_int(&SimpleValue::Int(202)), Some(202));
-        assert_eq!(simple_int(&SimpleValue::Ulong(200)), Some(200));
-        assert_eq!(simple_int(&SimpleValue::String("401".into())), Some(401));
-        assert_eq!(simple_int(&SimpleValue::Bool(true)), None);
     }
 }

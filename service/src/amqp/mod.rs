@@ -27,6 +27,7 @@
 
 pub(crate) mod cbs;
 pub(crate) mod convert;
+pub(crate) mod errors;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -37,7 +38,7 @@ use fe2o3_amqp::link::{Receiver, SendError, Sender};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::{Data, Message as AmqpMessage, Outcome};
 use fe2o3_amqp::{Connection, Session};
-use rustls::pki_types::ServerName;
+use iothub_protocol::tls::{describe_handshake_failure, server_name};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -70,8 +71,11 @@ pub(crate) struct AmqpSettings {
     pub tls: Arc<rustls::ClientConfig>,
     /// Makes the SAS tokens.
     pub tokens: Arc<TokenSource>,
-    /// Limit for opening a connection, attaching a link, a put-token and a transfer.
-    pub timeout: Duration,
+    /// Limit for opening a connection (TCP, TLS, AMQP open, session, CBS and the first
+    /// put-token) and for attaching a link.
+    pub connect_timeout: Duration,
+    /// Limit for a later put-token and for handing a transfer to the link.
+    pub request_timeout: Duration,
 }
 
 enum Command {
@@ -138,8 +142,8 @@ impl AmqpHandle {
         .await?;
         let outcome = rx.await.map_err(|_| Error::Closed)??;
         match outcome.await {
-            Ok(outcome) => convert::outcome_result(outcome),
-            Err(e) => Err(convert::send_error(e)),
+            Ok(outcome) => errors::outcome_result(outcome),
+            Err(e) => Err(errors::send_error(e)),
         }
     }
 
@@ -244,7 +248,7 @@ impl Task {
             self.disconnect().await;
         }
         if self.conn.is_none() {
-            let limit = self.settings.timeout;
+            let limit = self.settings.connect_timeout;
             self.connections += 1;
             let id = self.connections;
             let conn = timeout(limit, open(&self.settings, id))
@@ -271,13 +275,13 @@ impl Task {
         let result = async {
             let token = settings.tokens.fresh()?;
             timeout(
-                settings.timeout,
+                settings.request_timeout,
                 conn.cbs.put_token(settings.tokens.audience(), &token.value),
             )
             .await
             .map_err(|_| Error::Timeout {
                 operation: "renewing the SAS token",
-                after: settings.timeout,
+                after: settings.request_timeout,
             })??;
             Ok::<_, Error>((token.renew_at, token.expiry_unix))
         }
@@ -296,14 +300,15 @@ impl Task {
 
     async fn send(&mut self, message: AmqpMessage<Data>) -> Result<PendingOutcome, Error> {
         let sendable = Sendable::builder().message(message).build();
-        let limit = self.settings.timeout;
+        let attach_limit = self.settings.connect_timeout;
+        let limit = self.settings.request_timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let conn = self.connected().await?;
             if conn.sender.is_none() {
                 let attached = timeout(
-                    limit,
+                    attach_limit,
                     Sender::builder()
                         .name(format!("c2d-sender-{}", uuid::Uuid::new_v4()))
                         .target(DEVICEBOUND)
@@ -314,13 +319,13 @@ impl Task {
                     Ok(Ok(s)) => conn.sender = Some(s),
                     Ok(Err(e)) => {
                         self.disconnect().await;
-                        return Err(convert::sender_attach_error(e, "the C2D sender link"));
+                        return Err(errors::sender_attach_error(e, "the C2D sender link"));
                     }
                     Err(_) => {
                         self.disconnect().await;
                         return Err(Error::Timeout {
                             operation: "attaching the C2D sender link",
-                            after: limit,
+                            after: attach_limit,
                         });
                     }
                 }
@@ -330,8 +335,8 @@ impl Task {
             };
             let error = match timeout(limit, sender.send_batchable_ref(&sendable)).await {
                 Ok(Ok(fut)) => return Ok(fut),
-                Ok(Err(e)) if e.recovery().link_is_usable() => return Err(convert::send_error(e)),
-                Ok(Err(e)) => convert::send_error(e),
+                Ok(Err(e)) if e.recovery().link_is_usable() => return Err(errors::send_error(e)),
+                Ok(Err(e)) => errors::send_error(e),
                 Err(_) => {
                     // No credit in time: the hub stopped reading. Start over next time.
                     self.disconnect().await;
@@ -353,7 +358,7 @@ impl Task {
     }
 
     async fn open_feedback(&mut self) -> Result<Receiver, Error> {
-        let limit = self.settings.timeout;
+        let limit = self.settings.connect_timeout;
         let conn = self.connected().await?;
         let attached = timeout(
             limit,
@@ -369,7 +374,7 @@ impl Task {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 self.disconnect().await;
-                Err(convert::receiver_attach_error(
+                Err(errors::receiver_attach_error(
                     e,
                     "the feedback receiver link",
                 ))
@@ -428,14 +433,15 @@ pub(crate) async fn tls_connect(
     port: u16,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    let name = server_name(host)?;
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| Error::connection(format!("cannot connect to {host}:{port}"), e))?;
     let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| Error::config(format!("`{host}` is not a valid TLS server name: {e}")))?;
-    TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| Error::connection(format!("TLS handshake with {host}:{port} failed"), e))
+    TlsConnector::from(config).connect(name, tcp).await.map_err(
+        |e| match describe_handshake_failure(&e, host) {
+            Some(tls) => Error::from(tls),
+            None => Error::connection(format!("TLS handshake with {host}:{port} failed"), e),
+        },
+    )
 }

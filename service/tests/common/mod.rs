@@ -34,11 +34,12 @@ pub fn builder_for(emulator: &RunningEmulator, connection_string: &str) -> Servi
     ServiceClient::builder(connection_string)
         .expect("a valid connection string")
         .platform_roots(false)
-        .ca_from_env(false)
+        .trust_ca_from_env(false)
         .trust_ca_pem(emulator.ca_pem())
         .amqp_port(ports.amqp)
         .https_port(ports.https)
-        .operation_timeout(Duration::from_secs(20))
+        .connect_timeout(Duration::from_secs(20))
+        .request_timeout(Duration::from_secs(20))
 }
 
 /// A client for `emulator` with the `iothubowner` policy.

@@ -473,7 +473,9 @@ impl Senders {
         match self {
             Senders::Amqp(v) => match v[k % v.len()].send_c2d(device_id, &m).await {
                 Ok(()) => Sent::Accepted,
-                Err(iothub_service::Error::QueueFull { .. }) => Sent::QueueFull,
+                Err(iothub_service::Error::DeviceMaximumQueueDepthExceeded { .. }) => {
+                    Sent::QueueFull
+                }
                 Err(e) => Sent::Failed(e.to_string()),
             },
             Senders::Mqtt(v) => {
@@ -886,7 +888,7 @@ pub fn service_clients(
                 .and_then(|b| {
                     b.trust_ca_pem(ca_pem)
                         .platform_roots(false)
-                        .ca_from_env(false)
+                        .trust_ca_from_env(false)
                         .amqp_port(amqp_port)
                         .https_port(https_port)
                         .build()

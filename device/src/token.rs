@@ -1,10 +1,12 @@
-//! SAS tokens for the device: signed from the key with a lifetime and renewed before expiry,
-//! or a ready-made token used as given (iothub-protocol.md 7.1, 7.2).
+//! SAS tokens for the device: signed from the key on the shared [`TokenPolicy`] (the builder's
+//! `token_lifetime` and `token_renewal_margin`) and renewed before expiry, or a ready-made
+//! token used as given (iothub-protocol.md 7.1, 7.2).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use iothub_protocol::client::{TokenPolicy, TokenSigner};
 use iothub_protocol::connection_string::{DeviceConnectionString, DeviceCredential};
-use iothub_protocol::sas::{self, SasToken};
+use iothub_protocol::sas::SasToken;
 
 use crate::error::Error;
 
@@ -12,10 +14,7 @@ use crate::error::Error;
 #[derive(Clone)]
 enum Source {
     /// Signed by the client.
-    Key {
-        key: String,
-        key_name: Option<String>,
-    },
+    Key(TokenSigner),
     /// Given in the connection string.
     Fixed(SasToken),
 }
@@ -23,10 +22,7 @@ enum Source {
 /// Issues tokens scoped to `{HostName}/devices/{deviceId}`.
 #[derive(Clone)]
 pub(crate) struct Auth {
-    resource: String,
     source: Source,
-    lifetime: Duration,
-    margin: Duration,
 }
 
 /// A token and when to stop using it.
@@ -52,73 +48,59 @@ impl std::fmt::Debug for Token {
     }
 }
 
-fn since_epoch(t: SystemTime) -> Duration {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default()
-}
-
 impl Auth {
     /// Token issuing for this connection string. The credential must be a key or a token
     /// (X.509 is refused earlier).
-    pub fn new(
-        conn: &DeviceConnectionString,
-        lifetime: Duration,
-        margin: Duration,
-    ) -> Result<Auth, Error> {
-        let source = match &conn.credential {
-            DeviceCredential::SharedAccessKey { key, key_name } => Source::Key {
-                key: key.clone(),
-                key_name: key_name.clone(),
-            },
-            DeviceCredential::SharedAccessSignature(token) => Source::Fixed(token.clone()),
-            DeviceCredential::X509 => {
-                return Err(Error::Unsupported {
-                    what: "X.509 authentication (x509=true)",
-                });
-            }
-        };
-        Ok(Auth {
-            resource: format!("{}/devices/{}", conn.host_name, conn.device_id),
-            source,
-            lifetime,
-            margin,
-        })
+    pub fn new(conn: &DeviceConnectionString, policy: TokenPolicy) -> Result<Auth, Error> {
+        let resource = format!("{}/devices/{}", conn.host_name, conn.device_id);
+        let source =
+            match &conn.credential {
+                DeviceCredential::SharedAccessKey { key, key_name } => Source::Key(
+                    TokenSigner::new(resource, key.clone(), key_name.clone(), policy),
+                ),
+                DeviceCredential::SharedAccessSignature(token) => Source::Fixed(token.clone()),
+                DeviceCredential::X509 => {
+                    return Err(Error::Unsupported {
+                        what: "X.509 authentication (x509=true)",
+                    });
+                }
+            };
+        Ok(Auth { source })
     }
 
     /// The resource tokens are scoped to, unencoded.
     #[cfg(test)]
     pub fn resource(&self) -> &str {
-        &self.resource
+        match &self.source {
+            Source::Key(signer) => signer.resource(),
+            Source::Fixed(token) => token.resource(),
+        }
     }
 
     /// True when the client signs (and can renew) its own tokens.
     #[cfg(test)]
     pub fn renewable(&self) -> bool {
-        matches!(self.source, Source::Key { .. })
+        matches!(self.source, Source::Key(_))
     }
 
     /// A token to use at `now`: freshly signed, or the ready-made one if it has not expired.
     pub fn issue(&self, now: SystemTime) -> Result<Token, Error> {
-        let now = since_epoch(now);
         match &self.source {
-            Source::Key { key, key_name } => {
-                // `se` is whole seconds; round the lifetime up so a token never lives shorter
-                // than asked, and measure renewal from the exact expiry instant.
-                let lifetime =
-                    self.lifetime.as_secs() + u64::from(self.lifetime.subsec_nanos() > 0);
-                let expiry = now.as_secs() + lifetime;
-                let text = sas::build_token(&self.resource, key, key_name.as_deref(), expiry)
-                    .map_err(|e| Error::InvalidOption(format!("SharedAccessKey: {e}")))?;
-                let valid_for = Duration::from_secs(expiry).saturating_sub(now);
+            Source::Key(signer) => {
+                let signed = signer
+                    .sign(now)
+                    .map_err(|e| Error::invalid_option(format!("SharedAccessKey: {e}")))?;
                 Ok(Token {
-                    text,
-                    expiry,
-                    renew_after: Some(valid_for.saturating_sub(self.margin)),
-                    valid_for,
+                    text: signed.text,
+                    expiry: signed.schedule.expiry,
+                    renew_after: Some(signed.schedule.renew_after),
+                    valid_for: signed.schedule.valid_for,
                 })
             }
             Source::Fixed(token) => {
+                let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
                 let expiry = token.expiry();
-                let valid_for = Duration::from_secs(expiry).saturating_sub(now);
+                let valid_for = Duration::from_secs(expiry).saturating_sub(since_epoch);
                 if valid_for.is_zero() {
                     return Err(Error::TokenExpired { expired_at: expiry });
                 }
@@ -166,16 +148,23 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iothub_protocol::sas;
     use std::str::FromStr;
 
     const KEY: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM=";
+
+    fn policy(lifetime: Duration, margin: Duration) -> TokenPolicy {
+        TokenPolicy {
+            lifetime,
+            renewal_margin: Some(margin),
+        }
+    }
 
     fn auth(cs: &str, lifetime: u64, margin: u64) -> Auth {
         let conn = DeviceConnectionString::from_str(cs).unwrap();
         Auth::new(
             &conn,
-            Duration::from_secs(lifetime),
-            Duration::from_secs(margin),
+            policy(Duration::from_secs(lifetime), Duration::from_secs(margin)),
         )
         .unwrap()
     }
@@ -229,8 +218,7 @@ mod tests {
                 "HostName=h.example;DeviceId=d;SharedAccessKey={KEY}"
             ))
             .unwrap(),
-            Duration::from_millis(2500),
-            Duration::from_secs(1),
+            policy(Duration::from_millis(2500), Duration::from_secs(1)),
         )
         .unwrap();
         let t = a.issue(at(10, 900)).unwrap();

@@ -1,0 +1,313 @@
+//! The driver task: connects, serves the connection (events from the hub, commands from the
+//! client, the token deadline), reconnects with backoff, and stops on close or on a refusal no
+//! retry can fix. What it does with telemetry and C2D messages is in `telemetry.rs` and
+//! `c2d.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rumqttc::{Event, Outgoing, Packet};
+use tokio::sync::{mpsc, oneshot};
+
+use super::c2d::C2d;
+use super::connection::{self, Connection, DISCONNECT_GRACE, Deadline};
+use super::errors::{describe_lost, stale};
+use super::params::Params;
+use super::telemetry::Telemetry;
+use super::{Command, Commands, Setup};
+use crate::error::Error;
+use crate::runtime::Runtime;
+use crate::state::{ConnectionState, DisconnectReason};
+use crate::token::Auth;
+
+/// Why a connection ended.
+enum Ended {
+    Closed,
+    Renew,
+    Lost(String),
+    Fatal(Error),
+}
+
+/// The driver task's state.
+pub(super) struct Driver {
+    pub params: Params,
+    auth: Auth,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// A sender of our own queue, handed to received messages so they can be settled.
+    pub own_commands: Commands,
+    pub c2d: C2d,
+    pub telemetry: Telemetry,
+    generation: Arc<AtomicU64>,
+    runtime: Runtime,
+}
+
+impl Driver {
+    /// A driver reading `commands` (of which `own_commands` is a sender); [`Driver::run`]
+    /// starts it.
+    pub fn new(
+        setup: Setup,
+        commands: mpsc::UnboundedReceiver<Command>,
+        own_commands: Commands,
+    ) -> Self {
+        Driver {
+            params: setup.params,
+            auth: setup.auth,
+            commands,
+            own_commands,
+            c2d: C2d::new(setup.c2d),
+            telemetry: Telemetry::default(),
+            generation: setup.generation,
+            runtime: setup.runtime,
+        }
+    }
+
+    /// Connects, reports the first outcome on `first`, then serves until the client closes or
+    /// a fatal refusal.
+    pub async fn run(mut self, first: oneshot::Sender<Result<(), Error>>) {
+        let mut conn = match self.connect().await {
+            Ok(c) => {
+                let _ = first.send(Ok(()));
+                c
+            }
+            Err(e) => {
+                self.stop(e.clone());
+                let _ = first.send(Err(e));
+                return;
+            }
+        };
+        loop {
+            let ended = self.serve(&mut conn).await;
+            // Every message of this connection is stale from now on.
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            drop(conn);
+            let (reason, renew) = match ended {
+                Ended::Closed => return self.stop(Error::Closed),
+                Ended::Fatal(e) => return self.stop(e),
+                Ended::Renew => (DisconnectReason::TokenRenewal, true),
+                Ended::Lost(detail) => (DisconnectReason::ConnectionLost { detail }, false),
+            };
+            tracing::info!(device = %self.params.device_id, ?reason, "MQTT connection ended; reconnecting");
+            self.runtime.state.set(ConnectionState::Disconnected {
+                reason,
+                retrying: true,
+            });
+            conn = match self.reconnect(renew).await {
+                Some(c) => c,
+                None => return,
+            };
+        }
+    }
+
+    /// Reconnects with backoff; `None` once the client has stopped.
+    async fn reconnect(&mut self, immediately: bool) -> Option<Connection> {
+        let mut attempt: u32 = 0;
+        loop {
+            if !(immediately && attempt == 0) {
+                let wait = self
+                    .params
+                    .backoff
+                    .delay(attempt.saturating_sub(u32::from(immediately)));
+                if !self.wait_offline(wait).await {
+                    self.stop(Error::Closed);
+                    return None;
+                }
+            }
+            match self.connect().await {
+                Ok(c) => return Some(c),
+                Err(Error::Closed) => {
+                    self.stop(Error::Closed);
+                    return None;
+                }
+                Err(e) if e.is_fatal() => {
+                    self.stop(e);
+                    return None;
+                }
+                Err(e) => {
+                    tracing::info!(device = %self.params.device_id, error = %e, attempt, "MQTT reconnect failed");
+                    self.runtime.state.set(ConnectionState::Disconnected {
+                        reason: DisconnectReason::Refused(e),
+                        retrying: true,
+                    });
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Waits `wait` while handling commands; false if the client closed meanwhile.
+    async fn wait_offline(&mut self, wait: Duration) -> bool {
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.runtime.shutdown.cancelled() => return false,
+                _ = &mut sleep => return true,
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command_offline(cmd),
+                    None => return false,
+                },
+            }
+        }
+    }
+
+    fn on_command_offline(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send {
+                topic,
+                payload,
+                reply,
+            } => {
+                self.telemetry.queue(topic, payload, reply);
+            }
+            Command::EnableC2d => self.c2d.wanted = true,
+            Command::Settle { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(stale()));
+                }
+            }
+        }
+    }
+
+    /// Ends the driver: final state, and every waiting send fails with `err`.
+    fn stop(&mut self, err: Error) {
+        let reason = match &err {
+            Error::Closed => DisconnectReason::Closed,
+            e => DisconnectReason::Refused(e.clone()),
+        };
+        if !matches!(err, Error::Closed) {
+            tracing::warn!(device = %self.params.device_id, error = %err, "MQTT client stopped");
+        }
+        self.runtime.state.set(ConnectionState::Disconnected {
+            reason,
+            retrying: false,
+        });
+        self.telemetry.fail_all(&err);
+        // Let anyone waiting on the client notice.
+        self.runtime.shutdown.cancel();
+    }
+
+    /// Opens a connection: CONNECT, then (re)subscribe and republish what is pending.
+    async fn connect(&mut self) -> Result<Connection, Error> {
+        let token = self.auth.issue(SystemTime::now())?;
+        let generation = self.generation.load(Ordering::Acquire);
+        let (mut conn, connack) =
+            connection::open(&self.params, &token, &self.runtime, generation).await?;
+        tracing::debug!(
+            device = %self.params.device_id,
+            session_present = connack.session_present,
+            "MQTT connected"
+        );
+        if !connack.session_present {
+            self.c2d.session_subscribed = false;
+        }
+        if self.c2d.wanted {
+            self.subscribe(&mut conn).await;
+        }
+        for id in self.telemetry.ids() {
+            self.publish(&mut conn, id).await;
+        }
+        self.runtime.state.set(ConnectionState::Connected);
+        Ok(conn)
+    }
+
+    /// Serves one connection until it ends.
+    async fn serve(&mut self, conn: &mut Connection) -> Ended {
+        loop {
+            let deadline = conn.deadline;
+            tokio::select! {
+                biased;
+                _ = self.runtime.shutdown.cancelled() => {
+                    self.disconnect(conn).await;
+                    return Ended::Closed;
+                }
+                event = conn.events.recv() => match event {
+                    Some(Ok(event)) => self.on_event(conn, event).await,
+                    Some(Err(e)) => return Ended::Lost(describe_lost(&e, &self.params)),
+                    None => return Ended::Lost("the MQTT event loop stopped".into()),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(conn, cmd).await,
+                    None => {
+                        self.disconnect(conn).await;
+                        return Ended::Closed;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.at()) => {
+                    self.disconnect(conn).await;
+                    return match deadline {
+                        Deadline::Renew(_) => Ended::Renew,
+                        Deadline::Expire(_, expired_at) => {
+                            Ended::Fatal(Error::TokenExpired { expired_at })
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Routes an event of the connection to the part of the driver it concerns.
+    async fn on_event(&mut self, conn: &mut Connection, event: Event) {
+        match event {
+            Event::Incoming(Packet::Publish(p)) => self.on_publish(conn, p).await,
+            Event::Incoming(Packet::PubAck(ack)) => self.on_puback(conn, ack.pkid),
+            Event::Incoming(Packet::SubAck(ack)) => self.on_suback(&ack),
+            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => {
+                self.on_publish_sent(conn, pkid)
+            }
+            _ => {}
+        }
+    }
+
+    /// Routes a command of the client to the part of the driver it concerns.
+    async fn on_command(&mut self, conn: &mut Connection, cmd: Command) {
+        match cmd {
+            Command::Send {
+                topic,
+                payload,
+                reply,
+            } => {
+                let id = self.telemetry.queue(topic, payload, reply);
+                self.publish(conn, id).await;
+            }
+            Command::EnableC2d => {
+                self.c2d.wanted = true;
+                self.subscribe(conn).await;
+            }
+            Command::Settle {
+                generation,
+                pkid,
+                ack,
+                reply,
+            } => {
+                let result = if generation == conn.generation {
+                    self.settle(conn, pkid, ack).await;
+                    Ok(())
+                } else {
+                    Err(stale())
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and waits briefly for it to go out, still handling what arrives
+    /// meanwhile (a PUBACK that arrives now spares a resend).
+    async fn disconnect(&mut self, conn: &mut Connection) {
+        if conn.client.try_disconnect().is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
+            while let Some(event) = conn.events.recv().await {
+                match event {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(event) => self.on_event(conn, event).await,
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,101 @@
+//! The fixed facts of the MQTT connection, and the rumqttc options made from them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::utf8_percent_encode;
+use rumqttc::{MqttOptions, TlsConfiguration};
+use rustls::ClientConfig;
+
+use crate::api::{API_VERSION, CLIENT_TYPE, QUERY_VALUE};
+use crate::backoff::Backoff;
+use crate::config::Transport;
+
+/// Largest MQTT packet either way: a 256 KB D2C body plus a topic with its property bag.
+const MAX_PACKET: usize = 512 * 1024;
+
+/// Fixed facts about the MQTT connection.
+pub(crate) struct Params {
+    pub device_id: String,
+    /// `HostName` as written: the username's host.
+    pub host_name: String,
+    /// Where to connect (the gateway, if any) and on which port.
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
+    pub tls: Arc<ClientConfig>,
+    pub keep_alive: Duration,
+    pub connect_timeout: Duration,
+    pub backoff: Backoff,
+}
+
+impl Params {
+    /// `{HostName}/{deviceId}/?api-version=...&DeviceClientType=...` (iothub-protocol.md 3.2).
+    pub fn username(&self) -> String {
+        username(&self.host_name, &self.device_id)
+    }
+
+    fn url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("wss://{host}:{}/$iothub/websocket", self.port)
+    }
+
+    /// The options of one connection, with this token as password.
+    pub fn options(&self, password: String) -> MqttOptions {
+        let tls = TlsConfiguration::Rustls(self.tls.clone());
+        let mut o = match self.transport {
+            Transport::MqttWebSocket => {
+                let mut o = MqttOptions::new(self.device_id.clone(), self.url(), self.port);
+                o.set_transport(rumqttc::Transport::Wss(tls));
+                o
+            }
+            _ => {
+                let mut o = MqttOptions::new(self.device_id.clone(), self.host.clone(), self.port);
+                o.set_transport(rumqttc::Transport::Tls(tls));
+                o
+            }
+        };
+        o.set_credentials(self.username(), password)
+            .set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(self.keep_alive.as_secs().max(1)))
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        o
+    }
+
+    /// Where the connection goes, for messages.
+    pub fn endpoint(&self) -> String {
+        match self.transport {
+            Transport::MqttWebSocket => self.url(),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// The MQTT username for a device.
+pub(crate) fn username(host_name: &str, device_id: &str) -> String {
+    format!(
+        "{host_name}/{device_id}/?api-version={API_VERSION}&DeviceClientType={}",
+        utf8_percent_encode(CLIENT_TYPE, QUERY_VALUE)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn username_matches_the_sdks() {
+        assert_eq!(
+            username("myhub.azure-devices.net", "dev-1"),
+            format!(
+                "myhub.azure-devices.net/dev-1/?api-version=2021-04-12&DeviceClientType=iothub-device-rust%2F{}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
+}
