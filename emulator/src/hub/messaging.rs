@@ -1,4 +1,5 @@
-//! Message operations: C2D enqueue, receive and settlement, purge, feedback, and telemetry.
+//! Message operations: C2D enqueue, receive and settlement, purge, and feedback (telemetry is
+//! in `telemetry.rs`).
 //!
 //! Reference: iothub-protocol.md 1 (lifecycle), 2 (feedback). Which feedback an outcome
 //! produces is decided in one place, [`Hub::finish_c2d`], from the message's `iothub-ack`.
@@ -9,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::c2d::{Outcome, QueuedMessage, Released};
 use super::feedback::FeedbackDelivery;
-use super::store::{D2cRecord, DeviceEntry, Store};
+use super::store::{DeviceEntry, Store};
 use super::{DeliveryCountRule, Hub, HubEvent};
 
 /// What the hub assigned to an accepted C2D message.
@@ -39,15 +40,10 @@ pub fn devicebound_address(device_id: &str) -> String {
 }
 
 impl<S: Store> Hub<S> {
-    fn entry(&self, device_id: &str) -> Result<&DeviceEntry, HubError> {
+    /// The device's entry, or `DeviceNotFound`.
+    pub(super) fn entry(&self, device_id: &str) -> Result<&DeviceEntry, HubError> {
         self.store
             .get(device_id)
-            .ok_or_else(|| not_found(device_id))
-    }
-
-    fn entry_mut(&mut self, device_id: &str) -> Result<&mut DeviceEntry, HubError> {
-        self.store
-            .get_mut(device_id)
             .ok_or_else(|| not_found(device_id))
     }
 
@@ -398,44 +394,5 @@ impl<S: Store> Hub<S> {
     /// True when a feedback batch is waiting for a receiver.
     pub fn has_feedback_available(&self) -> bool {
         self.store.feedback().has_available()
-    }
-
-    /// Records telemetry from a device, keeping the last `d2c_retention` messages.
-    pub fn record_d2c(
-        &mut self,
-        device_id: &str,
-        message: Message,
-        now: OffsetDateTime,
-    ) -> Result<u64, HubError> {
-        self.handle_timeout(now);
-        message.validate_d2c()?;
-        let keep = self.settings.d2c_retention;
-        let entry = self.entry_mut(device_id)?;
-        entry.d2c_count += 1;
-        let sequence_number = entry.d2c_count;
-        if keep > 0 {
-            while entry.d2c.len() >= keep {
-                entry.d2c.pop_front();
-            }
-            entry.d2c.push_back(D2cRecord {
-                sequence_number,
-                received: now,
-                message,
-            });
-        }
-        self.set_connection_state_activity(device_id, now);
-        self.store.commit(&[device_id]);
-        Ok(sequence_number)
-    }
-
-    fn set_connection_state_activity(&mut self, device_id: &str, now: OffsetDateTime) {
-        if let Some(e) = self.store.get_mut(device_id) {
-            e.device.last_activity_time = Some(iothub_protocol::time_format::format_millis(now));
-        }
-    }
-
-    /// The device's recorded telemetry, oldest first.
-    pub fn d2c_messages(&self, device_id: &str) -> Result<Vec<D2cRecord>, HubError> {
-        Ok(self.entry(device_id)?.d2c.iter().cloned().collect())
     }
 }

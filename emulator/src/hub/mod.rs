@@ -1,19 +1,22 @@
 //! The hub's rules as a deterministic, sans-IO state machine.
 //!
-//! [`Hub`] owns the registry, every device's C2D queue, the feedback queue and all deadlines.
+//! [`Hub`] owns the registry, every device's C2D queue, the feedback queue, the event log read
+//! through the Event Hubs-compatible endpoint ([`event_log`]) and all deadlines.
 //! It opens no sockets, spawns no tasks and reads no clock: every operation takes `now`, the
 //! wall-clock time the caller decided on, and ids come from a seeded [`IdGen`]. The same inputs
 //! therefore give the same outputs, which is what the property tests rely on.
 //!
 //! The async shell around it (see `crate::driver`) does three things with a hub:
-//! - calls operations (`create_device`, `enqueue_c2d`, `receive_c2d`, `complete_c2d`, ...),
-//! - drains [`Hub::poll_event`] to wake connections (a message is available, a device is gone),
+//! - calls operations (`create_device`, `enqueue_c2d`, `receive_c2d`, `send_telemetry`, ...),
+//! - drains [`Hub::poll_event`] to wake connections (a message is available, events were
+//!   appended, a device is gone),
 //! - sleeps until [`Hub::poll_timeout`] and then calls [`Hub::handle_timeout`].
 //!
 //! Every operation first fires the deadlines that are due at its `now`, so the outcome never
 //! depends on how punctually the shell called `handle_timeout`.
 
 mod c2d;
+pub mod event_log;
 mod feedback;
 mod identity;
 mod ids;
@@ -21,6 +24,7 @@ mod messaging;
 mod registry;
 pub mod settings;
 mod store;
+mod telemetry;
 mod timers;
 
 #[cfg(test)]
@@ -32,12 +36,13 @@ use iothub_protocol::FeedbackRecord;
 use time::OffsetDateTime;
 
 pub use c2d::{C2dQueue, MessageState, Outcome, QueuedMessage};
+pub use event_log::{Appended, AuthMethod, EventLog, EventLogError, Origin, ReaderId};
 pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
 pub use identity::Identity;
 pub use ids::IdGen;
 pub use messaging::{Enqueued, devicebound_address};
 pub use registry::if_match_allows;
-pub use settings::{DeliveryCountRule, HubSettings, SettingsError};
+pub use settings::{DeliveryCountRule, EventLogSettings, HubSettings, SettingsError};
 pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
 pub use timers::Timer;
 
@@ -67,12 +72,24 @@ pub enum HubEvent {
         /// The device.
         device_id: String,
     },
+    /// Events were appended to this event log partition: its waiting readers can read on.
+    EventsAvailable {
+        /// The partition.
+        partition: u32,
+    },
+    /// A receiver was displaced by one with a higher or equal owner level: its link must
+    /// close with [`EventLogError::ReaderDisplaced`].
+    ReaderDisplaced {
+        /// The displaced receiver.
+        reader: ReaderId,
+    },
 }
 
-/// The hub: registry, C2D queues, feedback and deadlines.
+/// The hub: registry, C2D queues, feedback, event log and deadlines.
 pub struct Hub<S: Store = MemoryStore> {
     settings: HubSettings,
     store: S,
+    event_log: EventLog,
     timers: Timers,
     ids: IdGen,
     events: VecDeque<HubEvent>,
@@ -89,6 +106,7 @@ impl<S: Store> Hub<S> {
     /// A hub over the given store.
     pub fn with_store(settings: HubSettings, store: S, seed: u64) -> Self {
         Hub {
+            event_log: EventLog::new(settings.event_log.partition_count),
             settings,
             store,
             timers: Timers::default(),
@@ -130,8 +148,10 @@ impl<S: Store> Hub<S> {
     }
 
     /// Fires every deadline at or before `now`: expired messages, ended locks, closed feedback
-    /// windows. Calling it early or twice does nothing.
+    /// windows, events past retention. Calling it early or twice does nothing. The first call
+    /// (every operation makes it) also fixes the hub's creation time.
     pub fn handle_timeout(&mut self, now: OffsetDateTime) {
+        self.event_log.start(now);
         while let Some((id, timer)) = self.timers.pop_due(now) {
             // Effects carry the deadline's time, not the time we noticed it: feedback says
             // when a message expired, and a window runs from the outcome, however late the
@@ -165,11 +185,25 @@ impl<S: Store> Hub<S> {
                 Timer::FeedbackExpiry { batch } => {
                     self.store.feedback_mut().expire(batch, &mut self.timers);
                 }
+                Timer::EventRetention { partition } => {
+                    self.event_log.expire(
+                        partition,
+                        now,
+                        &self.settings.event_log,
+                        &mut self.timers,
+                    );
+                }
             }
         }
     }
 
-    /// Empties the hub: every device, message and feedback record.
+    /// The event log (partitions, readers); queries are methods of the hub itself.
+    pub fn event_log(&self) -> &EventLog {
+        &self.event_log
+    }
+
+    /// Empties the hub: every device, message, feedback record and event. Event sequence
+    /// numbers and offsets continue where they were, so attached readers stay consistent.
     pub fn reset(&mut self) {
         let ids: Vec<String> = self
             .store
@@ -179,6 +213,7 @@ impl<S: Store> Hub<S> {
             .collect();
         self.store.clear();
         self.timers.clear();
+        self.event_log.clear();
         for device_id in ids {
             self.events.push_back(HubEvent::DeviceGone { device_id });
         }

@@ -37,6 +37,11 @@ pub enum Timer {
         /// The batch.
         batch: u64,
     },
+    /// The oldest retained event of an event log partition reaches the retention time.
+    EventRetention {
+        /// The partition.
+        partition: u32,
+    },
 }
 
 /// A registered deadline, used to cancel it.
