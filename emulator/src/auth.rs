@@ -10,7 +10,7 @@ use iothub_protocol::registry::DeviceStatus;
 use iothub_protocol::sas::{SasError, SasToken};
 
 use crate::credentials::{Permissions, Policy};
-use crate::hub::Hub;
+use crate::hub::{AuthMethod, Hub};
 
 /// What an operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,17 @@ pub enum Grant {
         /// The device.
         device_id: String,
     },
+}
+
+impl Grant {
+    /// How a device that presented this grant authenticated, as the hub stamps it on its
+    /// telemetry (`iothub-connection-auth-method`).
+    pub fn auth_method(&self) -> AuthMethod {
+        match self {
+            Grant::Policy { .. } => AuthMethod::HUB_SAS,
+            Grant::Device { .. } => AuthMethod::DEVICE_SAS,
+        }
+    }
 }
 
 /// Checks tokens against the hub's policies and the registry's device keys.
@@ -264,6 +275,16 @@ mod tests {
             auth.authorize(&hub, &owner, Need::Device("dev1"), NOW)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn grants_say_how_a_device_authenticated() {
+        let (auth, hub, key) = setup();
+        let own = build_token("h/devices/dev1", &key, None, NOW + 60).unwrap();
+        let owner = policy_token(&auth, IOTHUBOWNER, "h", NOW + 60);
+        let grant = |t: &str| auth.authorize(&hub, t, Need::Device("dev1"), NOW).unwrap();
+        assert_eq!(grant(&own).auth_method(), AuthMethod::DEVICE_SAS);
+        assert_eq!(grant(&owner).auth_method(), AuthMethod::HUB_SAS);
     }
 
     #[test]

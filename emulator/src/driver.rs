@@ -1,5 +1,6 @@
 //! The async shell around the sans-IO [`Hub`]: the clock, the deadline task, and the wake-ups
-//! that tell connections a message is waiting or that their device is gone.
+//! that tell connections a message is waiting, events were appended, or that their device (or
+//! their place as a partition's reader) is gone.
 //!
 //! The hub sits behind a `std` mutex. Every critical section is one synchronous hub call plus
 //! draining its events; nothing awaits while holding the lock (mini-redis `db.rs` style), so a
@@ -40,7 +41,8 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, HubEvent};
+use crate::hub::event_log::{Cursor, Event, Reader, ReaderRequest};
+use crate::hub::{EventLogError, Hub, HubEvent};
 
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
@@ -100,6 +102,10 @@ struct Inner {
     next_connection: AtomicU64,
     /// Woken when the earliest deadline may have moved earlier.
     timer: Notify,
+    /// Woken when events were appended to a partition, one per partition.
+    partitions: Vec<Notify>,
+    /// Attached event log readers, cancelled when a higher owner level displaces them.
+    readers: DashMap<u64, CancellationToken>,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -148,9 +154,60 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// An attached event log reader (a receiver link); detaches on drop.
+pub struct ReaderGuard {
+    handle: HubHandle,
+    reader: Reader,
+    displaced: CancellationToken,
+}
+
+impl ReaderGuard {
+    /// The reader: its id, consumer group and cursor.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// Where it reads next.
+    pub fn cursor(&self) -> &Cursor {
+        &self.reader.cursor
+    }
+
+    /// Up to `max` events from the cursor on (as many as the link has credit for); the cursor
+    /// moves past them.
+    pub fn read(&mut self, max: usize) -> Vec<Arc<Event>> {
+        let cursor = &mut self.reader.cursor;
+        self.handle.read(|hub| hub.read_events(cursor, max))
+    }
+
+    /// The wake-up for "events were appended to this reader's partition"; use it as
+    /// [`HubHandle::c2d_notify`] says, enabled before [`ReaderGuard::read`].
+    pub fn notify(&self) -> Option<&Notify> {
+        self.handle.events_notify(self.reader.cursor.partition())
+    }
+
+    /// Cancelled when a receiver with a higher or equal owner level displaced this one: close
+    /// the link with [`EventLogError::ReaderDisplaced`].
+    pub fn displaced(&self) -> &CancellationToken {
+        &self.displaced
+    }
+}
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        let id = self.reader.id;
+        self.handle.inner.readers.remove(&id.get());
+        self.handle.run(|hub, _| hub.detach_reader(id));
+    }
+}
+
 impl HubHandle {
     /// Wraps a hub. Spawn [`HubHandle::run_timers`] to make deadlines fire on time.
-    pub fn new(hub: Hub, clock: Clock) -> Self {
+    pub fn new(mut hub: Hub, clock: Clock) -> Self {
+        // The hub's first moment is its creation time (reported to Event Hubs clients).
+        hub.handle_timeout(clock.now());
+        let partitions = (0..hub.event_log().partition_count())
+            .map(|_| Notify::new())
+            .collect();
         HubHandle {
             inner: Arc::new(Inner {
                 hub: Mutex::new(hub),
@@ -160,6 +217,8 @@ impl HubHandle {
                 connections: DashMap::new(),
                 next_connection: AtomicU64::new(1),
                 timer: Notify::new(),
+                partitions,
+                readers: DashMap::new(),
             }),
         }
     }
@@ -235,7 +294,44 @@ impl HubHandle {
             } => {
                 tracing::debug!(%invocation, ok = outcome.is_ok(), "method completed");
             }
+            HubEvent::EventsAvailable { partition } => {
+                if let Some(n) = self.events_notify(partition) {
+                    n.notify_waiters();
+                }
+            }
+            HubEvent::ReaderDisplaced { reader } => {
+                if let Some((_, token)) = self.inner.readers.remove(&reader.get()) {
+                    token.cancel();
+                }
+            }
         }
+    }
+
+    /// The wake-up for "events were appended to this partition"; same pattern as
+    /// [`HubHandle::c2d_notify`]. `None` for a partition that does not exist.
+    pub fn events_notify(&self, partition: u32) -> Option<&Notify> {
+        self.inner.partitions.get(partition as usize)
+    }
+
+    /// Attaches an event log reader (see [`Hub::attach_reader`]); it stays registered until
+    /// the guard is dropped, and its [`ReaderGuard::displaced`] token is cancelled if a higher
+    /// owner level takes the partition over.
+    pub fn attach_reader(&self, request: &ReaderRequest) -> Result<ReaderGuard, EventLogError> {
+        let displaced = CancellationToken::new();
+        let reader = self.run(|hub, now| -> Result<Reader, EventLogError> {
+            let reader = hub.attach_reader(request, now)?;
+            // Registered under the hub lock, so a displacement by the next attach is never
+            // dispatched before the token exists.
+            self.inner
+                .readers
+                .insert(reader.id.get(), displaced.clone());
+            Ok(reader)
+        })?;
+        Ok(ReaderGuard {
+            handle: self.clone(),
+            reader,
+            displaced,
+        })
     }
 
     /// The wake-up for "a C2D message may be available for this device".
@@ -441,6 +537,64 @@ mod tests {
         assert!(h.read(|hub| hub.has_feedback_available()));
         stop.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn telemetry_wakes_a_waiting_reader_and_an_owner_level_displaces_it() {
+        use crate::hub::event_log::{Origin, ReaderRequest};
+        use iothub_protocol::EventPosition;
+
+        let h = handle(false);
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now))
+            .unwrap();
+        let partition = crate::hub::event_log::partition_for_device("d1", 4).to_string();
+        let request = ReaderRequest {
+            consumer_group: "$Default".into(),
+            partition_id: partition.clone(),
+            position: EventPosition::Latest,
+            owner_level: None,
+        };
+        let mut reader = h.attach_reader(&request).unwrap();
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                loop {
+                    let n = h.events_notify(reader.cursor().partition()).unwrap();
+                    let w = n.notified();
+                    tokio::pin!(w);
+                    w.as_mut().enable();
+                    let got = reader.read(10);
+                    if !got.is_empty() {
+                        return (got, reader);
+                    }
+                    w.await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        h.run(|hub, now| hub.send_telemetry(&Origin::device("d1"), Message::new("t"), now))
+            .unwrap();
+        let (got, reader) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got[0].message.body, b"t");
+        assert!(!reader.displaced().is_cancelled());
+        let owner = h
+            .attach_reader(&ReaderRequest {
+                owner_level: Some(3),
+                ..request.clone()
+            })
+            .unwrap();
+        assert!(reader.displaced().is_cancelled());
+        assert!(
+            h.attach_reader(&request).is_err(),
+            "the owner holds the partition"
+        );
+        drop(owner);
+        drop(reader);
+        assert_eq!(h.read(|hub| hub.reader_count()), 0);
+        assert!(h.attach_reader(&request).is_ok());
     }
 
     #[tokio::test]

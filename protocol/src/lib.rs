@@ -3,8 +3,8 @@
 //! Everything here is plain data plus parse/encode pairs, with no I/O: connection strings
 //! ([`connection_string`]), shared access signatures ([`sas`]), the message model ([`message`]),
 //! MQTT property bags ([`property_bag`]), feedback records ([`feedback`]), direct methods
-//! ([`method`]), the hub's error catalogue ([`error`]) and the date formats the hub writes
-//! ([`time_format`]).
+//! ([`method`]), Event Hubs start positions and their selector filters ([`event_position`]),
+//! the hub's error catalogue ([`error`]) and the date formats the hub writes ([`time_format`]).
 //!
 //! The emulator and the clients use the same code for each of these, so a client and the
 //! emulator can never disagree about, say, how a property bag is percent-encoded.
@@ -28,6 +28,7 @@ pub mod client;
 pub mod connection_string;
 pub mod device_id;
 pub mod error;
+pub mod event_position;
 pub mod feedback;
 pub mod message;
 pub mod method;
@@ -39,5 +40,6 @@ pub mod time_format;
 pub mod tls;
 
 pub use error::{ErrorCode, HubError};
+pub use event_position::EventPosition;
 pub use feedback::{FeedbackBatch, FeedbackRecord, FeedbackStatus};
 pub use message::{AckMode, Message, MessageId, Properties, SystemProperties};

@@ -15,6 +15,7 @@ use super::outbound::{Outbox, Settle, Wake};
 use super::tokens::Access;
 use super::{inbound, outbound};
 use crate::driver::HubHandle;
+use crate::hub::{Identity, Origin};
 
 /// Serves a device's receiver: C2D messages are locked as they are transferred, and the
 /// device's disposition completes, rejects or abandons them, producing their feedback.
@@ -35,19 +36,23 @@ pub async fn serve_c2d(conn: Arc<Conn>, sender: Sender, device_id: String) {
     outbound::run(&conn, sender, outbox, auth, revoked).await;
 }
 
-/// Serves a device's sender: telemetry is recorded as it is over MQTT.
+/// Serves a device's sender: telemetry goes to the hub as it does over MQTT.
 pub async fn serve_events(conn: Arc<Conn>, receiver: Receiver, device_id: String) {
     let access = Access::Device(device_id.clone());
     let auth = match conn.tokens.authorize_link(&conn.ctx, access) {
         Ok(auth) => auth,
         Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
     };
+    let origin = Origin {
+        identity: Identity::device(device_id.as_str()),
+        auth: auth.grant().auth_method(),
+    };
     let hub = conn.ctx.hub.clone();
     let registration = hub.register_connection(&device_id);
     let revoked = registration.cancelled().clone();
     inbound::run(&conn, receiver, Some(auth), revoked, |m: Incoming| {
         let recorded = convert::to_hub(m).and_then(|message| {
-            hub.run(|hub, now| hub.record_d2c(&device_id, message, now))
+            hub.run(|hub, now| hub.send_telemetry(&origin, message, now))
                 .map(|_| ())
         });
         inbound::done(recorded)

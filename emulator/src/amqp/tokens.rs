@@ -13,7 +13,7 @@ use std::time::Duration;
 use iothub_protocol::HubError;
 use iothub_protocol::sas::SasToken;
 
-use crate::auth::Need;
+use crate::auth::{Grant, Need};
 use crate::context::Context;
 use crate::credentials::Permissions;
 
@@ -73,8 +73,8 @@ impl TokenStore {
         });
     }
 
-    /// The expiry of the newest token that grants `access` now.
-    fn authorize(&self, ctx: &Context, access: &Access) -> Result<u64, HubError> {
+    /// The expiry of the newest token that grants `access` now, and what it grants.
+    fn authorize(&self, ctx: &Context, access: &Access) -> Result<(u64, Grant), HubError> {
         let now = ctx.now_unix();
         let mut last = None;
         for t in self.tokens.iter().rev() {
@@ -82,7 +82,10 @@ impl TokenStore {
                 .hub
                 .read(|hub| ctx.auth.authorize(hub, &t.token, access.need(), now));
             match result {
-                Ok(_) => return Ok(SasToken::parse(&t.token).map_or(0, |p| p.expiry())),
+                Ok(grant) => {
+                    let expiry = SasToken::parse(&t.token).map_or(0, |p| p.expiry());
+                    return Ok((expiry, grant));
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -129,12 +132,13 @@ impl Tokens {
 
     /// Authorizes a link for `access` now.
     pub fn authorize_link(&self, ctx: &Context, access: Access) -> Result<LinkAuth, HubError> {
-        let valid_until = self.lock().authorize(ctx, &access)?;
+        let (valid_until, grant) = self.lock().authorize(ctx, &access)?;
         Ok(LinkAuth {
             tokens: self.clone(),
             ctx: ctx.clone(),
             access,
             valid_until,
+            grant,
         })
     }
 }
@@ -145,6 +149,7 @@ pub struct LinkAuth {
     ctx: Context,
     access: Access,
     valid_until: u64,
+    grant: Grant,
 }
 
 impl LinkAuth {
@@ -155,7 +160,8 @@ impl LinkAuth {
             return Ok(());
         }
         match self.tokens.lock().authorize(&self.ctx, &self.access) {
-            Ok(until) => {
+            Ok((until, grant)) => {
+                self.grant = grant;
                 self.valid_until = until;
                 Ok(())
             }
@@ -164,6 +170,11 @@ impl LinkAuth {
                 self.valid_until
             ))),
         }
+    }
+
+    /// What the token behind the link grants (a device's own key, or a policy).
+    pub fn grant(&self) -> &Grant {
+        &self.grant
     }
 
     /// Completes when it is time to [`LinkAuth::check`] again.

@@ -249,6 +249,7 @@ fn toml_sets_every_field() {
         feedback_lock_duration: Duration::from_secs(30),
         feedback_max_delivery_count: 4,
         d2c_retention: 0,
+        ..HubSettings::default()
     };
     assert_eq!(c.hub, expected);
     let service = c.policy("service").unwrap();

@@ -4,9 +4,9 @@
 //! batch is `Content-Type: application/vnd.microsoft.iothub.json` with a JSON array of
 //! `{"body": "<base64>", "base64Encoded": true|false, "properties": {"iothub-app-k": "v", ...}}`
 //! (`base64Encoded` defaults to true, as the C# SDK omits it; with `false` the body is the JSON
-//! string's text, or the JSON value itself for the C SDK). A batch is checked as a whole before
-//! anything is recorded: at most 256 KB of decoded message data, every message valid. Both
-//! answer 204 and need the device's token (or a policy with DeviceConnect).
+//! string's text, or the JSON value itself for the C SDK). The hub checks sizes and accepts a
+//! batch all or nothing (`hub/telemetry.rs`); this file only decodes. Both answer 204 and need
+//! the device's token (or a policy with DeviceConnect).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -24,6 +24,7 @@ use super::error::ApiError;
 use super::extract::{DeviceIdParam, media_type, parse_json, read_body};
 use super::message_headers::{apply_property, message_from_headers};
 use crate::auth::Need;
+use crate::hub::{Identity, Origin};
 
 /// Content type that marks a batch.
 pub const BATCH_CONTENT_TYPE: &str = "application/vnd.microsoft.iothub.json";
@@ -77,22 +78,11 @@ impl BatchItem {
 
 fn parse_batch(bytes: &[u8]) -> Result<Vec<Message>, HubError> {
     let items: Vec<BatchItem> = parse_json(bytes, "D2C batch (a JSON array of messages)")?;
-    let messages = items
+    items
         .into_iter()
         .enumerate()
         .map(|(i, item)| item.into_message(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let size: usize = messages.iter().map(Message::size).sum();
-    if size > MAX_D2C_SIZE {
-        return Err(HubError::MessageTooLarge {
-            size,
-            max: MAX_D2C_SIZE,
-        });
-    }
-    for m in &messages {
-        m.validate_d2c()?;
-    }
-    Ok(messages)
+        .collect()
 }
 
 /// `POST /devices/{id}/messages/events`, single or batch.
@@ -103,19 +93,24 @@ pub async fn send_event(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    token.authorize(&st.ctx, Need::Device(&id))?;
-    let messages = if media_type(&headers).as_deref() == Some(BATCH_CONTENT_TYPE) {
+    let grant = token.authorize(&st.ctx, Need::Device(&id))?;
+    let origin = Origin {
+        identity: Identity::device(id.as_str()),
+        auth: grant.auth_method(),
+    };
+    if media_type(&headers).as_deref() == Some(BATCH_CONTENT_TYPE) {
         let bytes = read_body(body, &headers, BATCH_BODY_LIMIT).await?;
-        parse_batch(&bytes)?
+        let messages = parse_batch(&bytes)?;
+        st.ctx
+            .hub
+            .run(|hub, now| hub.send_telemetry_batch(&origin, messages, now))?;
     } else {
         let bytes = read_body(body, &headers, MAX_D2C_SIZE).await?;
-        vec![message_from_headers(&headers, bytes.to_vec())?]
-    };
-    st.ctx.hub.run(|hub, now| {
-        messages
-            .into_iter()
-            .try_for_each(|m| hub.record_d2c(&id, m, now).map(|_| ()))
-    })?;
+        let message = message_from_headers(&headers, bytes.to_vec())?;
+        st.ctx
+            .hub
+            .run(|hub, now| hub.send_telemetry(&origin, message, now))?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -148,12 +143,6 @@ mod tests {
         assert!(matches!(
             parse_batch(br#"[{"body":"!!"}]"#),
             Err(HubError::ArgumentInvalid { .. })
-        ));
-        let big = STANDARD.encode(vec![0u8; MAX_D2C_SIZE / 2 + 1]);
-        let body = format!(r#"[{{"body":"{big}"}},{{"body":"{big}"}}]"#);
-        assert!(matches!(
-            parse_batch(body.as_bytes()),
-            Err(HubError::MessageTooLarge { .. })
         ));
     }
 }

@@ -1,14 +1,16 @@
 //! The hub's rules as a deterministic, sans-IO state machine.
 //!
 //! [`Hub`] owns the registry, every device's C2D queue, the feedback queue, the direct-method
-//! invocations and all deadlines. It opens no sockets, spawns no tasks and reads no clock: every
-//! operation takes `now`, the wall-clock time the caller decided on, and ids come from a seeded
+//! invocations, the event log read through the Event Hubs-compatible endpoint ([`event_log`])
+//! and all deadlines. It opens no sockets, spawns no tasks and reads no clock: every operation
+//! takes `now`, the wall-clock time the caller decided on, and ids come from a seeded
 //! [`IdGen`]. The same inputs therefore give the same outputs, which is what the property tests
 //! rely on.
 //!
 //! The async shell around it (see `crate::driver`) does three things with a hub:
-//! - calls operations (`create_device`, `enqueue_c2d`, `receive_c2d`, `complete_c2d`, ...),
-//! - drains [`Hub::poll_event`] to wake connections (a message is available, a device is gone),
+//! - calls operations (`create_device`, `enqueue_c2d`, `receive_c2d`, `send_telemetry`, ...),
+//! - drains [`Hub::poll_event`] to wake connections (a message is available, events were
+//!   appended, a device is gone),
 //! - sleeps until [`Hub::poll_timeout`] and then calls [`Hub::handle_timeout`].
 //!
 //! Every operation first fires the deadlines that are due at its `now`, so the outcome never
@@ -31,6 +33,7 @@
 
 mod c2d;
 mod c2d_ops;
+pub mod event_log;
 mod feedback;
 mod feedback_ops;
 mod identity;
@@ -53,6 +56,7 @@ use time::OffsetDateTime;
 
 pub use c2d::{C2dQueue, MessageState, Outcome, QueuedMessage};
 pub use c2d_ops::{Enqueued, devicebound_address};
+pub use event_log::{Appended, AuthMethod, EventLog, EventLogError, Origin, ReaderId};
 pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
 pub use identity::Identity;
 pub use ids::IdGen;
@@ -61,7 +65,7 @@ pub use methods::{
     ResponseDisposition,
 };
 pub use registry::if_match_allows;
-pub use settings::{DeliveryCountRule, HubSettings, SettingsError};
+pub use settings::{DeliveryCountRule, EventLogSettings, HubSettings, SettingsError};
 pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
 pub use timers::Timer;
 
@@ -101,12 +105,24 @@ pub enum HubEvent {
         /// The device's answer, or the hub's error.
         outcome: MethodOutcome,
     },
+    /// Events were appended to this event log partition: its waiting readers can read on.
+    EventsAvailable {
+        /// The partition.
+        partition: u32,
+    },
+    /// A receiver was displaced by one with a higher or equal owner level: its link must
+    /// close with [`EventLogError::ReaderDisplaced`].
+    ReaderDisplaced {
+        /// The displaced receiver.
+        reader: ReaderId,
+    },
 }
 
-/// The hub: registry, C2D queues, feedback and deadlines.
+/// The hub: registry, C2D queues, feedback, event log and deadlines.
 pub struct Hub<S: Store = MemoryStore> {
     settings: HubSettings,
     store: S,
+    event_log: EventLog,
     timers: Timers,
     ids: IdGen,
     events: VecDeque<HubEvent>,
@@ -125,6 +141,7 @@ impl<S: Store> Hub<S> {
     /// A hub over the given store.
     pub fn with_store(settings: HubSettings, store: S, seed: u64) -> Self {
         Hub {
+            event_log: EventLog::new(settings.event_log.partition_count),
             settings,
             store,
             timers: Timers::default(),
@@ -162,8 +179,10 @@ impl<S: Store> Hub<S> {
     }
 
     /// Fires every deadline at or before `now`: expired messages, ended locks, closed feedback
-    /// windows. Calling it early or twice does nothing.
+    /// windows, events past retention. Calling it early or twice does nothing. The first call
+    /// (every operation makes it) also fixes the hub's creation time.
     pub fn handle_timeout(&mut self, now: OffsetDateTime) {
+        self.event_log.start(now);
         while let Some((id, timer)) = self.timers.pop_due(now) {
             // Effects carry the deadline's time, not the time we noticed it: feedback says
             // when a message expired, and a window runs from the outcome, however late the
@@ -198,12 +217,26 @@ impl<S: Store> Hub<S> {
                     self.store.feedback_mut().expire(batch, &mut self.timers);
                 }
                 Timer::MethodDeadline { invocation } => self.method_deadline(invocation),
+                Timer::EventRetention { partition } => {
+                    self.event_log.expire(
+                        partition,
+                        now,
+                        &self.settings.event_log,
+                        &mut self.timers,
+                    );
+                }
             }
         }
     }
 
-    /// Empties the hub: every device, message and feedback record; pending method invocations
-    /// end with `DeviceNotFound`.
+    /// The event log (partitions, readers); queries are methods of the hub itself.
+    pub fn event_log(&self) -> &EventLog {
+        &self.event_log
+    }
+
+    /// Empties the hub: every device, message, feedback record and event; pending method
+    /// invocations end with `DeviceNotFound`. Event sequence numbers and offsets continue where
+    /// they were, so attached readers stay consistent.
     pub fn reset(&mut self) {
         self.methods_reset();
         let ids: Vec<String> = self
@@ -214,6 +247,7 @@ impl<S: Store> Hub<S> {
             .collect();
         self.store.clear();
         self.timers.clear();
+        self.event_log.clear();
         for device_id in ids {
             self.events.push_back(HubEvent::DeviceGone { device_id });
         }
@@ -224,13 +258,6 @@ impl<S: Store> Hub<S> {
     fn entry(&self, device_id: &str) -> Result<&DeviceEntry, HubError> {
         self.store
             .get(device_id)
-            .ok_or_else(|| not_found(device_id))
-    }
-
-    /// The device's entry to change, or `DeviceNotFound`.
-    fn entry_mut(&mut self, device_id: &str) -> Result<&mut DeviceEntry, HubError> {
-        self.store
-            .get_mut(device_id)
             .ok_or_else(|| not_found(device_id))
     }
 

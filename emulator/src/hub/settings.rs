@@ -1,7 +1,8 @@
 //! The hub's tunable settings, their defaults and their allowed ranges.
 //!
-//! Defaults are the real hub's (iothub-protocol.md 1.3, 1.4, 2.4, 2.5). Every setting can be
-//! changed so tests can use, say, a zero feedback window or a short lock.
+//! Defaults are the real hub's (iothub-protocol.md 1.3, 1.4, 2.4, 2.5; iothub-beyond-c2d.md 3.1
+//! and 3.5 for the event log). Every setting can be changed so tests can use, say, a zero
+//! feedback window, a short lock or a one-minute event retention.
 
 use std::time::Duration;
 
@@ -16,6 +17,46 @@ pub enum DeliveryCountRule {
     /// Every return to the queue counts: abandon, lock expiry, or a dropped connection (the
     /// older documentation).
     EveryRelease,
+}
+
+/// The name of the consumer group every hub has.
+pub const DEFAULT_CONSUMER_GROUP: &str = "$Default";
+/// Most consumer groups that can be added to `$Default` (the real hub's S1-S3 limit).
+pub const MAX_CONSUMER_GROUPS: usize = 20;
+
+/// The built-in Event Hubs-compatible endpoint's log: partitions, retention, consumer groups.
+///
+/// Memory: a partition keeps at most `max_events_per_partition` events and at most
+/// `max_bytes_per_partition` bytes, counting each event as its message size (body plus property
+/// names and values) plus its sender's ids plus a fixed 512 bytes for the event's own
+/// bookkeeping (close to what an event really takes in memory). With the defaults a hub holds
+/// at most 4 x 32 MiB of telemetry however fast devices send; the oldest events go first,
+/// exactly as when they pass the retention time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLogSettings {
+    /// Number of partitions, fixed for the hub's lifetime (default 4; 1 to 32).
+    pub partition_count: u32,
+    /// How long an event is kept (default 1 day; 1 second to 7 days, the real hub's 1 to 7
+    /// days plus shorter values for tests).
+    pub retention: Duration,
+    /// Most events kept per partition (default 100,000; 1 to 10,000,000).
+    pub max_events_per_partition: usize,
+    /// Most bytes kept per partition, counted as above (default 32 MiB; 1 MiB to 4 GiB).
+    pub max_bytes_per_partition: u64,
+    /// Consumer groups besides `$Default` (names compare case-insensitively; at most 20).
+    pub consumer_groups: Vec<String>,
+}
+
+impl Default for EventLogSettings {
+    fn default() -> Self {
+        EventLogSettings {
+            partition_count: 4,
+            retention: Duration::from_secs(86_400),
+            max_events_per_partition: 100_000,
+            max_bytes_per_partition: 32 * 1024 * 1024,
+            consumer_groups: Vec::new(),
+        }
+    }
 }
 
 /// Hub-wide settings for C2D queues, feedback and recorded telemetry.
@@ -46,6 +87,8 @@ pub struct HubSettings {
     pub feedback_max_delivery_count: u32,
     /// How many device-to-cloud messages are kept per device for inspection (default 100).
     pub d2c_retention: usize,
+    /// The event log behind the Event Hubs-compatible endpoint.
+    pub event_log: EventLogSettings,
 }
 
 impl Default for HubSettings {
@@ -63,6 +106,7 @@ impl Default for HubSettings {
             feedback_lock_duration: Duration::from_secs(60),
             feedback_max_delivery_count: 10,
             d2c_retention: 100,
+            event_log: EventLogSettings::default(),
         }
     }
 }
@@ -177,6 +221,82 @@ impl HubSettings {
             1_000_000,
             "0 to 1000000 messages",
         )?;
+        self.event_log.validate()
+    }
+}
+
+/// True when `name` is a valid consumer group name: 1 to 50 ASCII letters, digits, `.`, `-`
+/// and `_`, starting and ending with a letter or digit (the Event Hubs rule).
+fn is_consumer_group_name(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    (1..=50).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+}
+
+impl EventLogSettings {
+    /// Checks every event log setting; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        check(
+            "event_partition_count",
+            self.partition_count,
+            1,
+            32,
+            "1 to 32 partitions",
+        )?;
+        check(
+            "event_retention_secs",
+            self.retention,
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 86_400),
+            "1 second to 7 days",
+        )?;
+        check(
+            "event_max_events_per_partition",
+            self.max_events_per_partition,
+            1,
+            10_000_000,
+            "1 to 10000000 events",
+        )?;
+        check(
+            "event_max_bytes_per_partition",
+            self.max_bytes_per_partition,
+            1024 * 1024,
+            4 * 1024 * 1024 * 1024,
+            "1 MiB to 4 GiB (1048576 to 4294967296 bytes)",
+        )?;
+        let groups = self
+            .consumer_groups
+            .iter()
+            .filter(|g| !g.eq_ignore_ascii_case(DEFAULT_CONSUMER_GROUP));
+        let mut seen: Vec<&str> = Vec::new();
+        for g in groups {
+            if !is_consumer_group_name(g) {
+                return Err(SettingsError {
+                    name: "consumer_groups",
+                    value: format!("{g:?}"),
+                    allowed: "names of 1 to 50 letters, digits, '.', '-' and '_', starting and ending with a letter or digit",
+                });
+            }
+            if seen.iter().any(|s| s.eq_ignore_ascii_case(g)) {
+                return Err(SettingsError {
+                    name: "consumer_groups",
+                    value: format!("{g:?} (twice)"),
+                    allowed: "names that differ other than in letter case",
+                });
+            }
+            if seen.len() == MAX_CONSUMER_GROUPS {
+                return Err(SettingsError {
+                    name: "consumer_groups",
+                    value: format!("{} groups", self.consumer_groups.len()),
+                    allowed: "at most 20 groups besides $Default",
+                });
+            }
+            seen.push(g);
+        }
         Ok(())
     }
 }
@@ -209,5 +329,81 @@ mod tests {
             ..HubSettings::default()
         };
         assert_eq!(s.validate().unwrap_err().name, "default_ttl");
+    }
+
+    fn log(f: impl FnOnce(&mut EventLogSettings)) -> Result<(), SettingsError> {
+        let mut s = HubSettings::default();
+        f(&mut s.event_log);
+        s.validate()
+    }
+
+    #[test]
+    fn event_log_defaults_are_the_real_hubs() {
+        let s = EventLogSettings::default();
+        assert_eq!(s.partition_count, 4);
+        assert_eq!(s.retention, Duration::from_secs(86_400));
+        assert!(s.consumer_groups.is_empty());
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn event_log_ranges_are_checked() {
+        let name = |r: Result<(), SettingsError>| r.unwrap_err().name;
+        assert_eq!(
+            name(log(|l| l.partition_count = 0)),
+            "event_partition_count"
+        );
+        assert_eq!(
+            name(log(|l| l.partition_count = 33)),
+            "event_partition_count"
+        );
+        assert!(log(|l| l.partition_count = 32).is_ok());
+        assert!(log(|l| l.partition_count = 1).is_ok());
+        assert_eq!(
+            name(log(|l| l.retention = Duration::ZERO)),
+            "event_retention_secs"
+        );
+        assert_eq!(
+            name(log(|l| l.retention = Duration::from_secs(7 * 86_400 + 1))),
+            "event_retention_secs"
+        );
+        assert_eq!(
+            name(log(|l| l.max_events_per_partition = 0)),
+            "event_max_events_per_partition"
+        );
+        assert_eq!(
+            name(log(|l| l.max_bytes_per_partition = 1024)),
+            "event_max_bytes_per_partition"
+        );
+    }
+
+    #[test]
+    fn consumer_groups_are_checked() {
+        let groups =
+            |g: &[&str]| log(|l| l.consumer_groups = g.iter().map(|s| s.to_string()).collect());
+        assert!(groups(&["analytics", "alerts.v2", "a-b_c", "$default"]).is_ok());
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "has space",
+            "ünï",
+            &"x".repeat(51),
+            "$other",
+        ] {
+            let e = groups(&[bad]).unwrap_err();
+            assert_eq!(e.name, "consumer_groups", "{bad:?}");
+        }
+        let e = groups(&["Alerts", "alerts"]).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let many: Vec<String> = (0..21).map(|i| format!("g{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(groups(&many[..20]).is_ok());
+        assert!(
+            groups(&many)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 20")
+        );
     }
 }

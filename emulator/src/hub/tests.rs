@@ -687,8 +687,9 @@ fn d2c_keeps_the_last_n_and_checks_size() {
         },
         &["d1"],
     );
+    let d1 = event_log::Origin::device("d1");
     for i in 0..3 {
-        h.record_d2c("d1", Message::new(format!("t{i}")), T0)
+        h.send_telemetry(&d1, Message::new(format!("t{i}")), T0)
             .unwrap();
     }
     let kept: Vec<_> = h
@@ -699,11 +700,11 @@ fn d2c_keeps_the_last_n_and_checks_size() {
         .collect();
     assert_eq!(kept, vec![(2, b"t1".to_vec()), (3, b"t2".to_vec())]);
     assert!(matches!(
-        h.record_d2c("d1", Message::new(vec![0u8; 256 * 1024 + 1]), T0),
+        h.send_telemetry(&d1, Message::new(vec![0u8; 256 * 1024 + 1]), T0),
         Err(HubError::MessageTooLarge { .. })
     ));
     assert!(matches!(
-        h.record_d2c("nope", Message::new("x"), T0),
+        h.send_telemetry(&event_log::Origin::device("nope"), Message::new("x"), T0),
         Err(HubError::DeviceNotFound { .. })
     ));
 }

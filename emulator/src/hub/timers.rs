@@ -45,6 +45,11 @@ pub enum Timer {
         /// The invocation.
         invocation: InvocationId,
     },
+    /// The oldest retained event of an event log partition reaches the retention time.
+    EventRetention {
+        /// The partition.
+        partition: u32,
+    },
 }
 
 /// A registered deadline, used to cancel it.

@@ -371,7 +371,8 @@ mod tests {
             (&"/w==".into(), &Value::Null)
         );
 
-        hub.record_d2c("d1", Message::new("t"), T0).unwrap();
+        hub.send_telemetry(&crate::hub::Origin::device("d1"), Message::new("t"), T0)
+            .unwrap();
         let d2c = serde_json::to_value(hub.d2c_view("d1").unwrap()).unwrap();
         assert_eq!(d2c[0]["sequenceNumber"], 1);
         assert_eq!(d2c[0]["receivedAt"], "2024-03-01T12:00:00.000Z");

@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Need;
 use crate::context::Context;
 use crate::driver::ConnectionGuard;
+use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
 
@@ -206,6 +207,7 @@ async fn serve_device<IO>(
         req,
         generation,
         token_ttl,
+        auth,
     } = admitted;
     let device_id = req.device_id.as_str();
 
@@ -239,6 +241,10 @@ async fn serve_device<IO>(
         idle: idle_timeout(req.keep_alive),
         token_expires: Instant::now() + token_ttl,
         flood: FloodGuard::new(limits.max_packets_per_second, Instant::now()),
+        origin: Origin {
+            identity: Identity::device(device_id),
+            auth,
+        },
     };
 
     let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
@@ -303,25 +309,30 @@ struct Admitted {
     generation: Option<String>,
     /// How long the token stays valid: the hub closes the connection when it expires.
     token_ttl: Duration,
+    /// How the device authenticated, stamped on its telemetry.
+    auth: AuthMethod,
 }
 
 /// State 2: the CONNECT's shape, then the token, checked against the hub.
 fn admit(ctx: &Context, connect: &Connect) -> Result<Admitted, Refusal> {
     let req = connect::validate(connect)?;
     let now = ctx.now_unix();
-    let generation = ctx.hub.read(|hub| -> Result<Option<String>, HubError> {
-        ctx.auth
+    let (generation, auth) = ctx.hub.read(|hub| -> Result<_, HubError> {
+        let grant = ctx
+            .auth
             .authorize(hub, &req.token, Need::Device(&req.device_id), now)?;
-        Ok(hub
+        let generation = hub
             .get_device(&req.device_id)
             .ok()
-            .and_then(|d| d.generation_id))
+            .and_then(|d| d.generation_id);
+        Ok((generation, grant.auth_method()))
     })?;
     let expiry = SasToken::parse(&req.token).map_or(now, |t| t.expiry());
     Ok(Admitted {
         req,
         generation,
         token_ttl: Duration::from_secs(expiry.saturating_sub(now)),
+        auth,
     })
 }
 
@@ -364,6 +375,8 @@ struct Connected<'a, IO> {
     idle: Option<Duration>,
     token_expires: Instant,
     flood: FloodGuard,
+    /// Who sends this connection's telemetry, and how it authenticated.
+    origin: Origin,
 }
 
 impl<IO> Connected<'_, IO>
@@ -503,22 +516,20 @@ where
                 debug!(device = %self.device_id, topic = %p.topic, "twin/method publish ignored")
             }
             Route::Telemetry => {
-                if p.payload.len() > self.limits.max_payload {
-                    return Err(Close::Violation(format!(
-                        "a {}-byte telemetry payload exceeds {} bytes",
-                        p.payload.len(),
-                        self.limits.max_payload
-                    )));
-                }
                 let message = topics::telemetry(&p.topic, &p.payload)
                     .map_err(|e| Close::Violation(e.to_string()))?;
-                let device = self.device_id;
-                let seq = self
+                let origin = &self.origin;
+                let placed = self
                     .ctx
                     .hub
-                    .run(|hub, now| hub.record_d2c(device, message, now))
+                    .run(|hub, now| hub.send_telemetry(origin, message, now))
                     .map_err(Close::Hub)?;
-                debug!(device = %device, seq, "telemetry recorded");
+                debug!(
+                    device = %self.device_id,
+                    partition = placed.partition,
+                    seq = placed.sequence_number,
+                    "telemetry accepted"
+                );
             }
         }
         if p.qos == QoS::AtLeastOnce {

@@ -1,14 +1,14 @@
 //! The limits that protect the emulator from one connection: sizes, timeouts, keep-alive and
 //! packet rate. Plain values and arithmetic; time is an argument.
 //!
-//! Reference: iothub-protocol.md 3.2 (keep-alive 1.5x, capped at 1767 s) and 8 (D2C 256 KB).
+//! Reference: iothub-protocol.md 3.2 (keep-alive 1.5x, capped at 1767 s). The D2C size limit
+//! is the hub's (`hub/telemetry.rs`); here it only sizes the largest packet read.
 
 use std::time::Duration;
 
+use iothub_protocol::message::MAX_D2C_SIZE;
 use tokio::time::Instant;
 
-/// Largest D2C payload the hub accepts (256 KB).
-pub const MAX_D2C_PAYLOAD: usize = 256 * 1024;
 /// Room for the topic (property bag) on top of the payload; topics are at most 64 KB.
 pub const MAX_TOPIC_ROOM: usize = 64 * 1024;
 /// The server-side keep-alive cap: the Azure load balancer's idle timeout.
@@ -25,10 +25,9 @@ pub struct Limits {
     /// How long a new connection waits for the connection it takes over to hand the session
     /// back.
     pub takeover_timeout: Duration,
-    /// Largest packet, after the fixed header, in either direction.
+    /// Largest packet, after the fixed header, in either direction: big enough for a full
+    /// D2C message, so that the hub, not the codec, refuses one that is too large.
     pub max_packet_size: usize,
-    /// Largest D2C payload.
-    pub max_payload: usize,
     /// Most packets a client may send in one second before the connection is closed.
     pub max_packets_per_second: u32,
 }
@@ -40,8 +39,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(10),
             takeover_timeout: Duration::from_secs(10),
             // Topic length prefix, packet id, topic and payload.
-            max_packet_size: MAX_D2C_PAYLOAD + MAX_TOPIC_ROOM + 4,
-            max_payload: MAX_D2C_PAYLOAD,
+            max_packet_size: MAX_D2C_SIZE + MAX_TOPIC_ROOM + 4,
             // High enough that one device's telemetry in a load test (thousands to tens of
             // thousands per second) never trips it; at 5,000 the bench's devices were closed.
             // Only a runaway client does.
@@ -117,7 +115,6 @@ mod tests {
     #[test]
     fn packet_size_fits_a_full_d2c_message() {
         let l = Limits::default();
-        assert!(l.max_packet_size >= MAX_D2C_PAYLOAD + MAX_TOPIC_ROOM);
-        assert_eq!(l.max_payload, MAX_D2C_PAYLOAD);
+        assert!(l.max_packet_size >= MAX_D2C_SIZE + MAX_TOPIC_ROOM);
     }
 }

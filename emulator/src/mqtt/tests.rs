@@ -419,4 +419,15 @@ async fn telemetry_is_recorded_before_puback_and_twin_publishes_are_dropped() {
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].message.body, b"hello");
     assert_eq!(recorded[0].message.properties.get("k"), Some("v w"));
+    // ... and lands in the event log, stamped with the device's own-key authentication.
+    let partition = crate::hub::event_log::partition_for_device("d1", 4).to_string();
+    let events = ctx.hub.read(|h| {
+        let mut c = h.cursor(&partition, &iothub_protocol::EventPosition::Earliest)?;
+        Ok::<_, crate::hub::EventLogError>(h.read_events(&mut c, 10))
+    });
+    let events = events.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].message.body, b"hello");
+    let auth = events[0].connection.as_ref().map(|c| c.auth);
+    assert_eq!(auth, Some(crate::hub::AuthMethod::DEVICE_SAS));
 }

@@ -1,5 +1,5 @@
 //! The hub without sockets: what one C2D operation costs at 100 and at 10,000 devices, and how
-//! much memory 10,000 full queues take.
+//! much memory 10,000 full queues take; then the event log's own table (`eventlog.rs`).
 //!
 //! Per-operation cost: 100 devices spread over the registry each get 10 messages enqueued
 //! (ack=positive), received and completed per round; every other device holds 5 queued
@@ -386,5 +386,5 @@ pub fn run(cli: &Cli) -> BenchResult<()> {
             },
         }),
     );
-    Ok(())
+    super::eventlog::run(mode)
 }

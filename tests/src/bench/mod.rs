@@ -9,12 +9,14 @@
 //! | `load.rs` | the load generator: device fleets, C2D senders, the C2D and D2C engines |
 //! | `scenarios/` | the scenarios, one file each (each a table and a JSON line) |
 //! | `hubops.rs` | the hub without sockets: per-operation cost and the memory bound |
+//! | `eventlog.rs` | the event log without sockets: append and start-position cost at 10k vs 1M events |
 //!
 //! The emulator always runs as its own process (`target/release/iothub-emulator`), so its
 //! CPU time and memory are read from `/proc/<pid>` apart from the load generator's. Every
 //! loop is bounded by a message count and a deadline, and everything talks to 127.0.0.1 only.
 
 mod emulator;
+mod eventlog;
 mod hubops;
 mod load;
 mod mosquitto;
