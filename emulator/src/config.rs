@@ -1133,6 +1133,7 @@ mod tests {
             feedback_lock_duration: Duration::from_secs(30),
             feedback_max_delivery_count: 4,
             d2c_retention: 0,
+            routes: Default::default(),
         };
         assert_eq!(c.hub, expected);
         let service = c.policy("service").unwrap();

@@ -22,6 +22,7 @@ mod registry;
 pub mod settings;
 mod store;
 mod timers;
+pub mod twin;
 
 #[cfg(test)]
 mod tests;
@@ -37,9 +38,10 @@ pub use identity::Identity;
 pub use ids::IdGen;
 pub use messaging::{Enqueued, devicebound_address};
 pub use registry::if_match_allows;
-pub use settings::{DeliveryCountRule, HubSettings, SettingsError};
+pub use settings::{DeliveryCountRule, EventRoutes, HubSettings, SettingsError};
 pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
 pub use timers::Timer;
+pub use twin::{EventSource, NonTelemetryEvent, TwinState};
 
 use timers::Timers;
 
@@ -67,6 +69,21 @@ pub enum HubEvent {
         /// The device.
         device_id: String,
     },
+    /// Desired properties changed: send `patch` to every connected device (or module) that
+    /// subscribed to desired-property notifications. Events come in `version` order.
+    TwinDesiredChanged {
+        /// Whose twin.
+        identity: Identity,
+        /// The new `properties.desired.$version`.
+        version: i64,
+        /// The notification body, with `$version`: the PATCH's desired part with its nulls, or
+        /// for a replacement (PUT, `desired: null`) the new section plus `null` for every key
+        /// it removed, so a device that merges notifications into its copy stays in step.
+        patch: serde_json::Value,
+    },
+    /// A twin-change, lifecycle or connection-state event for the Event Hubs-compatible
+    /// endpoint, emitted only for the sources switched on in [`HubSettings::routes`].
+    NonTelemetry(NonTelemetryEvent),
 }
 
 /// The hub: registry, C2D queues, feedback and deadlines.
@@ -76,6 +93,8 @@ pub struct Hub<S: Store = MemoryStore> {
     timers: Timers,
     ids: IdGen,
     events: VecDeque<HubEvent>,
+    /// Connection-state events so far (their `sequenceNumber`).
+    connection_events: u64,
 }
 
 impl Hub<MemoryStore> {
@@ -94,6 +113,7 @@ impl<S: Store> Hub<S> {
             timers: Timers::default(),
             ids: IdGen::seeded(seed),
             events: VecDeque::new(),
+            connection_events: 0,
         }
     }
 

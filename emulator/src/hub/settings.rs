@@ -18,6 +18,19 @@ pub enum DeliveryCountRule {
     EveryRelease,
 }
 
+/// Which non-telemetry events go to the built-in Event Hubs-compatible endpoint, as a route with
+/// that source would send them on a real hub. A real hub has no such route until one is made,
+/// so every source is off by default (iothub-beyond-c2d.md 1.8, 3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventRoutes {
+    /// `twinChangeEvents`: service twin writes and device reported-property writes.
+    pub twin_change_events: bool,
+    /// `deviceLifecycleEvents`: identity created or deleted.
+    pub device_lifecycle_events: bool,
+    /// `deviceConnectionStateEvents`: device connected or disconnected.
+    pub device_connection_state_events: bool,
+}
+
 /// Hub-wide settings for C2D queues, feedback and recorded telemetry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubSettings {
@@ -46,6 +59,8 @@ pub struct HubSettings {
     pub feedback_max_delivery_count: u32,
     /// How many device-to-cloud messages are kept per device for inspection (default 100).
     pub d2c_retention: usize,
+    /// Non-telemetry event sources routed to the built-in endpoint (default: none).
+    pub routes: EventRoutes,
 }
 
 impl Default for HubSettings {
@@ -63,6 +78,7 @@ impl Default for HubSettings {
             feedback_lock_duration: Duration::from_secs(60),
             feedback_max_delivery_count: 10,
             d2c_retention: 100,
+            routes: EventRoutes::default(),
         }
     }
 }
