@@ -18,6 +18,7 @@ mod feedback;
 mod identity;
 mod ids;
 mod messaging;
+pub mod query;
 mod registry;
 pub mod settings;
 mod store;
