@@ -13,6 +13,7 @@
 //! Every operation first fires the deadlines that are due at its `now`, so the outcome never
 //! depends on how punctually the shell called `handle_timeout`.
 
+mod bulk;
 mod c2d;
 mod feedback;
 mod identity;
