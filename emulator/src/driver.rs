@@ -304,6 +304,15 @@ impl HubHandle {
                     token.cancel();
                 }
             }
+            // Wiring points for the twin adapters and the event log (issue 15).
+            HubEvent::TwinDesiredChanged {
+                identity, version, ..
+            } => {
+                tracing::debug!(%identity, version, "desired properties changed");
+            }
+            HubEvent::NonTelemetry(e) => {
+                tracing::debug!(identity = %e.identity, source = e.source.as_str(), op = e.op_type, "non-telemetry event");
+            }
         }
     }
 

@@ -227,6 +227,43 @@ pub enum HubError {
         /// The method that was called.
         method: String,
     },
+    /// No module with this id is registered on the device.
+    #[error("module '{module_id}' is not registered on device '{device_id}'; create it first")]
+    ModuleNotFound {
+        /// The device.
+        device_id: String,
+        /// The module id that was looked up.
+        module_id: String,
+    },
+    /// A twin section would exceed its size limit (iothub-beyond-c2d.md 1.3). The first
+    /// sentence is the hub's own text; devices saw it with `errorCode` 403100.
+    #[error(
+        "'{section}' size should be less than {max} bytes. This write makes it {size} bytes (key lengths plus values: strings in UTF-8, numbers 8, booleans 4)"
+    )]
+    TwinTooLarge {
+        /// `Tags`, `Properties.Desired` or `Properties.Reported`.
+        section: String,
+        /// The size the write would give.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A bulk request names more identities than the hub accepts at once.
+    #[error("a bulk registry request may hold at most {max} operations; this one holds {count}")]
+    TooManyDevices {
+        /// Operations in the request.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A bulk request names the same identity twice.
+    #[error(
+        "'{device_id}' appears more than once in the bulk request; each identity may appear only once"
+    )]
+    DeviceDefinedMultipleTimes {
+        /// The repeated id (`device` or `device/module`).
+        device_id: String,
+    },
 }
 
 impl HubError {
@@ -252,6 +289,11 @@ impl HubError {
             HubError::DeviceConnectionClosedRemotely { .. } => {
                 ErrorCode::DeviceConnectionClosedRemotely
             }
+            HubError::ModuleNotFound { .. } => ErrorCode::ModuleNotFound,
+            // The REST side answers 400 (iothub-beyond-c2d.md 1.3).
+            HubError::TwinTooLarge { .. } => ErrorCode::ArgumentInvalid,
+            HubError::TooManyDevices { .. } => ErrorCode::TooManyDevices,
+            HubError::DeviceDefinedMultipleTimes { .. } => ErrorCode::DeviceDefinedMultipleTimes,
         }
     }
 
@@ -473,6 +515,34 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::DeviceMaximumQueueDepthExceeded);
         assert!(e.to_string().contains("queue limit of 50"));
         assert_eq!(HubError::unauthorized("x").code().http_status(), 401);
+    }
+
+    #[test]
+    fn twin_and_bulk_errors_have_codes() {
+        let e = HubError::TwinTooLarge {
+            section: "Properties.Reported".into(),
+            size: 40_000,
+            max: 32_768,
+        };
+        assert_eq!(e.code().http_status(), 400);
+        assert!(
+            e.to_string()
+                .starts_with("'Properties.Reported' size should be less than 32768 bytes.")
+        );
+        let e = HubError::TooManyDevices {
+            count: 101,
+            max: 100,
+        };
+        assert_eq!(e.code().code(), 413002);
+        let e = HubError::DeviceDefinedMultipleTimes {
+            device_id: "d".into(),
+        };
+        assert_eq!(e.code().code(), 400011);
+        let e = HubError::ModuleNotFound {
+            device_id: "d".into(),
+            module_id: "m".into(),
+        };
+        assert_eq!(e.code().code(), 404010);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! ([`connection_string`]), shared access signatures ([`sas`]), the message model ([`message`]),
 //! MQTT property bags ([`property_bag`]), feedback records ([`feedback`]), direct methods
 //! ([`method`]), Event Hubs start positions and their selector filters ([`event_position`]),
-//! the hub's error catalogue ([`error`]) and the date formats the hub writes ([`time_format`]).
+//! device twins ([`twin`]), twin queries ([`query`]), bulk registry operations ([`bulk`]), the
+//! hub's error catalogue ([`error`]) and the date formats the hub writes ([`time_format`]).
 //!
 //! The emulator and the clients use the same code for each of these, so a client and the
 //! emulator can never disagree about, say, how a property bag is percent-encoded.
@@ -24,6 +25,7 @@
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+pub mod bulk;
 pub mod client;
 pub mod connection_string;
 pub mod device_id;
@@ -33,11 +35,13 @@ pub mod feedback;
 pub mod message;
 pub mod method;
 pub mod property_bag;
+pub mod query;
 pub mod registry;
 pub mod sas;
 pub mod time_format;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod twin;
 
 pub use error::{ErrorCode, HubError};
 pub use event_position::EventPosition;

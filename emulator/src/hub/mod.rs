@@ -31,6 +31,7 @@
 //! | `store.rs` | the storage seam ([`Store`]) and the in-memory store |
 //! | `timers.rs` | the one deadline index; `ids.rs`: seeded tokens and keys; `settings.rs` |
 
+mod bulk;
 mod c2d;
 mod c2d_ops;
 pub mod event_log;
@@ -39,11 +40,13 @@ mod feedback_ops;
 mod identity;
 mod ids;
 mod methods;
+pub mod query;
 mod registry;
 pub mod settings;
 mod store;
 mod telemetry;
 mod timers;
+pub mod twin;
 pub mod views;
 
 #[cfg(test)]
@@ -65,9 +68,10 @@ pub use methods::{
     ResponseDisposition,
 };
 pub use registry::if_match_allows;
-pub use settings::{DeliveryCountRule, EventLogSettings, HubSettings, SettingsError};
+pub use settings::{DeliveryCountRule, EventLogSettings, EventRoutes, HubSettings, SettingsError};
 pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
 pub use timers::Timer;
+pub use twin::{EventSource, NonTelemetryEvent, TwinState};
 
 use methods::MethodTable;
 use timers::Timers;
@@ -116,6 +120,21 @@ pub enum HubEvent {
         /// The displaced receiver.
         reader: ReaderId,
     },
+    /// Desired properties changed: send `patch` to every connected device (or module) that
+    /// subscribed to desired-property notifications. Events come in `version` order.
+    TwinDesiredChanged {
+        /// Whose twin.
+        identity: Identity,
+        /// The new `properties.desired.$version`.
+        version: i64,
+        /// The notification body, with `$version`: the PATCH's desired part with its nulls, or
+        /// for a replacement (PUT, `desired: null`) the new section plus `null` for every key
+        /// it removed, so a device that merges notifications into its copy stays in step.
+        patch: serde_json::Value,
+    },
+    /// A twin-change, lifecycle or connection-state event for the Event Hubs-compatible
+    /// endpoint, emitted only for the sources switched on in [`HubSettings::routes`].
+    NonTelemetry(NonTelemetryEvent),
 }
 
 /// The hub: registry, C2D queues, feedback, event log and deadlines.
@@ -128,6 +147,8 @@ pub struct Hub<S: Store = MemoryStore> {
     events: VecDeque<HubEvent>,
     /// Direct-method subscriptions and invocations: live connections' state, never stored.
     methods: MethodTable,
+    /// Connection-state events so far (their `sequenceNumber`).
+    connection_events: u64,
 }
 
 impl Hub<MemoryStore> {
@@ -148,6 +169,7 @@ impl<S: Store> Hub<S> {
             ids: IdGen::seeded(seed),
             events: VecDeque::new(),
             methods: MethodTable::default(),
+            connection_events: 0,
         }
     }
 

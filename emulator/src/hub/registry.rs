@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::c2d::Outcome;
 use super::store::{DeviceEntry, Store};
-use super::{Hub, HubEvent};
+use super::{Hub, HubEvent, Identity};
 
 /// True when an `If-Match` value matches `etag` (or is a wildcard).
 pub fn if_match_allows(if_match: &str, etag: &str) -> bool {
@@ -119,8 +119,9 @@ impl<S: Store> Hub<S> {
         device.last_activity_time = Some(NEVER_TIME);
         device.cloud_to_device_message_count = 0;
         let id = device.device_id.clone();
-        self.store.insert(DeviceEntry::new(device));
+        self.store.insert(DeviceEntry::created(device, now));
         self.store.commit(&[&id]);
+        self.identity_created(&Identity::device(&id), now);
         self.get_device(&id)
     }
 
@@ -197,6 +198,7 @@ impl<S: Store> Hub<S> {
         if let Some(m) = if_match {
             check_if_match(&entry.device, m)?;
         }
+        let twin = self.twin_before_delete(&Identity::device(device_id));
         if let Some(mut entry) = self.store.remove(device_id) {
             for m in entry.queue.drain(&mut self.timers) {
                 self.events.push_back(HubEvent::C2dSettled {
@@ -213,6 +215,7 @@ impl<S: Store> Hub<S> {
         self.events.push_back(HubEvent::DeviceGone {
             device_id: device_id.to_owned(),
         });
+        self.identity_deleted(twin, now);
         self.store.commit(&[device_id]);
         Ok(())
     }
@@ -225,11 +228,15 @@ impl<S: Store> Hub<S> {
             } else {
                 ConnectionState::Disconnected
             };
-            if e.device.connection_state != state {
+            let changed = e.device.connection_state != state;
+            if changed {
                 e.device.connection_state = state;
                 e.device.connection_state_updated_time = Some(now);
             }
             e.device.last_activity_time = Some(now);
+            if changed {
+                self.connection_state_changed(&Identity::device(device_id), connected, now);
+            }
         }
     }
 

@@ -59,6 +59,19 @@ impl Default for EventLogSettings {
     }
 }
 
+/// Which non-telemetry events go to the built-in Event Hubs-compatible endpoint, as a route with
+/// that source would send them on a real hub. A real hub has no such route until one is made,
+/// so every source is off by default (iothub-beyond-c2d.md 1.8, 3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventRoutes {
+    /// `twinChangeEvents`: service twin writes and device reported-property writes.
+    pub twin_change_events: bool,
+    /// `deviceLifecycleEvents`: identity created or deleted.
+    pub device_lifecycle_events: bool,
+    /// `deviceConnectionStateEvents`: device connected or disconnected.
+    pub device_connection_state_events: bool,
+}
+
 /// Hub-wide settings for C2D queues, feedback and recorded telemetry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubSettings {
@@ -89,6 +102,8 @@ pub struct HubSettings {
     pub d2c_retention: usize,
     /// The event log behind the Event Hubs-compatible endpoint.
     pub event_log: EventLogSettings,
+    /// Non-telemetry event sources routed to the built-in endpoint (default: none).
+    pub routes: EventRoutes,
 }
 
 impl Default for HubSettings {
@@ -107,6 +122,7 @@ impl Default for HubSettings {
             feedback_max_delivery_count: 10,
             d2c_retention: 100,
             event_log: EventLogSettings::default(),
+            routes: EventRoutes::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::c2d::C2dQueue;
 use super::feedback::FeedbackQueue;
+use super::twin::TwinState;
 
 /// A device-to-cloud message kept for inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,16 +36,25 @@ pub struct DeviceEntry {
     pub d2c: VecDeque<D2cRecord>,
     /// Telemetry received so far (numbers `d2c` records).
     pub d2c_count: u64,
+    /// Its twin.
+    pub twin: TwinState,
 }
 
 impl DeviceEntry {
-    /// A device with an empty queue and no telemetry.
+    /// A device with an empty queue, no telemetry, and a new twin stamped at the epoch (the
+    /// registry uses [`DeviceEntry::created`]).
     pub fn new(device: Device) -> Self {
+        Self::created(device, OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// A device created at `now`: empty queue, no telemetry, a new twin stamped `now`.
+    pub fn created(device: Device, now: OffsetDateTime) -> Self {
         DeviceEntry {
             device,
             queue: C2dQueue::default(),
             d2c: VecDeque::new(),
             d2c_count: 0,
+            twin: TwinState::new(now),
         }
     }
 }
