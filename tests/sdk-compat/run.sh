@@ -26,6 +26,11 @@
 # (CI runs as root). SDK_COMPAT_SKIP=1 skips it on purpose.
 set -uo pipefail
 
+# The suite needs the standard ports, so two checkouts on one machine (or two runs) cannot
+# overlap: the second waits here until the first is done.
+exec 9>"${TMPDIR:-/tmp}/iothub-emulator-sdk-compat.lock"
+flock 9
+
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK=$HERE/.work
