@@ -66,8 +66,24 @@ SCENARIOS=(
   "node-abandon-reject-http|node|$SCENARIO_TIMEOUT|node/scenarios.js abandon-reject-http"
   "node-wrong-key|node|$SCENARIO_TIMEOUT|node/scenarios.js wrong-key"
   "node-queue-full|node|$SCENARIO_TIMEOUT|node/scenarios.js queue-full"
-  "node-expired|node|$SCENARIO_TIMEOUT|node/scenarios.js expired"
 )
+# Each feature lists its own scenarios in scenarios.d/<feature>.list (one
+# `name|kind|timeout|command` per line, `-` for the default timeout; `#` comments), so features
+# land without touching this file. A list may end with `budget=N`: N more seconds for the suite.
+for list in "$HERE"/scenarios.d/*.list; do
+  [ -f "$list" ] || continue
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in
+      '' | '#'*) continue ;;
+      budget=*) BUDGET=$((BUDGET + ${line#budget=})); continue ;;
+    esac
+    IFS='|' read -r l_name l_kind l_timeout l_cmd <<<"$line"
+    [ "$l_timeout" = "-" ] && l_timeout=$SCENARIO_TIMEOUT
+    SCENARIOS+=("$l_name|$l_kind|$l_timeout|$l_cmd")
+  done <"$list"
+done
+# node-expired moves the virtual clock, so it runs last.
+SCENARIOS+=("node-expired|node|$SCENARIO_TIMEOUT|node/scenarios.js expired")
 
 PASSED=0
 FAILED=0
