@@ -8,3 +8,4 @@ mod http;
 mod hub_model;
 mod mqtt;
 mod support;
+mod twins;
