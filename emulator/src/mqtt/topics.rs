@@ -3,7 +3,8 @@
 //! IoT Hub is not a broker: every route is between one device and the hub, so the grammar is
 //! fixed. A device may subscribe to its own C2D filter and to the twin and method filters the
 //! SDKs ask for. It may publish telemetry on its own events topic and twin requests (`twin.rs`);
-//! other twin and method-response publishes are accepted and dropped. Anything else is a violation: the hub closes the connection.
+//! other twin and method-response publishes are accepted and dropped. Anything else is a
+//! violation: the hub closes the connection.
 
 use iothub_protocol::Message;
 use iothub_protocol::property_bag::{self, BagError};
