@@ -46,7 +46,9 @@ use crate::hub::{EventLogError, Hub, HubEvent};
 
 mod twins;
 
-pub use twins::{DESIRED_QUEUE, DesiredPatch, DesiredSubscription, next_desired};
+pub use twins::{
+    DESIRED_QUEUE, DesiredPatch, DesiredSubscription, DeviceTwinOp, TwinReply, next_desired,
+};
 
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
