@@ -4,3 +4,4 @@
 mod amqp;
 mod http;
 mod mqtt;
+mod routes;
