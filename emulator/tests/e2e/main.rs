@@ -7,4 +7,5 @@ mod cli;
 mod http;
 mod hub_model;
 mod mqtt;
+mod secrets;
 mod support;
