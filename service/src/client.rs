@@ -57,6 +57,11 @@ impl ServiceClient {
         }
     }
 
+    /// The HTTPS pool, for the operations other files add (`twins.rs`).
+    pub(crate) fn https(&self) -> &Https {
+        &self.inner.https
+    }
+
     /// A client with every option at its default for this connection string
     /// (`HostName=..;SharedAccessKeyName=..;SharedAccessKey=..`): the platform's roots plus
     /// `IOTHUB_CA_CERT` if set, ports 5671 and 443 (or a `:port` in `HostName` for AMQP),

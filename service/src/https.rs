@@ -77,6 +77,8 @@ pub(crate) struct Call<'a> {
     pub if_match: Option<&'a IfMatch>,
     /// A JSON body.
     pub body: Option<Vec<u8>>,
+    /// More request headers (query paging).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl<'a> Call<'a> {
@@ -88,6 +90,7 @@ impl<'a> Call<'a> {
             query: "",
             if_match: None,
             body: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -142,12 +145,21 @@ impl Https {
 
     /// Sends one request and returns the body of a 2xx answer, or the typed error.
     pub async fn call(&self, call: Call<'_>) -> Result<Bytes, Error> {
+        Ok(self.call_with_headers(call).await?.1)
+    }
+
+    /// [`Https::call`], also returning the answer's headers.
+    pub async fn call_with_headers(
+        &self,
+        call: Call<'_>,
+    ) -> Result<(http::HeaderMap, Bytes), Error> {
         let Call {
             method,
             path,
             query,
             if_match,
             body,
+            headers,
         } = call;
         let sep = if query.is_empty() { "" } else { "&" };
         let uri = format!("{}{path}?{query}{sep}api-version={API_VERSION}", self.base);
@@ -163,6 +175,9 @@ impl Https {
             );
         if let Some(m) = if_match {
             builder = builder.header(header::IF_MATCH, m.header_value());
+        }
+        for (name, value) in headers {
+            builder = builder.header(name, value);
         }
         if body.is_some() {
             builder = builder.header(
@@ -199,7 +214,7 @@ impl Https {
                 after: self.request_timeout,
             })??;
         if parts.status.is_success() {
-            return Ok(bytes);
+            return Ok((parts.headers, bytes));
         }
         let code = parts
             .headers

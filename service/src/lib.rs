@@ -131,6 +131,7 @@ pub mod feedback;
 mod https;
 pub mod registry;
 mod token;
+mod twins;
 
 pub use client::ServiceClient;
 pub use config::{
@@ -138,11 +139,14 @@ pub use config::{
 };
 pub use error::Error;
 pub use feedback::{FeedbackBatch, FeedbackReceiver};
+pub use iothub_protocol::bulk::{BulkRegistryOperationResult, ExportImportDevice, ImportMode};
 pub use iothub_protocol::client::{
     CA_CERT_ENV, Cause, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RENEWAL_MARGIN, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, display_chain,
 };
 pub use iothub_protocol::connection_string::{self, ConnectionStringError};
+pub use iothub_protocol::query::{QueryItemType, QueryPage};
 pub use iothub_protocol::registry::{Device, DeviceStatus, PurgeMessageQueueResult};
+pub use iothub_protocol::twin::{Twin, TwinProperties};
 pub use iothub_protocol::{AckMode, ErrorCode, FeedbackRecord, FeedbackStatus, Message, MessageId};
 pub use registry::IfMatch;
