@@ -44,6 +44,9 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::event_log::{Cursor, Event, Reader, ReaderRequest};
 use crate::hub::{EventLogError, Hub, HubEvent};
 
+mod methods;
+pub use methods::{MethodListener, PendingMethod};
+
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
 pub struct Clock {
@@ -106,6 +109,8 @@ struct Inner {
     partitions: Vec<Notify>,
     /// Attached event log readers, cancelled when a higher owner level displaces them.
     readers: DashMap<u64, CancellationToken>,
+    /// Method listeners and the service requests waiting for their invocations.
+    methods: methods::MethodRoutes,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -219,6 +224,7 @@ impl HubHandle {
                 timer: Notify::new(),
                 partitions,
                 readers: DashMap::new(),
+                methods: methods::MethodRoutes::default(),
             }),
         }
     }
@@ -283,16 +289,16 @@ impl HubHandle {
             } => {
                 tracing::debug!(device = %device_id, seq = sequence_number, ?outcome, "c2d settled");
             }
-            // Delivery to connections and to the waiting HTTP request comes with the method
-            // transports (issue 16); until then nothing invokes methods.
             HubEvent::MethodRequest(request) => {
                 tracing::debug!(invocation = %request.invocation, identity = %request.identity, method = %request.name, "method request");
+                self.deliver_method(request);
             }
             HubEvent::MethodCompleted {
                 invocation,
                 outcome,
             } => {
                 tracing::debug!(%invocation, ok = outcome.is_ok(), "method completed");
+                self.complete_method(invocation, outcome);
             }
             HubEvent::EventsAvailable { partition } => {
                 if let Some(n) = self.events_notify(partition) {

@@ -2,9 +2,8 @@
 //!
 //! IoT Hub is not a broker: every route is between one device and the hub, so the grammar is
 //! fixed. A device may subscribe to its own C2D filter and to the twin and method filters the
-//! SDKs ask for (granted so they do not fail; twins and methods are not served). It may publish
-//! telemetry on its own events topic; twin and method-response publishes are accepted and
-//! dropped. Anything else is a violation: the hub closes the connection.
+//! SDKs ask for (methods are served by `methods.rs`). It may publish telemetry on its own events
+//! topic and method responses; twin publishes are accepted and dropped. Anything else is a violation: the hub closes the connection.
 
 use iothub_protocol::Message;
 use iothub_protocol::property_bag::{self, BagError};
@@ -51,6 +50,8 @@ pub fn classify_filter(device_id: &str, filter: &str) -> Filter {
 pub enum Route {
     /// The device's own events topic: record it as telemetry.
     Telemetry,
+    /// A direct-method answer (`$iothub/methods/res/...`), see `methods.rs`.
+    MethodResponse,
     /// A twin request or method response: acknowledged and dropped.
     Ignored,
     /// Not a topic this device may publish on: the connection is closed.
@@ -66,6 +67,9 @@ pub fn route_publish(device_id: &str, topic: &str) -> Route {
         return Route::Refused(format!(
             "device '{device_id}' published on device '{id}''s events topic"
         ));
+    }
+    if super::methods::is_response_topic(topic) {
+        return Route::MethodResponse;
     }
     if IGNORED_PREFIXES.iter().any(|p| topic.starts_with(p)) {
         return Route::Ignored;
@@ -143,7 +147,7 @@ mod tests {
         );
         assert_eq!(
             route_publish("d1", "$iothub/methods/res/200/?$rid=3"),
-            Route::Ignored
+            Route::MethodResponse
         );
         for t in [
             "devices/d2/messages/events/",

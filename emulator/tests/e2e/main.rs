@@ -6,5 +6,6 @@ mod amqp;
 mod cli;
 mod http;
 mod hub_model;
+mod methods;
 mod mqtt;
 mod support;
