@@ -46,7 +46,9 @@ use crate::hub::{EventLogError, Hub, HubEvent};
 
 mod twins;
 
-pub use twins::{DESIRED_QUEUE, DesiredPatch, DesiredSubscription, next_desired};
+pub use twins::{
+    DESIRED_QUEUE, DesiredPatch, DesiredSubscription, DeviceTwinOp, TwinReply, next_desired,
+};
 
 mod methods;
 pub use methods::{MethodListener, PendingMethod};

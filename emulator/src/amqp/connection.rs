@@ -27,7 +27,7 @@ use super::errors::unknown_address;
 use super::sasl::HubSasl;
 use super::stream::HubStream;
 use super::tokens::Tokens;
-use super::{cbs, device, inbound, outbound, service};
+use super::{cbs, device, inbound, outbound, service, twin};
 use crate::context::Context;
 
 /// The plain AMQP protocol header.
@@ -58,6 +58,8 @@ pub struct Conn {
     pub cancel: CancellationToken,
     /// Put-token replies on their way to the `$cbs` receiver link.
     pub cbs: cbs::Replies,
+    /// Twin responses on their way to each device's twin receiver link.
+    pub twins: twin::Channels,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -145,6 +147,7 @@ where
         tokens,
         cancel,
         cbs: cbs::Replies::default(),
+        twins: twin::Channels::default(),
     });
     run(conn, connection).await;
 }
@@ -245,6 +248,12 @@ async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>
         }
         (Some(Node::DeviceEvents(id)), LinkEndpoint::Receiver(r)) => {
             device::serve_events(conn, r, id).await
+        }
+        (Some(Node::DeviceTwin(id)), LinkEndpoint::Receiver(r)) => {
+            twin::serve_requests(conn, r, id).await
+        }
+        (Some(Node::DeviceTwin(id)), LinkEndpoint::Sender(s)) => {
+            twin::serve_responses(conn, s, id).await
         }
         (_, link) => {
             let error = unknown_address(address.as_deref().unwrap_or_default());

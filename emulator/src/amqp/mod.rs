@@ -10,6 +10,7 @@
 //! * [`stream`]: the bytes under fe2o3: 16-byte GUID delivery tags (which fe2o3 cannot set),
 //!   room in each frame for them, and a bounded wait for the peer's `close`.
 //! * [`sasl`] and [`cbs`]: how a connection gets its tokens; [`tokens`]: which link they cover.
+//! * [`twin`]: a device's twin requests, responses and desired notifications.
 //! * [`service`] and [`device`]: the links themselves, over the generic [`inbound`] and
 //!   [`outbound`] loops; [`convert`] maps messages and [`errors`] maps hub errors to conditions.
 //!
@@ -35,6 +36,7 @@ mod sasl;
 mod service;
 mod stream;
 mod tokens;
+mod twin;
 
 use std::sync::Arc;
 
