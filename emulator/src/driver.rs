@@ -45,7 +45,7 @@ use crate::hub::event_log::{Cursor, Event, Reader, ReaderRequest};
 use crate::hub::{EventLogError, Hub, HubEvent};
 
 mod methods;
-pub use methods::{MethodListener, PendingMethod};
+pub use methods::{MethodListener, MethodResponder, PendingMethod};
 
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]

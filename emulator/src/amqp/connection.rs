@@ -27,7 +27,7 @@ use super::errors::unknown_address;
 use super::sasl::HubSasl;
 use super::stream::HubStream;
 use super::tokens::Tokens;
-use super::{cbs, device, inbound, outbound, service};
+use super::{cbs, device, inbound, methods, outbound, service};
 use crate::context::Context;
 
 /// The plain AMQP protocol header.
@@ -58,6 +58,8 @@ pub struct Conn {
     pub cancel: CancellationToken,
     /// Put-token replies on their way to the `$cbs` receiver link.
     pub cbs: cbs::Replies,
+    /// Where method answers find the request link they belong to.
+    pub methods: methods::Responders,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -143,6 +145,7 @@ where
         tokens,
         cancel,
         cbs: cbs::Replies::default(),
+        methods: methods::Responders::default(),
     });
     run(conn, connection).await;
 }
@@ -243,6 +246,12 @@ async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>
         }
         (Some(Node::DeviceEvents(id)), LinkEndpoint::Receiver(r)) => {
             device::serve_events(conn, r, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Sender(s)) => {
+            methods::serve_requests(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Receiver(r)) => {
+            methods::serve_responses(conn, r, id).await
         }
         (_, link) => {
             let error = unknown_address(address.as_deref().unwrap_or_default());
