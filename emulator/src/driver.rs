@@ -51,7 +51,7 @@ pub use twins::{
 };
 
 mod methods;
-pub use methods::{MethodListener, PendingMethod};
+pub use methods::{MethodListener, MethodResponder, PendingMethod};
 
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]

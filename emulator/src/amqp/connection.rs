@@ -27,7 +27,7 @@ use super::errors::unknown_address;
 use super::sasl::HubSasl;
 use super::stream::HubStream;
 use super::tokens::Tokens;
-use super::{cbs, device, inbound, outbound, service, twin};
+use super::{cbs, device, inbound, methods, outbound, service, twin};
 use crate::context::Context;
 
 /// The plain AMQP protocol header.
@@ -60,6 +60,8 @@ pub struct Conn {
     pub cbs: cbs::Replies,
     /// Twin responses on their way to each device's twin receiver link.
     pub twins: twin::Channels,
+    /// Where method answers find the request link they belong to.
+    pub methods: methods::Responders,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -148,6 +150,7 @@ where
         cancel,
         cbs: cbs::Replies::default(),
         twins: twin::Channels::default(),
+        methods: methods::Responders::default(),
     });
     run(conn, connection).await;
 }
@@ -254,6 +257,12 @@ async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>
         }
         (Some(Node::DeviceTwin(id)), LinkEndpoint::Sender(s)) => {
             twin::serve_responses(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Sender(s)) => {
+            methods::serve_requests(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Receiver(r)) => {
+            methods::serve_responses(conn, r, id).await
         }
         (_, link) => {
             let error = unknown_address(address.as_deref().unwrap_or_default());

@@ -134,9 +134,37 @@ impl MethodListener {
     /// The device's answer to a request delivered here: `rid` as the device echoed it,
     /// `status`, and the body (empty means `null`).
     pub fn respond(&self, rid: &str, status: i32, body: &[u8]) -> ResponseDisposition {
+        self.responder().respond(rid, status, body)
+    }
+
+    /// A handle that answers for this listener from elsewhere (AMQP takes answers on another
+    /// link than the one requests go out on). It answers nothing once the listener is dropped.
+    pub fn responder(&self) -> MethodResponder {
+        MethodResponder {
+            handle: self.handle.clone(),
+            connection: self.connection,
+        }
+    }
+}
+
+/// Answers method requests delivered to one [`MethodListener`].
+#[derive(Clone)]
+pub struct MethodResponder {
+    handle: HubHandle,
+    connection: ConnectionId,
+}
+
+impl MethodResponder {
+    /// See [`MethodListener::respond`].
+    pub fn respond(&self, rid: &str, status: i32, body: &[u8]) -> ResponseDisposition {
         let connection = self.connection;
         self.handle
             .run(|hub, now| hub.method_response(connection, rid, status, body, now))
+    }
+
+    /// True when both answer for the same listener.
+    pub fn same_listener(&self, other: &MethodResponder) -> bool {
+        self.connection == other.connection
     }
 }
 

@@ -272,3 +272,114 @@ async fn module_methods_answer_module_not_found() {
     r.assert_hub_error(404, "ModuleNotFound");
     emu.shutdown().await;
 }
+
+mod amqp_device {
+    //! The device side over AMQP, as the Node and C# SDKs attach it.
+
+    use fe2o3_amqp::types::messaging::{
+        ApplicationProperties, Body, Message, MessageId, Properties,
+    };
+    use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Value};
+    use fe2o3_amqp::{Receiver, Sender};
+    use serde_json::json;
+
+    use super::{invoke, method_error_code};
+    use crate::support::amqp::{authorized, finish};
+    use crate::support::http::start_http;
+    use crate::support::{create_device, device_token, wait_until, within};
+
+    #[tokio::test]
+    async fn amqp_method_links_take_requests_and_answers() {
+        let (emu, c) = start_http().await;
+        let key = create_device(&emu, "d1");
+        let (conn, mut s, _cbs) = authorized(&emu, &device_token(&emu, "d1", &key)).await;
+        // Node's spelling for one link, C#'s for the other.
+        let mut requests = within(Receiver::attach(
+            &mut s,
+            "methods-rx",
+            "/devices/d1/methods/devicebound",
+        ))
+        .await
+        .unwrap();
+        let mut answers = within(Sender::attach(
+            &mut s,
+            "methods-tx",
+            "amqps://localhost/devices/d1/methods/deviceBound",
+        ))
+        .await
+        .unwrap();
+        let hub = emu.hub().clone();
+        wait_until("listening", || {
+            hub.read(|h| h.method_target(&iothub_emulator::hub::Identity::device("d1")))
+                .is_some()
+        })
+        .await;
+
+        for (i, payload) in [json!(null), json!(""), json!({"k1": "v1"}), json!([1])]
+            .into_iter()
+            .enumerate()
+        {
+            let call = invoke(
+                &c,
+                &emu,
+                "d1",
+                json!({"methodName": "reboot", "payload": payload}),
+            );
+            let device = async {
+                let d = within(requests.recv::<Body<Value>>()).await.unwrap();
+                within(requests.accept(&d)).await.unwrap();
+                let m = d.into_message();
+                let props = m.properties.clone().unwrap();
+                let Some(MessageId::Uuid(cid)) = props.correlation_id else {
+                    panic!("correlation id is not a uuid: {props:?}");
+                };
+                let app = m.application_properties.clone().unwrap();
+                assert_eq!(
+                    app.0.get("IoThub-methodname"),
+                    Some(&SimpleValue::String("reboot".into()))
+                );
+                let Body::Data(data) = m.body else {
+                    panic!("body is not data")
+                };
+                let body: Vec<u8> = data.iter().flat_map(|d| d.0.to_vec()).collect();
+                assert_eq!(
+                    serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                    payload
+                );
+                // Node answers with the uuid as a string on the even calls, C# as a uuid.
+                let correlation_id = if i % 2 == 0 {
+                    MessageId::String(uuid::Uuid::from_bytes(cid.into_inner()).to_string())
+                } else {
+                    MessageId::Uuid(cid)
+                };
+                let answer = Message::builder()
+                    .properties(Properties {
+                        correlation_id: Some(correlation_id),
+                        ..Properties::default()
+                    })
+                    .application_properties(
+                        ApplicationProperties::builder()
+                            .insert("IoThub-status", 200 + i as i32)
+                            .build(),
+                    )
+                    .data(Binary::from(body))
+                    .build();
+                within(answers.send(answer)).await.unwrap();
+            };
+            let (r, ()) = within(async { tokio::join!(call, device) }).await;
+            assert_eq!(r.json(), json!({"status": 200 + i, "payload": payload}));
+        }
+
+        // Detaching the request link stops delivery.
+        within(requests.close()).await.unwrap();
+        wait_until("not listening", || {
+            hub.read(|h| h.method_target(&iothub_emulator::hub::Identity::device("d1")))
+                .is_none()
+        })
+        .await;
+        let r = invoke(&c, &emu, "d1", json!({"methodName": "m"})).await;
+        assert_eq!(method_error_code(&r), 404103);
+        let _ = answers.close().await;
+        finish(conn, emu).await;
+    }
+}
