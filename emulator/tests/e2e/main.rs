@@ -9,3 +9,4 @@ mod hub_model;
 mod mqtt;
 mod secrets;
 mod support;
+mod token_scope;
