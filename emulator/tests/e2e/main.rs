@@ -10,3 +10,4 @@ mod mqtt;
 mod secrets;
 mod support;
 mod token_scope;
+mod twins;
