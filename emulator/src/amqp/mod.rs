@@ -29,6 +29,7 @@ mod device;
 mod errors;
 mod frame_guard;
 mod inbound;
+mod limits;
 mod listener;
 mod outbound;
 mod sasl;
