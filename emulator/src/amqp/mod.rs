@@ -28,6 +28,8 @@ mod convert;
 mod device;
 mod errors;
 mod frame_guard;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod limits;
 mod listener;
