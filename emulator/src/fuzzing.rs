@@ -20,8 +20,11 @@ pub fn credentials(data: &[u8]) {
     }
 }
 
+/// A fuzz target: arbitrary bytes in, no panic out.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target by name, for the replay test.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("amqp_frames", amqp_frames),
     ("amqp_sasl", amqp_sasl),
     ("mqtt_packets", mqtt_packets),

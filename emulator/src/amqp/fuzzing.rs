@@ -33,7 +33,7 @@ pub fn frames(data: &[u8]) {
         rest = &rest[size..];
     }
     if let Some(v) = &guard.violation {
-        let _ = frame_guard::refusal(v, data.len() % 2 == 0, "fuzz");
+        let _ = frame_guard::refusal(v, data.len().is_multiple_of(2), "fuzz");
     }
 }
 
