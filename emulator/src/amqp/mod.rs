@@ -30,7 +30,10 @@ mod convert;
 mod device;
 mod errors;
 mod frame_guard;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
+mod limits;
 mod listener;
 mod methods;
 mod outbound;
