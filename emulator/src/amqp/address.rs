@@ -25,6 +25,8 @@ pub enum Node {
     DeviceEvents(String),
     /// `/devices/{id}/twin`: a device's twin requests and responses (`twin.rs`).
     DeviceTwin(String),
+    /// `/devices/{id}/methods/devicebound`: direct-method requests and answers.
+    DeviceMethods(String),
 }
 
 /// The node an attach names, or `None` if the hub has no such node.
@@ -49,6 +51,9 @@ pub fn parse_node(address: &str) -> Option<Node> {
             } else {
                 None
             }
+        }
+        4 if is(0, "devices") && is(2, "methods") && is(3, "devicebound") => {
+            Some(Node::DeviceMethods(decode_device_id(segments[1])?))
         }
         _ => None,
     }
@@ -90,6 +95,18 @@ fn decode_device_id(segment: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_nodes_match_in_any_case_with_or_without_host() {
+        for a in [
+            "/devices/d1/methods/devicebound",
+            "/devices/d1/methods/deviceBound",
+            "amqps://localhost:5671/devices/d1/methods/deviceBound",
+        ] {
+            assert_eq!(parse_node(a), Some(Node::DeviceMethods("d1".into())), "{a}");
+        }
+        assert_eq!(parse_node("/devices/d1/methods/other"), None);
+    }
 
     #[test]
     fn every_sdk_spelling_of_the_service_nodes_matches() {

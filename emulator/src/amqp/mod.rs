@@ -11,6 +11,7 @@
 //!   room in each frame for them, and a bounded wait for the peer's `close`.
 //! * [`sasl`] and [`cbs`]: how a connection gets its tokens; [`tokens`]: which link they cover.
 //! * [`twin`]: a device's twin requests, responses and desired notifications.
+//! * [`methods`]: a device's direct-method links (requests out, answers in).
 //! * [`service`] and [`device`]: the links themselves, over the generic [`inbound`] and
 //!   [`outbound`] loops; [`convert`] maps messages and [`errors`] maps hub errors to conditions.
 //!
@@ -29,8 +30,12 @@ mod convert;
 mod device;
 mod errors;
 mod frame_guard;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
+mod limits;
 mod listener;
+mod methods;
 mod outbound;
 mod sasl;
 mod service;
