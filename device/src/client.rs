@@ -248,6 +248,20 @@ impl DeviceClient {
         runtime.tasks.wait().await;
     }
 
+    /// The MQTT command queue for features in other files (`twin.rs`), or `None` over HTTPS.
+    pub(crate) fn mqtt_commands(&self) -> Result<Option<&Commands>, Error> {
+        self.check_open()?;
+        Ok(match &self.inner.backend {
+            Backend::Mqtt { cmd } => Some(cmd),
+            Backend::Https { .. } => None,
+        })
+    }
+
+    /// Why the client can no longer be used (for features in other files).
+    pub(crate) fn stopped_error(&self) -> Error {
+        self.terminal_error()
+    }
+
     fn check_open(&self) -> Result<(), Error> {
         if self.inner.runtime.shutdown.is_cancelled() {
             Err(self.terminal_error())

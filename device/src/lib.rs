@@ -157,6 +157,7 @@ mod mqtt;
 mod runtime;
 mod state;
 mod token;
+mod twin;
 
 pub use client::{DeviceClient, Messages};
 pub use config::{
@@ -170,5 +171,6 @@ pub use iothub_protocol::client::{
 };
 pub use message::ReceivedMessage;
 pub use state::{ConnectionEvents, ConnectionState, DisconnectReason};
+pub use twin::{DesiredUpdate, DesiredUpdates, TWIN_TIMEOUT};
 
 pub use iothub_protocol::{AckMode, ErrorCode, Message, MessageId, Properties, SystemProperties};

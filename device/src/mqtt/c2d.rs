@@ -44,6 +44,12 @@ impl Driver {
                 // The receiver lives as long as the client; if it is gone, so is the client.
                 let _ = self.c2d.tx.send(msg);
             }
+            Inbound::Twin(t) => {
+                self.on_twin_publish(t, &p.topic, &p.payload);
+                if qos1 {
+                    self.settle(conn, p.pkid, true).await;
+                }
+            }
             Inbound::Unreadable(why) => {
                 // Acknowledge it so the hub does not send it forever; nothing can read it.
                 tracing::warn!(device = %self.params.device_id, topic = %p.topic, %why, "dropping an unreadable PUBLISH");

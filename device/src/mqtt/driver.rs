@@ -17,6 +17,7 @@ use super::params::Params;
 use super::subscriptions::Subscriptions;
 use super::telemetry::Telemetry;
 use super::topics::c2d_filter;
+use super::twin::TwinState;
 use super::{Command, Commands, Setup};
 use crate::error::Error;
 use crate::runtime::Runtime;
@@ -42,6 +43,8 @@ pub(super) struct Driver {
     pub telemetry: Telemetry,
     /// Every topic filter wanted, and the hub's answers.
     pub subscriptions: Subscriptions,
+    /// Twin requests waiting for their answer, and where desired patches go.
+    pub twin: TwinState,
     generation: Arc<AtomicU64>,
     runtime: Runtime,
 }
@@ -62,6 +65,7 @@ impl Driver {
             c2d: C2d::new(setup.c2d),
             telemetry: Telemetry::default(),
             subscriptions: Subscriptions::default(),
+            twin: TwinState::default(),
             generation: setup.generation,
             runtime: setup.runtime,
         }
@@ -150,15 +154,16 @@ impl Driver {
                 _ = self.runtime.shutdown.cancelled() => return false,
                 _ = &mut sleep => return true,
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.on_command_offline(cmd),
+                    Some(cmd) => self.on_command_offline(cmd).await,
                     None => return false,
                 },
             }
         }
     }
 
-    fn on_command_offline(&mut self, cmd: Command) {
+    async fn on_command_offline(&mut self, cmd: Command) {
         match cmd {
+            Command::Twin(t) => self.on_twin_command(None, t).await,
             Command::Send {
                 topic,
                 payload,
@@ -214,6 +219,7 @@ impl Driver {
         for id in self.telemetry.ids() {
             self.publish(&mut conn, id).await;
         }
+        self.twin_connected(&mut conn).await;
         self.runtime.state.set(ConnectionState::Connected);
         Ok(conn)
     }
@@ -270,6 +276,7 @@ impl Driver {
     /// Routes a command of the client to the part of the driver it concerns.
     async fn on_command(&mut self, conn: &mut Connection, cmd: Command) {
         match cmd {
+            Command::Twin(t) => self.on_twin_command(Some(conn), t).await,
             Command::Send {
                 topic,
                 payload,

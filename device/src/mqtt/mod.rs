@@ -19,6 +19,7 @@
 //! | `telemetry.rs` | D2C sends waiting for their PUBACK, republished after a reconnect |
 //! | `subscriptions.rs` | every topic filter (C2D, methods, twins): SUBACKs by packet id, waiters, re-subscribe after a lost session |
 //! | `c2d.rs` | incoming C2D messages and their settlement |
+//! | `twin.rs` | twin GET and reported PATCH by `$rid`, desired patches |
 //! | `acks.rs` | PUBACKs in arrival order |
 //! | `errors.rs` | CONNACK refusals and lost connections as [`Error`]s |
 //!
@@ -34,6 +35,7 @@ mod params;
 mod subscriptions;
 mod telemetry;
 mod topics;
+mod twin;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -48,6 +50,8 @@ use crate::token::Auth;
 
 pub(crate) use params::Params;
 pub(crate) use topics::{check_device_id, d2c_topic};
+pub use twin::DesiredUpdate;
+pub(crate) use twin::{TwinAnswer, TwinCommand};
 
 use driver::Driver;
 
@@ -61,6 +65,8 @@ pub(crate) enum Command {
     },
     /// The application wants C2D messages: subscribe (now and after a lost session).
     EnableC2d,
+    /// A twin request, or a new receiver of desired patches (`twin.rs`).
+    Twin(TwinCommand),
     /// Settle a C2D message: PUBACK it (`ack`) or let it go without one.
     Settle {
         generation: u64,

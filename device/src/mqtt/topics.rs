@@ -46,12 +46,17 @@ pub(crate) fn check_device_id(device_id: &str) -> Result<(), Error> {
 pub(super) enum Inbound {
     /// A C2D message (without its body, which the PUBLISH payload holds).
     C2d(Box<Message>),
+    /// A twin response or desired patch (`twin.rs`).
+    Twin(super::twin::TwinInbound),
     /// Something this client cannot read, and why.
     Unreadable(String),
 }
 
 /// Classifies a PUBLISH to this device by its topic.
 pub(super) fn inbound(device_id: &str, topic: &str) -> Inbound {
+    if let Some(t) = super::twin::parse_inbound(topic) {
+        return Inbound::Twin(t);
+    }
     if topic.starts_with(&c2d_topic_prefix(device_id)) {
         match decode_c2d_topic(topic) {
             Ok((_, message)) => Inbound::C2d(Box::new(message)),

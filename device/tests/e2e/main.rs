@@ -7,3 +7,4 @@ mod example;
 mod https;
 mod mqtt;
 mod resilience;
+mod twin;
