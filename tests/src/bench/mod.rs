@@ -44,6 +44,8 @@ pub enum Scenario {
     Mosquitto,
     /// The hub without sockets: per-operation cost at 100 vs 10,000 devices, memory bound.
     Hub,
+    /// Twins: desired round trip, reported patches/s, query time per page.
+    Twin,
     /// Every scenario, in the order above.
     All,
 }
@@ -139,7 +141,9 @@ pub fn main() -> ExitCode {
         return hubops::memory_child(args);
     }
     let Some(scenario) = cli.scenario else {
-        eprintln!("bench: name a scenario: c2d, capacity, d2c, startup, mosquitto, hub or all");
+        eprintln!(
+            "bench: name a scenario: c2d, capacity, d2c, startup, mosquitto, hub, twin or all"
+        );
         return ExitCode::from(2);
     };
     if cli.payload < 16 {
