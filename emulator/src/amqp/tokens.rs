@@ -165,10 +165,24 @@ pub fn check_audience(
         return Ok(Vec::new());
     };
     let parsed = SasToken::parse(token).map_err(|e| HubError::unauthorized(e.to_string()))?;
-    let rest = audience
-        .trim()
+    // The Node SDK's twin and method links encode the whole audience as it encodes `sr`
+    // (`host%2Fdevices%2Fid`): decode it once as a whole, and then not segment by segment.
+    let whole = !audience.contains('/') && audience.to_ascii_lowercase().contains("%2f");
+    let decoded = if whole {
+        percent_encoding::percent_decode_str(audience.trim())
+            .decode_utf8()
+            .map_err(|_| {
+                HubError::unauthorized(format!(
+                    "the put-token audience '{audience}' is not valid percent-encoded UTF-8"
+                ))
+            })?
+            .into_owned()
+    } else {
+        audience.trim().to_owned()
+    };
+    let rest = decoded
         .split_once("://")
-        .map_or(audience.trim(), |(_, r)| r);
+        .map_or(decoded.as_str(), |(_, r)| r);
     let (host_port, path) = rest.split_once('/').unwrap_or((rest, ""));
     let host = host_port
         .rsplit_once(':')
@@ -181,6 +195,10 @@ pub fn check_audience(
     }
     let mut aud = Vec::new();
     for seg in path.split('/').filter(|s| !s.is_empty()) {
+        if whole {
+            aud.push(seg.to_owned());
+            continue;
+        }
         let seg = percent_encoding::percent_decode_str(seg)
             .decode_utf8()
             .map_err(|_| {
@@ -369,6 +387,9 @@ mod tests {
         }
         assert_eq!(ok(&dev, "localhost/devices/d1"), Ok(Vec::new()));
         assert_eq!(ok(&dev, "localhost/devices/%64%31"), Ok(Vec::new()));
+        // Node's twin and method links encode the whole audience.
+        assert_eq!(ok(&dev, "localhost%2Fdevices%2Fd1"), Ok(Vec::new()));
+        assert!(ok(&dev, "localhost%2Fdevices%2Fd2").is_err());
         assert_eq!(
             ok(&dev, "localhost"),
             Ok(Vec::new()),
