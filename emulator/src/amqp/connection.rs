@@ -58,6 +58,8 @@ pub struct Conn {
     pub cancel: CancellationToken,
     /// Put-token replies on their way to the `$cbs` receiver link.
     pub cbs: cbs::Replies,
+    /// Event Hubs `$management` replies on their way to the management receiver link.
+    pub management: super::eventhubs::ManagementReplies,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -143,6 +145,7 @@ where
         tokens,
         cancel,
         cbs: cbs::Replies::default(),
+        management: Default::default(),
     });
     run(conn, connection).await;
 }
@@ -196,6 +199,7 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
         };
         let Some(attach) = attach else { break };
         let address = address_of(&attach);
+        let eventhubs = super::eventhubs::classify(&attach, address.as_deref());
         let acceptor = match attach.role {
             Role::Sender => &from_peer,
             Role::Receiver => &to_peer,
@@ -208,9 +212,17 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
             }
         };
         tracing::debug!(peer = %conn.peer, ?address, "link attached");
-        conn.ctx
-            .tasks
-            .spawn(serve_link(conn.clone(), link, address));
+        match eventhubs {
+            Some(eh) => {
+                conn.ctx
+                    .tasks
+                    .spawn(super::eventhubs::serve(conn.clone(), link, eh, address))
+            }
+            None => conn
+                .ctx
+                .tasks
+                .spawn(serve_link(conn.clone(), link, address)),
+        };
     }
     let _ = timeout(CLOSE_TIMEOUT, session.end()).await;
 }

@@ -103,6 +103,8 @@ struct ReadSide {
     scan: BytesMut,
     /// The peer's `open` was seen (or scanning gave up): pass everything through.
     done: bool,
+    /// The peer's `open` listed every field ([`super::full_lists`]).
+    full_lists: bool,
 }
 
 impl ReadSide {
@@ -130,6 +132,7 @@ impl ReadSide {
             }
             let frame = self.scan.split_to(size);
             if frame.get(5) == Some(&FRAME_TYPE_AMQP) {
+                self.full_lists = super::full_lists::wants_full_lists(&frame);
                 let frame = shrink_open(&frame).unwrap_or(frame);
                 self.ready.extend_from_slice(&frame);
                 self.give_up();
@@ -156,6 +159,8 @@ struct WriteSide {
     raw: bool,
     /// A `close` performative was written.
     close_sent: bool,
+    /// Write every performative with all its fields ([`super::full_lists`]).
+    full_lists: bool,
 }
 
 impl WriteSide {
@@ -186,8 +191,13 @@ impl WriteSide {
             }
             let frame = self.pending.split_to(size);
             self.close_sent |= is_close(&frame);
-            match retag_transfer(&frame) {
-                Some(longer) => self.out.extend_from_slice(&longer),
+            let frame = retag_transfer(&frame).unwrap_or(frame);
+            match self
+                .full_lists
+                .then(|| super::full_lists::pad(&frame))
+                .flatten()
+            {
+                Some(full) => self.out.extend_from_slice(&full),
                 None => self.out.extend_from_slice(&frame),
             }
         }
@@ -372,6 +382,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HubStream<IO> {
             ready!(this.poll_drain(cx))?;
         }
         this.write.pending.extend_from_slice(buf);
+        this.write.full_lists = this.read.full_lists;
         this.write.process();
         if this.write.close_sent && this.close_grace.is_none() {
             this.close_grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));

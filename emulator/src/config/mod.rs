@@ -75,6 +75,8 @@ pub struct Ports {
     pub http: u16,
     /// MQTT over plain TCP, for debugging; off by default.
     pub mqtt_tcp: Option<u16>,
+    /// Plain AMQP for Event Hubs clients with `UseDevelopmentEmulator=true`; 5672 by default.
+    pub eventhubs: u16,
 }
 
 impl Default for Ports {
@@ -85,6 +87,7 @@ impl Default for Ports {
             amqp: 5671,
             http: 8088,
             mqtt_tcp: None,
+            eventhubs: 5672,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Ports {
             amqp: 0,
             http: 0,
             mqtt_tcp: None,
+            eventhubs: 0,
         }
     }
 }

@@ -105,7 +105,7 @@ fn every_flag_has_an_env_var_named_after_it() {
         );
         count += 1;
     }
-    assert_eq!(count, 16);
+    assert_eq!(count, 17);
     let mqtt = cmd
         .get_arguments()
         .find(|a| a.get_id() == "mqtt_port")
@@ -162,7 +162,8 @@ fn flags_are_parsed() {
             mqtt: 0,
             amqp: 0,
             http: 9000,
-            mqtt_tcp: Some(1883)
+            mqtt_tcp: Some(1883),
+            eventhubs: 5672,
         }
     );
     assert_eq!(c.user_cert, Some(UserCert { cert, key }));

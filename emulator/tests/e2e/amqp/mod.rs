@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod device;
+mod eventhubs;
 mod service;
 mod websocket;
