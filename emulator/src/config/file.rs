@@ -25,6 +25,17 @@ struct HubTable {
     d2c_retention: Option<usize>,
 }
 
+/// The `[eventhubs]` table: the built-in Event Hubs-compatible endpoint's log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventHubsTable {
+    partition_count: Option<u32>,
+    retention_secs: Option<u64>,
+    max_events_per_partition: Option<usize>,
+    max_bytes_per_partition: Option<u64>,
+    consumer_groups: Option<Vec<String>>,
+}
+
 /// A `[policies.<name>]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +69,8 @@ struct DeviceTable {
 struct FileConfig {
     #[serde(default)]
     hub: HubTable,
+    #[serde(default)]
+    eventhubs: EventHubsTable,
     #[serde(default)]
     policies: BTreeMap<String, PolicyTable>,
     #[serde(default)]
@@ -95,6 +108,16 @@ impl Config {
             h.feedback_max_delivery_count,
         );
         set(&mut hub.d2c_retention, h.d2c_retention);
+        let e = file.eventhubs;
+        let log = &mut hub.event_log;
+        set(&mut log.partition_count, e.partition_count);
+        set(&mut log.retention, e.retention_secs.map(secs));
+        set(
+            &mut log.max_events_per_partition,
+            e.max_events_per_partition,
+        );
+        set(&mut log.max_bytes_per_partition, e.max_bytes_per_partition);
+        set(&mut log.consumer_groups, e.consumer_groups);
 
         for (name, keys) in file.policies {
             let known = self

@@ -20,6 +20,13 @@
 //! feedback_max_delivery_count = 10
 //! d2c_retention = 100
 //!
+//! [eventhubs]                       # the built-in Event Hubs-compatible endpoint
+//! partition_count = 4               # 1 to 32, fixed while the emulator runs
+//! retention_secs = 86400            # events older than this are dropped
+//! max_events_per_partition = 100000 # and the oldest go first beyond this many
+//! max_bytes_per_partition = 33554432
+//! consumer_groups = ["analytics"]   # besides $Default
+//!
 //! [policies.service]                # replaces a well-known policy's keys
 //! primary_key = "base64..."
 //! secondary_key = "base64..."
