@@ -44,6 +44,9 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::event_log::{Cursor, Event, Reader, ReaderRequest};
 use crate::hub::{EventLogError, Hub, HubEvent};
 
+mod observers;
+pub use observers::Changes;
+
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
 pub struct Clock {
@@ -106,6 +109,8 @@ struct Inner {
     partitions: Vec<Notify>,
     /// Attached event log readers, cancelled when a higher owner level displaces them.
     readers: DashMap<u64, CancellationToken>,
+    /// Change counters for observers such as the dashboard.
+    observers: observers::Observers,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -219,6 +224,7 @@ impl HubHandle {
                 timer: Notify::new(),
                 partitions,
                 readers: DashMap::new(),
+                observers: observers::Observers::new(),
             }),
         }
     }
@@ -251,10 +257,17 @@ impl HubHandle {
         {
             self.inner.timer.notify_one();
         }
+        self.inner.observers.publish(&events);
         for e in events {
             self.dispatch(e);
         }
         result
+    }
+
+    /// Counters of the hub's changes, for observers that re-read views when something changed
+    /// (see [`Changes`]).
+    pub fn observe(&self) -> tokio::sync::watch::Receiver<Changes> {
+        self.inner.observers.subscribe()
     }
 
     /// Reads the hub without changing it.

@@ -119,6 +119,7 @@ fn print_banner(emulator: &RunningEmulator) {
         "  health        http://{host}:{}/health   CA: http://{host}:{}/_emulator/ca.pem",
         e.http, e.http
     );
+    println!("  dashboard     {}", emulator.dashboard_url());
     if let Some(p) = e.mqtt_tcp {
         println!("  MQTT (plain)  mqtt://{host}:{p}  (debugging only)");
     }
