@@ -27,7 +27,7 @@ use super::errors::unknown_address;
 use super::sasl::HubSasl;
 use super::stream::HubStream;
 use super::tokens::Tokens;
-use super::{cbs, device, inbound, outbound, service};
+use super::{cbs, device, inbound, methods, outbound, service, twin};
 use crate::context::Context;
 
 /// The plain AMQP protocol header.
@@ -58,6 +58,10 @@ pub struct Conn {
     pub cancel: CancellationToken,
     /// Put-token replies on their way to the `$cbs` receiver link.
     pub cbs: cbs::Replies,
+    /// Twin responses on their way to each device's twin receiver link.
+    pub twins: twin::Channels,
+    /// Where method answers find the request link they belong to.
+    pub methods: methods::Responders,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -106,6 +110,7 @@ where
                 ConnectionAcceptor::builder()
                     .container_id(container)
                     .idle_time_out(IDLE_TIMEOUT_MS)
+                    .channel_max(super::frame_guard::CHANNEL_MAX)
                     .sasl_acceptor(HubSasl::new(ctx.clone(), tokens.clone()))
                     .build()
                     .accept(stream)
@@ -115,6 +120,7 @@ where
                 ConnectionAcceptor::builder()
                     .container_id(container)
                     .idle_time_out(IDLE_TIMEOUT_MS)
+                    .channel_max(super::frame_guard::CHANNEL_MAX)
                     .build()
                     .accept(stream)
                     .await
@@ -143,6 +149,8 @@ where
         tokens,
         cancel,
         cbs: cbs::Replies::default(),
+        twins: twin::Channels::default(),
+        methods: methods::Responders::default(),
     });
     run(conn, connection).await;
 }
@@ -243,6 +251,18 @@ async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>
         }
         (Some(Node::DeviceEvents(id)), LinkEndpoint::Receiver(r)) => {
             device::serve_events(conn, r, id).await
+        }
+        (Some(Node::DeviceTwin(id)), LinkEndpoint::Receiver(r)) => {
+            twin::serve_requests(conn, r, id).await
+        }
+        (Some(Node::DeviceTwin(id)), LinkEndpoint::Sender(s)) => {
+            twin::serve_responses(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Sender(s)) => {
+            methods::serve_requests(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Receiver(r)) => {
+            methods::serve_responses(conn, r, id).await
         }
         (_, link) => {
             let error = unknown_address(address.as_deref().unwrap_or_default());

@@ -246,7 +246,7 @@ pub async fn send_c2d(State(st): State<AppState>, _: Write, Json(r): Json<C2dSen
         let mid = m
             .system
             .message_id
-            .get_or_insert_with(|| MessageId::from(h.ids().lock_token()))
+            .get_or_insert_with(|| MessageId::from(h.ids().guid()))
             .canonical();
         h.enqueue_c2d(&id, m, now).map(|e| (mid, e))
     })?;
