@@ -207,7 +207,15 @@ async fn a_cross_origin_post_is_refused_even_with_the_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_a_device_send_c2d_see_it_completed_with_feedback_and_live_telemetry() {
-    run_in_browser(start_emulator().await, async |b, e| {
+    let e = start_emulator().await;
+    // Neighbours, so the screenshots look like a hub in use.
+    for id in ["gateway-a", "pump-7", "sensor-3"] {
+        e.create_device(id).expect("device");
+    }
+    e.hub()
+        .run(|h, now| h.enqueue_c2d("pump-7", Message::new("start"), now))
+        .expect("c2d");
+    run_in_browser(e, async |b, e| {
         sign_in(b, e).await?;
         let url = wd(b.url().await)?;
         check(!url.contains("token"), format!("the token left the address bar: {url}"))?;
@@ -483,6 +491,9 @@ async fn the_twin_panel_shows_reported_and_edits_desired_and_a_method_is_invoked
             result.starts_with("status 200") && result.contains("\"delay\": 5") && result.contains("reboot"),
             format!("the device's answer is shown: {result}"),
         )?;
+        wd(b
+            .eval("document.getElementById('twin-section').scrollIntoView(); return true;")
+            .await)?;
         shoot(b, "twin").await;
         Ok(())
     })
