@@ -72,6 +72,8 @@ mod devicebound;
 pub mod error;
 mod extract;
 mod feedback;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod layers;
 mod message_headers;

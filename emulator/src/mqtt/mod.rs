@@ -39,6 +39,8 @@
 
 mod connect;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod listener;
 mod methods;
