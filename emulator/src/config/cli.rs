@@ -71,7 +71,7 @@ pub struct Cli {
     )]
     pub amqp_port: u16,
 
-    /// Plain HTTP port: /health, /ready and the CA download (0 picks a free port).
+    /// Plain HTTP port: /health, /ready, the CA download and the web dashboard (0 picks a free port).
     #[arg(
         long,
         env = "IOTHUB_EMULATOR_HTTP_PORT",

@@ -207,7 +207,15 @@ async fn a_cross_origin_post_is_refused_even_with_the_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_a_device_send_c2d_see_it_completed_with_feedback_and_live_telemetry() {
-    run_in_browser(start_emulator().await, async |b, e| {
+    let e = start_emulator().await;
+    // Neighbours, so the screenshots look like a hub in use.
+    for id in ["gateway-a", "pump-7", "sensor-3"] {
+        e.create_device(id).expect("device");
+    }
+    e.hub()
+        .run(|h, now| h.enqueue_c2d("pump-7", Message::new("start"), now))
+        .expect("c2d");
+    run_in_browser(e, async |b, e| {
         sign_in(b, e).await?;
         let url = wd(b.url().await)?;
         check(!url.contains("token"), format!("the token left the address bar: {url}"))?;
@@ -404,4 +412,92 @@ async fn ten_thousand_devices_page_through_quickly() {
         Ok(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twin_panel_shows_reported_and_edits_desired_and_a_method_is_invoked() {
+    use iothub_emulator::hub::Identity;
+
+    let e = start_emulator().await;
+    e.create_device("pump-1").expect("device");
+    let identity = Identity::device("pump-1");
+    let reported = serde_json::json!({ "firmware": "1.4.2", "rpm": 1200 });
+    let reported = reported.as_object().cloned().unwrap_or_default();
+    e.hub()
+        .run(|h, now| h.update_reported_properties(&identity, &reported, now))
+        .expect("reported");
+    // A device connection listening for methods, answering the way a device would.
+    let mut listener = e.hub().listen_methods(&identity).expect("listen");
+    let device = tokio::spawn(async move {
+        let request = listener.recv().await?;
+        let body = format!(
+            "{{\"method\":\"{}\",\"got\":{}}}",
+            request.name,
+            request.payload.as_str()
+        );
+        listener.respond(&request.rid.to_string(), 200, body.as_bytes());
+        Some(request.name)
+    });
+    run_in_browser(e, async |b, e| {
+        sign_in(b, e).await?;
+        wd(b
+            .wait_for("the device", "return !!document.querySelector('#devices button[data-device-id=\"pump-1\"]');", WAIT)
+            .await)?;
+        wd(wd(b.find("#devices button[data-device-id=\"pump-1\"]").await)?.click().await)?;
+        wd(b
+            .wait_for(
+                "the reported properties",
+                "return document.getElementById('twin-reported').textContent.includes('1.4.2');",
+                WAIT,
+            )
+            .await)?;
+
+        // Edit the desired properties in the page.
+        wd(b
+            .eval("const t = document.getElementById('twin-desired'); t.value = ''; t.focus(); return true;")
+            .await)?;
+        wd(b.press("{\"targetRpm\": 1500}").await)?;
+        wd(wd(b.find("#twin-save").await)?.click().await)?;
+        wd(b
+            .wait_for(
+                "the desired version to move",
+                "return document.getElementById('twin-version').textContent.includes('desired $version 2');",
+                WAIT,
+            )
+            .await)?;
+        let twin = e
+            .hub()
+            .read(|h| h.get_twin(&Identity::device("pump-1")))
+            .map_err(|e| e.to_string())?;
+        let twin = serde_json::to_value(twin).map_err(|e| e.to_string())?;
+        check(
+            twin["properties"]["desired"]["targetRpm"] == 1500,
+            format!("the hub has the desired property: {twin}"),
+        )?;
+
+        // Invoke a direct method from the page.
+        wd(wd(b.find("#method-name").await)?.send_keys("reboot").await)?;
+        wd(wd(b.find("#method-payload").await)?.send_keys("{\"delay\":5}").await)?;
+        wd(wd(b.find("#method-invoke").await)?.click().await)?;
+        let result = wd(b
+            .wait_for(
+                "the method's answer",
+                "const t = document.getElementById('method-result').textContent; return t.startsWith('status') ? t : '';",
+                WAIT,
+            )
+            .await)?;
+        let result = result.as_str().unwrap_or_default().to_owned();
+        check(
+            result.starts_with("status 200") && result.contains("\"delay\": 5") && result.contains("reboot"),
+            format!("the device's answer is shown: {result}"),
+        )?;
+        wd(b
+            .eval("document.getElementById('twin-section').scrollIntoView(); return true;")
+            .await)?;
+        shoot(b, "twin").await;
+        Ok(())
+    })
+    .await;
+    let called = device.await.expect("device task");
+    assert_eq!(called.as_deref(), Some("reboot"));
 }

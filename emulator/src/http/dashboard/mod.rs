@@ -42,6 +42,8 @@
 //! | `POST /dashboard/api/devices/create`, `device/status`, `device/delete`, `device/disconnect` | registry changes |
 //! | `POST /dashboard/api/c2d/send`, `c2d/purge` | C2D |
 //! | `POST /dashboard/api/feedback/flush`, `clock/advance`, `reset` | hub controls |
+//! | `GET /dashboard/api/twin?id=`, `POST /dashboard/api/twin/desired` | the device twin ([`twins`]) |
+//! | `POST /dashboard/api/method/invoke` | a direct method ([`twins`]) |
 
 mod api;
 mod assets;
@@ -50,6 +52,7 @@ mod live;
 mod pages;
 #[cfg(test)]
 mod tests;
+mod twins;
 
 use std::sync::Arc;
 
@@ -143,6 +146,9 @@ pub fn routes(dashboard: Arc<Dashboard>) -> Router<AppState> {
         .route("/dashboard/api/feedback/flush", post(api::flush_feedback))
         .route("/dashboard/api/clock/advance", post(api::advance_clock))
         .route("/dashboard/api/reset", post(api::reset))
+        .route("/dashboard/api/twin", get(twins::twin))
+        .route("/dashboard/api/twin/desired", post(twins::patch_desired))
+        .route("/dashboard/api/method/invoke", post(twins::invoke_method))
         .layer(axum::middleware::from_fn(guard::security_headers))
         .layer(axum::Extension(dashboard))
 }

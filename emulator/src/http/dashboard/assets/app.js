@@ -198,6 +198,7 @@ function rowKeys(ev) {
 }
 
 function select(id) {
+  if (state.selected !== id) twinPanel.editing = false;
   state.selected = id;
   for (const tr of $("devices").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.deviceId === id);
   loadDevice();
@@ -395,7 +396,100 @@ function wire() {
   });
 }
 
-// Other panels (twins, direct methods) register here: `hooks.push({ render(detail), refresh(id) })`.
+// ---- twin and direct methods -----------------------------------------------------------------
+
+// Keys the hub writes itself ($version, $metadata) are not sent back in a patch.
+function withoutMeta(v) {
+  if (!v || typeof v !== "object" || Array.isArray(v)) return v;
+  const out = {};
+  for (const [k, x] of Object.entries(v)) if (!k.startsWith("$")) out[k] = withoutMeta(x);
+  return out;
+}
+
+const twinPanel = {
+  etag: null,
+  editing: false,
+  build() {
+    const box = $("twin-section");
+    box.hidden = false;
+    box.append(
+      el("h3", { id: "twin-title" }, "Device twin ", el("span", { id: "twin-version", class: "muted" })),
+      el("div", { class: "cols" },
+        el("div", {},
+          el("label", { for: "twin-desired", text: "Desired properties (JSON, merged as a patch; null removes)" }),
+          el("textarea", { id: "twin-desired", rows: 6, class: "mono", spellcheck: "false",
+            oninput: () => { twinPanel.editing = true; } }),
+          el("div", { class: "inline" },
+            el("button", { id: "twin-save", type: "button", class: "primary", text: "Update desired", onclick: () => twinPanel.save() }),
+            el("button", { id: "twin-revert", type: "button", text: "Revert", onclick: () => { twinPanel.editing = false; twinPanel.refresh(state.selected); } }))),
+        el("div", {},
+          el("label", { for: "twin-reported", text: "Reported properties (from the device)" }),
+          el("pre", { id: "twin-reported", tabindex: 0, class: "twin-json" }),
+          el("label", { for: "twin-tags", text: "Tags" }),
+          el("pre", { id: "twin-tags", tabindex: 0, class: "twin-json" }))));
+  },
+  async refresh(id) {
+    let t;
+    try { t = await api("twin?" + new URLSearchParams({ id })); } catch (e) { if (e.status === 404) return; throw e; }
+    if (state.selected !== id) return;
+    this.etag = t.etag;
+    const p = t.properties || {};
+    $("twin-version").textContent = `(version ${t.version ?? "?"}, desired $version ${p.desired?.$version ?? "?"}, reported $version ${p.reported?.$version ?? "?"})`;
+    if (!this.editing) $("twin-desired").value = JSON.stringify(withoutMeta(p.desired || {}), null, 2);
+    $("twin-reported").textContent = JSON.stringify(withoutMeta(p.reported || {}), null, 2);
+    $("twin-tags").textContent = JSON.stringify(t.tags || {}, null, 2);
+  },
+  async save() {
+    let desired;
+    try { desired = JSON.parse($("twin-desired").value || "{}"); } catch (e) { toast("Desired properties: " + e.message, true); return; }
+    const r = await act("Desired properties updated", "twin/desired", { deviceId: state.selected, desired, etag: this.etag });
+    if (r) { this.editing = false; this.refresh(state.selected); }
+  },
+};
+
+const methodPanel = {
+  build() {
+    const box = $("methods-section");
+    box.hidden = false;
+    const form = el("form", { id: "method-form", class: "card" },
+      el("h3", { id: "methods-title", text: "Invoke a direct method" }),
+      el("div", { class: "cols" },
+        el("div", {}, el("label", { for: "method-name", text: "Method name" }), el("input", { id: "method-name", required: true, placeholder: "reboot" })),
+        el("div", { class: "cols" },
+          el("div", {}, el("label", { for: "method-response-timeout", text: "Response timeout (s)" }), el("input", { id: "method-response-timeout", type: "number", min: 5, max: 25, value: 10 })),
+          el("div", {}, el("label", { for: "method-connect-timeout", text: "Connect timeout (s)" }), el("input", { id: "method-connect-timeout", type: "number", min: 0, max: 20, value: 0 })))),
+      el("label", { for: "method-payload", text: "Payload (JSON)" }),
+      el("textarea", { id: "method-payload", rows: 2, class: "mono", spellcheck: "false", placeholder: '{"delay": 5}' }),
+      el("button", { id: "method-invoke", type: "submit", text: "Invoke" }),
+      el("pre", { id: "method-result", class: "twin-json", "aria-live": "polite" }));
+    form.addEventListener("submit", (ev) => { ev.preventDefault(); methodPanel.invoke(); });
+    box.append(form);
+  },
+  async invoke() {
+    let payload = null;
+    const text = $("method-payload").value.trim();
+    if (text) { try { payload = JSON.parse(text); } catch (e) { toast("Payload: " + e.message, true); return; } }
+    const call = {
+      methodName: $("method-name").value.trim(), payload,
+      responseTimeoutInSeconds: Number($("method-response-timeout").value),
+      connectTimeoutInSeconds: Number($("method-connect-timeout").value),
+    };
+    const out = $("method-result");
+    out.textContent = "waiting for the device…";
+    try {
+      const r = await api("method/invoke", { deviceId: state.selected, call });
+      out.textContent = `status ${r.status}\n` + JSON.stringify(r.payload, null, 2);
+    } catch (e) {
+      out.textContent = e.message;
+    }
+  },
+};
+
+twinPanel.build();
+methodPanel.build();
+state.hooks.push({ refresh: (id) => twinPanel.refresh(id) });
+
+// Further panels (modules, say) register here: `hooks.push({ render(detail), refresh(id) })`.
 window.dashboard = { state, api, act, el, hooks: state.hooks, toast };
 
 wire();
