@@ -47,6 +47,10 @@ use crate::hub::{EventLogError, Hub, HubEvent};
 mod methods;
 pub use methods::{MethodListener, MethodResponder, PendingMethod};
 
+mod twins;
+
+pub use twins::{DESIRED_QUEUE, DesiredPatch, DesiredSubscription, next_desired};
+
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
 pub struct Clock {
@@ -111,6 +115,8 @@ struct Inner {
     readers: DashMap<u64, CancellationToken>,
     /// Method listeners and the service requests waiting for their invocations.
     methods: methods::MethodRoutes,
+    /// Connections subscribed to desired-property notifications (`driver/twins.rs`).
+    twins: twins::DesiredSubscribers,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -225,6 +231,7 @@ impl HubHandle {
                 partitions,
                 readers: DashMap::new(),
                 methods: methods::MethodRoutes::default(),
+                twins: twins::DesiredSubscribers::default(),
             }),
         }
     }
@@ -250,6 +257,8 @@ impl HubHandle {
             while let Some(e) = hub.poll_event() {
                 events.push(e);
             }
+            // Under the lock, so racing writes reach devices in version order.
+            self.inner.twins.deliver(&events);
             (result, before, hub.poll_timeout())
         };
         if deadline_after.is_some()
@@ -310,7 +319,7 @@ impl HubHandle {
                     token.cancel();
                 }
             }
-            // Wiring points for the twin adapters and the event log (issue 15).
+            // Already handed to the subscribed connections under the lock (`driver/twins.rs`).
             HubEvent::TwinDesiredChanged {
                 identity, version, ..
             } => {

@@ -28,6 +28,7 @@ mod connection;
 mod convert;
 mod device;
 mod errors;
+mod frame_guard;
 mod inbound;
 mod listener;
 mod methods;

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Need;
 use crate::context::Context;
-use crate::driver::{ConnectionGuard, MethodListener};
+use crate::driver::{ConnectionGuard, DesiredSubscription, MethodListener, next_desired};
 use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
@@ -40,6 +40,7 @@ use super::limits::{FloodGuard, Limits, idle_timeout};
 use super::methods;
 use super::session::{Delivery, Session};
 use super::topics::{self, Route};
+use super::twin;
 
 type Transport<IO> = Framed<IO, Codec>;
 
@@ -247,7 +248,9 @@ async fn serve_device<IO>(
             auth,
         },
         methods: None,
+        desired: None,
     };
+    conn.sync_desired();
 
     let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
     let close = match conn.send(Packet::ConnAck(ack)).await {
@@ -389,6 +392,8 @@ struct Connected<'a, IO> {
     origin: Origin,
     /// Set while subscribed to method requests.
     methods: Option<MethodListener>,
+    /// Desired-property notifications, while the session holds the desired filter.
+    desired: Option<DesiredSubscription>,
 }
 
 impl<IO> Connected<'_, IO>
@@ -455,6 +460,16 @@ where
                         return close;
                     }
                 }
+                n = next_desired(&mut self.desired) => {
+                    let Some(n) = n else {
+                        return Close::Violation(
+                            "desired-property notifications were not read in time".to_owned(),
+                        );
+                    };
+                    if let Err(close) = self.send(Packet::Publish(twin::desired_notification(&n))).await {
+                        return close;
+                    }
+                }
             }
         }
     }
@@ -509,10 +524,12 @@ where
                 }
                 // The SUBACK is queued before any request the subscription releases.
                 self.feed(Packet::SubAck(ack)).await?;
+                self.sync_desired();
                 self.sync_method_listener()
             }
             Packet::Unsubscribe(u) => {
                 let ack = self.session.unsubscribe(&u);
+                self.sync_desired();
                 self.sync_method_listener()?;
                 self.feed(Packet::UnsubAck(ack)).await
             }
@@ -534,8 +551,13 @@ where
                 "QoS 2 PUBLISH (IoT Hub supports QoS 0 and 1)".to_owned(),
             ));
         }
+        let mut twin_response = None;
         match topics::route_publish(self.device_id, &p.topic) {
             Route::Refused(reason) => return Err(Close::Violation(reason)),
+            Route::Twin(req) => {
+                let identity = &self.origin.identity;
+                twin_response = Some(twin::answer(&self.ctx.hub, identity, &req, &p.payload));
+            }
             Route::Ignored => {
                 debug!(device = %self.device_id, topic = %p.topic, "twin publish ignored")
             }
@@ -560,6 +582,9 @@ where
         if p.qos == QoS::AtLeastOnce {
             self.feed(Packet::PubAck(PubAck::new(p.pkid))).await?;
         }
+        if let Some(r) = twin_response {
+            self.feed(Packet::Publish(r)).await?;
+        }
         Ok(())
     }
 
@@ -567,7 +592,7 @@ where
     fn sync_method_listener(&mut self) -> Result<(), Close> {
         let wanted = self
             .session
-            .has_sdk_filter(iothub_protocol::method::REQUEST_TOPIC_FILTER);
+            .has_filter(iothub_protocol::method::REQUEST_TOPIC_FILTER);
         match (wanted, self.methods.is_some()) {
             (true, false) => {
                 let listener = self
@@ -606,6 +631,16 @@ where
         let disposition = listener.respond(&answer.rid, answer.status, &p.payload);
         debug!(device = %self.device_id, rid = %answer.rid, status = answer.status, ?disposition, "method answer");
         Ok(())
+    }
+
+    /// Holds a desired-property subscription exactly while the session holds the filter.
+    fn sync_desired(&mut self) {
+        let wanted = self.session.has_filter(twin::DESIRED_FILTER);
+        if wanted && self.desired.is_none() {
+            self.desired = Some(self.ctx.hub.subscribe_desired(&self.origin.identity));
+        } else if !wanted {
+            self.desired = None;
+        }
     }
 
     /// A device PUBACK completes the C2D delivery it acknowledges. A lost lock (it expired,

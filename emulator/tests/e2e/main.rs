@@ -8,4 +8,6 @@ mod http;
 mod hub_model;
 mod methods;
 mod mqtt;
+mod secrets;
 mod support;
+mod twins;
