@@ -77,6 +77,9 @@ pub(crate) struct Call<'a> {
     pub if_match: Option<&'a IfMatch>,
     /// A JSON body.
     pub body: Option<Vec<u8>>,
+    /// How long this call may take, when not the client's request timeout (a direct method
+    /// waits for the device).
+    pub timeout: Option<Duration>,
 }
 
 impl<'a> Call<'a> {
@@ -88,6 +91,7 @@ impl<'a> Call<'a> {
             query: "",
             if_match: None,
             body: None,
+            timeout: None,
         }
     }
 }
@@ -148,7 +152,9 @@ impl Https {
             query,
             if_match,
             body,
+            timeout,
         } = call;
+        let limit = timeout.unwrap_or(self.request_timeout);
         let sep = if query.is_empty() { "" } else { "&" };
         let uri = format!("{}{path}?{query}{sep}api-version={API_VERSION}", self.base);
         let token = self.tokens.current()?;
@@ -192,12 +198,13 @@ impl Https {
                 .to_bytes();
             Ok::<_, Error>((parts, bytes))
         };
-        let (parts, bytes) = tokio::time::timeout(self.request_timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "an HTTPS request",
-                after: self.request_timeout,
-            })??;
+        let (parts, bytes) =
+            tokio::time::timeout(limit, exchange)
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: "an HTTPS request",
+                    after: limit,
+                })??;
         if parts.status.is_success() {
             return Ok(bytes);
         }

@@ -129,6 +129,7 @@ mod config;
 pub mod error;
 pub mod feedback;
 mod https;
+pub mod methods;
 pub mod registry;
 mod token;
 
@@ -145,4 +146,5 @@ pub use iothub_protocol::client::{
 pub use iothub_protocol::connection_string::{self, ConnectionStringError};
 pub use iothub_protocol::registry::{Device, DeviceStatus, PurgeMessageQueueResult};
 pub use iothub_protocol::{AckMode, ErrorCode, FeedbackRecord, FeedbackStatus, Message, MessageId};
+pub use methods::{MethodRequest, MethodResponse};
 pub use registry::IfMatch;

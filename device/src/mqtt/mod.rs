@@ -19,6 +19,7 @@
 //! | `telemetry.rs` | D2C sends waiting for their PUBACK, republished after a reconnect |
 //! | `subscriptions.rs` | every topic filter (C2D, methods, twins): SUBACKs by packet id, waiters, re-subscribe after a lost session |
 //! | `c2d.rs` | incoming C2D messages and their settlement |
+//! | `methods.rs` | direct-method requests in, answers out |
 //! | `acks.rs` | PUBACKs in arrival order |
 //! | `errors.rs` | CONNACK refusals and lost connections as [`Error`]s |
 //!
@@ -30,6 +31,7 @@ mod c2d;
 mod connection;
 mod driver;
 mod errors;
+mod methods;
 mod params;
 mod subscriptions;
 mod telemetry;
@@ -61,6 +63,13 @@ pub(crate) enum Command {
     },
     /// The application wants C2D messages: subscribe (now and after a lost session).
     EnableC2d,
+    /// The application registered a method handler: subscribe to method requests; `reply`
+    /// learns whether the hub granted it.
+    EnableMethods {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Publish a method answer (QoS 0).
+    MethodResponse { topic: String, payload: Bytes },
     /// Settle a C2D message: PUBACK it (`ack`) or let it go without one.
     Settle {
         generation: u64,
@@ -95,6 +104,8 @@ pub(crate) struct Setup {
     pub auth: Auth,
     /// Where received C2D messages go.
     pub c2d: C2dSender,
+    /// Where method requests go.
+    pub methods: crate::methods::IncomingSender,
     /// The connection messages may still be settled on; the driver bumps it when one ends.
     pub generation: Arc<AtomicU64>,
     /// The client's state reporter, shutdown token and task tracker.

@@ -5,5 +5,6 @@
 mod common;
 mod example;
 mod https;
+mod methods;
 mod mqtt;
 mod resilience;
