@@ -44,6 +44,8 @@ pub enum Scenario {
     Mosquitto,
     /// The hub without sockets: per-operation cost at 100 vs 10,000 devices, memory bound.
     Hub,
+    /// Direct methods: invoke_method round trip and calls per second, 1 and 100 devices.
+    Methods,
     /// Every scenario, in the order above.
     All,
 }

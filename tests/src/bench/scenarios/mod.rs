@@ -8,6 +8,7 @@
 //! | `d2c.rs` | 3: D2C telemetry at QoS 1 |
 //! | `startup.rs` | 4: start to ready, and to the first C2D delivered |
 //! | `anchor.rs` | 5: mosquitto on the same machine, and the ratios |
+//! | `methods.rs` | direct methods: round trip and calls per second (issue 16) |
 //!
 //! The hub without sockets (6) is `hubops.rs`. This file holds what several scenarios share:
 //! run lengths, the emulator rig (process, service clients, fleet) and connect reports.
@@ -16,6 +17,7 @@ mod anchor;
 mod c2d;
 mod capacity;
 mod d2c;
+mod methods;
 mod startup;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub async fn run(cli: &Cli, scenario: Scenario) -> BenchResult<()> {
         Scenario::Startup => startup::startup(cli).await,
         Scenario::Mosquitto => anchor::anchor(cli).await,
         Scenario::Hub => hubops::run(cli),
+        Scenario::Methods => methods::methods(cli).await,
         Scenario::All => {
             return run_each(&[
                 Scenario::C2d,
@@ -46,6 +49,7 @@ pub async fn run(cli: &Cli, scenario: Scenario) -> BenchResult<()> {
                 Scenario::Startup,
                 Scenario::Mosquitto,
                 Scenario::Hub,
+                Scenario::Methods,
             ]);
         }
     };
@@ -70,6 +74,7 @@ fn run_each(list: &[Scenario]) -> BenchResult<()> {
             Scenario::Startup => "startup",
             Scenario::Mosquitto => "mosquitto",
             Scenario::Hub => "hub",
+            Scenario::Methods => "methods",
             Scenario::All => continue,
         };
         let child_args: Vec<&str> = args
