@@ -44,12 +44,17 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::event_log::{Cursor, Event, Reader, ReaderRequest};
 use crate::hub::{EventLogError, Hub, HubEvent};
 
+mod twins;
+
+pub use twins::{
+    DESIRED_QUEUE, DesiredPatch, DesiredSubscription, DeviceTwinOp, TwinReply, next_desired,
+};
+
 mod methods;
 pub use methods::{MethodListener, MethodResponder, PendingMethod};
 
-mod twins;
-
-pub use twins::{DESIRED_QUEUE, DesiredPatch, DesiredSubscription, next_desired};
+mod observers;
+pub use observers::Changes;
 
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
@@ -113,10 +118,12 @@ struct Inner {
     partitions: Vec<Notify>,
     /// Attached event log readers, cancelled when a higher owner level displaces them.
     readers: DashMap<u64, CancellationToken>,
-    /// Method listeners and the service requests waiting for their invocations.
-    methods: methods::MethodRoutes,
     /// Connections subscribed to desired-property notifications (`driver/twins.rs`).
     twins: twins::DesiredSubscribers,
+    /// Method listeners and the service requests waiting for their invocations.
+    methods: methods::MethodRoutes,
+    /// Change counters for observers such as the dashboard.
+    observers: observers::Observers,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -230,8 +237,9 @@ impl HubHandle {
                 timer: Notify::new(),
                 partitions,
                 readers: DashMap::new(),
-                methods: methods::MethodRoutes::default(),
                 twins: twins::DesiredSubscribers::default(),
+                methods: methods::MethodRoutes::default(),
+                observers: observers::Observers::new(),
             }),
         }
     }
@@ -266,10 +274,17 @@ impl HubHandle {
         {
             self.inner.timer.notify_one();
         }
+        self.inner.observers.publish(&events);
         for e in events {
             self.dispatch(e);
         }
         result
+    }
+
+    /// Counters of the hub's changes, for observers that re-read views when something changed
+    /// (see [`Changes`]).
+    pub fn observe(&self) -> tokio::sync::watch::Receiver<Changes> {
+        self.inner.observers.subscribe()
     }
 
     /// Reads the hub without changing it.

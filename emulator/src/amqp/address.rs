@@ -23,6 +23,8 @@ pub enum Node {
     DeviceDevicebound(String),
     /// `/devices/{id}/messages/events`: where a device sends telemetry.
     DeviceEvents(String),
+    /// `/devices/{id}/twin`: a device's twin requests and responses (`twin.rs`).
+    DeviceTwin(String),
     /// `/devices/{id}/methods/devicebound`: direct-method requests and answers.
     DeviceMethods(String),
 }
@@ -36,6 +38,9 @@ pub fn parse_node(address: &str) -> Option<Node> {
         2 if is(0, "messages") && is(1, "devicebound") => Some(Node::ServiceDevicebound),
         3 if is(0, "messages") && is(1, "servicebound") && is(2, "feedback") => {
             Some(Node::Feedback)
+        }
+        3 if is(0, "devices") && is(2, "twin") => {
+            decode_device_id(segments[1]).map(Node::DeviceTwin)
         }
         4 if is(0, "devices") && is(2, "messages") => {
             let id = decode_device_id(segments[1])?;

@@ -247,8 +247,8 @@ async fn serve_device<IO>(
             identity: Identity::device(device_id),
             auth,
         },
-        methods: None,
         desired: None,
+        methods: None,
     };
     conn.sync_desired();
 
@@ -390,10 +390,10 @@ struct Connected<'a, IO> {
     flood: FloodGuard,
     /// Who sends this connection's telemetry, and how it authenticated.
     origin: Origin,
-    /// Set while subscribed to method requests.
-    methods: Option<MethodListener>,
     /// Desired-property notifications, while the session holds the desired filter.
     desired: Option<DesiredSubscription>,
+    /// Set while subscribed to method requests.
+    methods: Option<MethodListener>,
 }
 
 impl<IO> Connected<'_, IO>
@@ -455,11 +455,6 @@ where
                     }
                 }
                 _ = &mut wake, if wants_c2d => {}
-                Some(request) = next_method(&mut self.methods) => {
-                    if let Err(close) = self.send_methods(request).await {
-                        return close;
-                    }
-                }
                 n = next_desired(&mut self.desired) => {
                     let Some(n) = n else {
                         return Close::Violation(
@@ -467,6 +462,11 @@ where
                         );
                     };
                     if let Err(close) = self.send(Packet::Publish(twin::desired_notification(&n))).await {
+                        return close;
+                    }
+                }
+                Some(request) = next_method(&mut self.methods) => {
+                    if let Err(close) = self.send_methods(request).await {
                         return close;
                     }
                 }
@@ -522,9 +522,9 @@ where
                 for (f, code) in s.filters.iter().zip(&ack.return_codes) {
                     debug!(device = %self.device_id, filter = %f.path, ?code, "subscribe");
                 }
+                self.sync_desired();
                 // The SUBACK is queued before any request the subscription releases.
                 self.feed(Packet::SubAck(ack)).await?;
-                self.sync_desired();
                 self.sync_method_listener()
             }
             Packet::Unsubscribe(u) => {
@@ -588,11 +588,21 @@ where
         Ok(())
     }
 
+    /// Holds a desired-property subscription exactly while the session holds the filter.
+    fn sync_desired(&mut self) {
+        let wanted = self.session.has_sdk_filter(twin::DESIRED_FILTER);
+        if wanted && self.desired.is_none() {
+            self.desired = Some(self.ctx.hub.subscribe_desired(&self.origin.identity));
+        } else if !wanted {
+            self.desired = None;
+        }
+    }
+
     /// Listens for method requests exactly while the session holds the method filter.
     fn sync_method_listener(&mut self) -> Result<(), Close> {
         let wanted = self
             .session
-            .has_filter(iothub_protocol::method::REQUEST_TOPIC_FILTER);
+            .has_sdk_filter(iothub_protocol::method::REQUEST_TOPIC_FILTER);
         match (wanted, self.methods.is_some()) {
             (true, false) => {
                 let listener = self
@@ -631,16 +641,6 @@ where
         let disposition = listener.respond(&answer.rid, answer.status, &p.payload);
         debug!(device = %self.device_id, rid = %answer.rid, status = answer.status, ?disposition, "method answer");
         Ok(())
-    }
-
-    /// Holds a desired-property subscription exactly while the session holds the filter.
-    fn sync_desired(&mut self) {
-        let wanted = self.session.has_filter(twin::DESIRED_FILTER);
-        if wanted && self.desired.is_none() {
-            self.desired = Some(self.ctx.hub.subscribe_desired(&self.origin.identity));
-        } else if !wanted {
-            self.desired = None;
-        }
     }
 
     /// A device PUBACK completes the C2D delivery it acknowledges. A lost lock (it expired,

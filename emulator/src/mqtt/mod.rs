@@ -13,8 +13,8 @@
 //! |---|---|
 //! | `connect.rs` | CONNECT validation, user-name parsing, the CONNACK code of every refusal |
 //! | `topics.rs` | subscription ACL and publish routes |
-//! | `methods.rs` | direct methods: the listening subscription, requests, answers |
 //! | `twin.rs` | twin request topics, responses and desired notifications |
+//! | `methods.rs` | direct methods: the listening subscription, requests, answers |
 //! | `session.rs` | subscriptions, packet ids, the C2D in-flight window, DUP (no I/O) |
 //! | `store.rs` | persisted sessions (clean session 0), one slot per device |
 //! | `limits.rs` | sizes, timeouts, keep-alive, packet rate |
@@ -39,6 +39,8 @@
 
 mod connect;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod listener;
 mod methods;

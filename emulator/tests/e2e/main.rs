@@ -10,4 +10,5 @@ mod methods;
 mod mqtt;
 mod secrets;
 mod support;
+mod token_scope;
 mod twins;
