@@ -21,6 +21,9 @@
 //!     Total calls received: 1
 //! ```
 //!
+//! It also answers the direct method `reboot` (status 200, `{"rebooted":true,"request":<payload>}`),
+//! e.g. `cargo run -p iothub-service --example send_cloud_to_device_message -- --method reboot`.
+//!
 //! Ctrl-C closes the connection and prints `IoTHubDeviceClient sample stopped`. Messages are
 //! completed as they are printed.
 

@@ -43,6 +43,9 @@ struct Inner {
     /// The MQTT connection messages may still be settled on.
     generation: Arc<AtomicU64>,
     runtime: Runtime,
+    /// Method handlers, and the requests waiting for the dispatcher (taken when it starts).
+    methods: Arc<crate::methods::Handlers>,
+    method_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<crate::methods::Incoming>>>,
 }
 
 impl Drop for Inner {
@@ -143,6 +146,73 @@ impl DeviceClient {
                 e => e,
             }),
         }
+    }
+
+    /// Answers direct-method calls of `name` with `handler` (replacing an earlier one), and
+    /// returns once the hub listens: over MQTT, once it granted the subscription to
+    /// `$iothub/methods/POST/#` (renewed after a lost session). Handlers run concurrently,
+    /// one task per request; a method with no handler is answered with status 501.
+    ///
+    /// ```no_run
+    /// # async fn run(client: iothub_device::DeviceClient) -> Result<(), iothub_device::Error> {
+    /// use iothub_device::MethodResponse;
+    /// client
+    ///     .on_method("reboot", |req| async move {
+    ///         println!("reboot with {}", req.payload.as_str());
+    ///         MethodResponse::new(200, r#"{"rebooting":true}"#)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: [`Error::NotSupported`] over HTTPS (the hub has no HTTPS method transport),
+    /// [`Error::Closed`], or the subscription's refusal.
+    pub async fn on_method<F, Fut>(&self, name: &str, handler: F) -> Result<(), Error>
+    where
+        F: Fn(crate::MethodRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::MethodResponse> + Send + 'static,
+    {
+        self.inner.methods.set(Some(name), handler);
+        self.enable_methods().await
+    }
+
+    /// Answers every method without a handler of its own with `handler`; see
+    /// [`on_method`](Self::on_method).
+    pub async fn on_any_method<F, Fut>(&self, handler: F) -> Result<(), Error>
+    where
+        F: Fn(crate::MethodRequest) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::MethodResponse> + Send + 'static,
+    {
+        self.inner.methods.set(None, handler);
+        self.enable_methods().await
+    }
+
+    async fn enable_methods(&self) -> Result<(), Error> {
+        self.check_open()?;
+        let Backend::Mqtt { cmd } = &self.inner.backend else {
+            return Err(Error::NotSupported {
+                operation: "direct methods (IoT Hub delivers them over MQTT or AMQP)",
+                transport: self.inner.transport,
+            });
+        };
+        let rx = self
+            .inner
+            .method_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rx) = rx {
+            let runtime = self.inner.runtime.clone();
+            runtime.tasks.spawn(crate::methods::dispatch(
+                self.inner.methods.clone(),
+                rx,
+                runtime.clone(),
+            ));
+        }
+        let (reply, granted) = oneshot::channel();
+        cmd.send(Command::EnableMethods { reply })
+            .map_err(|_| self.terminal_error())?;
+        granted.await.map_err(|_| self.terminal_error())?
     }
 
     /// Waits for the next cloud-to-device message.
@@ -335,6 +405,9 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
     // Unbounded, as `mqtt::C2dSender` explains; the HTTPS poller only fetches a message
     // while a receiver waits for one.
     let (c2d_tx, c2d_rx) = mpsc::unbounded_channel();
+    // Unbounded: the hub bounds requests by the calls in flight, and the driver must never
+    // wait for the application.
+    let (methods_tx, methods_rx) = mpsc::unbounded_channel();
 
     let backend = match options.transport {
         Transport::Mqtt | Transport::MqttWebSocket => {
@@ -359,6 +432,7 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
                 params,
                 auth,
                 c2d: c2d_tx,
+                methods: methods_tx,
                 generation: generation.clone(),
                 runtime: runtime.clone(),
             })
@@ -401,6 +475,8 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
             c2d_enabled: AtomicBool::new(false),
             generation,
             runtime,
+            methods: Arc::default(),
+            method_rx: std::sync::Mutex::new(Some(methods_rx)),
         }),
     })
 }

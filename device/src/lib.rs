@@ -153,6 +153,7 @@ mod config;
 mod error;
 mod https;
 mod message;
+pub mod methods;
 mod mqtt;
 mod runtime;
 mod state;
@@ -169,7 +170,9 @@ pub use iothub_protocol::client::{
     CA_CERT_ENV, Cause, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RENEWAL_MARGIN, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, display_chain,
 };
+pub use iothub_protocol::method::JsonPayload;
 pub use message::ReceivedMessage;
+pub use methods::{MethodRequest, MethodResponse};
 pub use state::{ConnectionEvents, ConnectionState, DisconnectReason};
 pub use twin::{DesiredUpdate, DesiredUpdates, TWIN_TIMEOUT};
 

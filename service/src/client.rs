@@ -129,6 +129,22 @@ impl ServiceClient {
         Ok(FeedbackReceiver::new(self.inner.amqp.clone(), link))
     }
 
+    /// Invokes a direct method on a device and waits for its answer: the status and payload
+    /// the device chose (`POST /twins/{id}/methods`). The call waits up to the request's
+    /// connect plus response timeout.
+    ///
+    /// Errors: [`Error::DeviceNotOnline`] (404103: not connected and listening within the
+    /// connect timeout), [`Error::GatewayTimeout`] (504101: no answer within the response
+    /// timeout), [`Error::DeviceNotFound`], [`Error::ArgumentInvalid`] (name or timeouts out
+    /// of range), [`Error::Unauthorized`], ...
+    pub async fn invoke_method(
+        &self,
+        device_id: &str,
+        request: &crate::MethodRequest,
+    ) -> Result<crate::MethodResponse, Error> {
+        crate::methods::invoke(&self.inner.https, device_id, request).await
+    }
+
     /// Registers a device and returns it as stored, with the keys the hub generated when
     /// `device` has none (`PUT /devices/{id}` without `If-Match`).
     ///

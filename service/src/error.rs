@@ -30,6 +30,19 @@ pub enum Error {
         /// The hub's message.
         message: String,
     },
+    /// A direct method found no device connected and listening for methods within the
+    /// connect timeout (404103).
+    #[error("device not online: {message}")]
+    DeviceNotOnline {
+        /// The hub's message.
+        message: String,
+    },
+    /// A direct method got no answer from the device within the response timeout (504101).
+    #[error("the device did not answer in time: {message}")]
+    GatewayTimeout {
+        /// The hub's message.
+        message: String,
+    },
     /// A create named a device that already exists (409001).
     #[error("device already exists: {message}")]
     DeviceAlreadyExists {
@@ -174,6 +187,8 @@ impl Error {
         match self {
             Error::DeviceNotFound { .. } => Some(ErrorCode::DeviceNotFound),
             Error::DeviceAlreadyExists { .. } => Some(ErrorCode::DeviceAlreadyExists),
+            Error::DeviceNotOnline { .. } => Some(ErrorCode::DeviceNotOnline),
+            Error::GatewayTimeout { .. } => Some(ErrorCode::GatewayTimeout),
             Error::PreconditionFailed { .. } => Some(ErrorCode::PreconditionFailed),
             Error::DeviceMaximumQueueDepthExceeded { .. } => {
                 Some(ErrorCode::DeviceMaximumQueueDepthExceeded)
@@ -232,6 +247,8 @@ impl Error {
         match code {
             Some(ErrorCode::DeviceNotFound) => Error::DeviceNotFound { message },
             Some(ErrorCode::DeviceAlreadyExists) => Error::DeviceAlreadyExists { message },
+            Some(ErrorCode::DeviceNotOnline) => Error::DeviceNotOnline { message },
+            Some(ErrorCode::GatewayTimeout) => Error::GatewayTimeout { message },
             Some(ErrorCode::PreconditionFailed) => Error::PreconditionFailed { message },
             Some(ErrorCode::DeviceMaximumQueueDepthExceeded) => {
                 Error::DeviceMaximumQueueDepthExceeded { message }

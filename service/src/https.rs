@@ -79,6 +79,9 @@ pub(crate) struct Call<'a> {
     pub body: Option<Vec<u8>>,
     /// More request headers (query paging).
     pub headers: Vec<(&'static str, String)>,
+    /// How long this call may take, when not the client's request timeout (a direct method
+    /// waits for the device).
+    pub timeout: Option<Duration>,
 }
 
 impl<'a> Call<'a> {
@@ -91,6 +94,7 @@ impl<'a> Call<'a> {
             if_match: None,
             body: None,
             headers: Vec::new(),
+            timeout: None,
         }
     }
 }
@@ -160,7 +164,9 @@ impl Https {
             if_match,
             body,
             headers,
+            timeout,
         } = call;
+        let limit = timeout.unwrap_or(self.request_timeout);
         let sep = if query.is_empty() { "" } else { "&" };
         let uri = format!("{}{path}?{query}{sep}api-version={API_VERSION}", self.base);
         let token = self.tokens.current()?;
@@ -207,12 +213,13 @@ impl Https {
                 .to_bytes();
             Ok::<_, Error>((parts, bytes))
         };
-        let (parts, bytes) = tokio::time::timeout(self.request_timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "an HTTPS request",
-                after: self.request_timeout,
-            })??;
+        let (parts, bytes) =
+            tokio::time::timeout(limit, exchange)
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: "an HTTPS request",
+                    after: limit,
+                })??;
         if parts.status.is_success() {
             return Ok((parts.headers, bytes));
         }

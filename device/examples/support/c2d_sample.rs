@@ -122,6 +122,26 @@ pub async fn main() -> std::process::ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Direct method `reboot`: answers 200 with when it "rebooted" (the payload's `delay`, if
+    // any, is echoed). Printed only when called, so the C2D output stays the tutorial's.
+    let methods = client
+        .on_method("reboot", |request| async move {
+            println!(
+                "Method reboot called with payload {}",
+                request.payload.as_str()
+            );
+            iothub_device::MethodResponse::new(
+                200,
+                &format!(
+                    r#"{{"rebooted":true,"request":{}}}"#,
+                    request.payload.as_str()
+                ),
+            )
+        })
+        .await;
+    if let Err(e) = methods {
+        eprintln!("direct methods unavailable: {}", display_chain(&e));
+    }
     println!("IoTHubDeviceClient waiting for commands, press Ctrl-C to exit");
 
     let ctrl_c = async {

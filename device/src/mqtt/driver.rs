@@ -45,6 +45,8 @@ pub(super) struct Driver {
     pub subscriptions: Subscriptions,
     /// Twin requests waiting for their answer, and where desired patches go.
     pub twin: TwinState,
+    /// Where method requests go.
+    pub methods: crate::methods::IncomingSender,
     generation: Arc<AtomicU64>,
     runtime: Runtime,
 }
@@ -66,6 +68,7 @@ impl Driver {
             telemetry: Telemetry::default(),
             subscriptions: Subscriptions::default(),
             twin: TwinState::default(),
+            methods: setup.methods,
             generation: setup.generation,
             runtime: setup.runtime,
         }
@@ -175,6 +178,13 @@ impl Driver {
                 let filter = c2d_filter(&self.params.device_id);
                 self.subscriptions.want(&filter, QoS::AtLeastOnce, None);
             }
+            Command::EnableMethods { reply } => {
+                let filter = iothub_protocol::method::REQUEST_TOPIC_FILTER;
+                self.subscriptions
+                    .want(filter, QoS::AtMostOnce, Some(reply));
+            }
+            // Lost with the connection: the service gets 504101, as with any SDK.
+            Command::MethodResponse { .. } => {}
             Command::Settle { reply, .. } => {
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(stale()));
@@ -262,6 +272,9 @@ impl Driver {
     /// Routes an event of the connection to the part of the driver it concerns.
     async fn on_event(&mut self, conn: &mut Connection, event: Event) {
         match event {
+            Event::Incoming(Packet::Publish(p)) if super::methods::is_request(&p.topic) => {
+                self.on_method_request(&p)
+            }
             Event::Incoming(Packet::Publish(p)) => self.on_publish(conn, p).await,
             Event::Incoming(Packet::PubAck(ack)) => self.on_puback(conn, ack.pkid),
             Event::Incoming(Packet::SubAck(ack)) => self.on_suback(&ack),
@@ -289,6 +302,10 @@ impl Driver {
                 let filter = c2d_filter(&self.params.device_id);
                 self.want_subscription(Some(conn), &filter, QoS::AtLeastOnce, None)
                     .await;
+            }
+            Command::EnableMethods { reply } => self.enable_methods(Some(conn), reply).await,
+            Command::MethodResponse { topic, payload } => {
+                self.send_method_response(conn, topic, payload).await
             }
             Command::Settle {
                 generation,

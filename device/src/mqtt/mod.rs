@@ -20,6 +20,7 @@
 //! | `subscriptions.rs` | every topic filter (C2D, methods, twins): SUBACKs by packet id, waiters, re-subscribe after a lost session |
 //! | `c2d.rs` | incoming C2D messages and their settlement |
 //! | `twin.rs` | twin GET and reported PATCH by `$rid`, desired patches |
+//! | `methods.rs` | direct-method requests in, answers out |
 //! | `acks.rs` | PUBACKs in arrival order |
 //! | `errors.rs` | CONNACK refusals and lost connections as [`Error`]s |
 //!
@@ -31,6 +32,7 @@ mod c2d;
 mod connection;
 mod driver;
 mod errors;
+mod methods;
 mod params;
 mod subscriptions;
 mod telemetry;
@@ -67,6 +69,13 @@ pub(crate) enum Command {
     EnableC2d,
     /// A twin request, or a new receiver of desired patches (`twin.rs`).
     Twin(TwinCommand),
+    /// The application registered a method handler: subscribe to method requests; `reply`
+    /// learns whether the hub granted it.
+    EnableMethods {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Publish a method answer (QoS 0).
+    MethodResponse { topic: String, payload: Bytes },
     /// Settle a C2D message: PUBACK it (`ack`) or let it go without one.
     Settle {
         generation: u64,
@@ -101,6 +110,8 @@ pub(crate) struct Setup {
     pub auth: Auth,
     /// Where received C2D messages go.
     pub c2d: C2dSender,
+    /// Where method requests go.
+    pub methods: crate::methods::IncomingSender,
     /// The connection messages may still be settled on; the driver bumps it when one ends.
     pub generation: Arc<AtomicU64>,
     /// The client's state reporter, shutdown token and task tracker.

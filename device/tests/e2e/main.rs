@@ -5,6 +5,7 @@
 mod common;
 mod example;
 mod https;
+mod methods;
 mod mqtt;
 mod resilience;
 mod twin;

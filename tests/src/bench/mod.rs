@@ -46,6 +46,8 @@ pub enum Scenario {
     Hub,
     /// Twins: desired round trip, reported patches/s, query time per page.
     Twin,
+    /// Direct methods: invoke_method round trip and calls per second, 1 and 100 devices.
+    Methods,
     /// Every scenario, in the order above.
     All,
 }

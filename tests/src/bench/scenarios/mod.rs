@@ -9,6 +9,7 @@
 //! | `startup.rs` | 4: start to ready, and to the first C2D delivered |
 //! | `anchor.rs` | 5: mosquitto on the same machine, and the ratios |
 //! | `twin.rs` | 7: desired round trip, reported patches, twin query pages |
+//! | `methods.rs` | direct methods: round trip and calls per second (issue 16) |
 //!
 //! The hub without sockets (6) is `hubops.rs`. This file holds what several scenarios share:
 //! run lengths, the emulator rig (process, service clients, fleet) and connect reports.
@@ -17,6 +18,7 @@ mod anchor;
 mod c2d;
 mod capacity;
 mod d2c;
+mod methods;
 mod startup;
 mod twin;
 
@@ -41,6 +43,7 @@ pub async fn run(cli: &Cli, scenario: Scenario) -> BenchResult<()> {
         Scenario::Mosquitto => anchor::anchor(cli).await,
         Scenario::Hub => hubops::run(cli),
         Scenario::Twin => twin::twin(cli).await,
+        Scenario::Methods => methods::methods(cli).await,
         Scenario::All => {
             return run_each(&[
                 Scenario::C2d,
@@ -50,6 +53,7 @@ pub async fn run(cli: &Cli, scenario: Scenario) -> BenchResult<()> {
                 Scenario::Mosquitto,
                 Scenario::Hub,
                 Scenario::Twin,
+                Scenario::Methods,
             ]);
         }
     };
@@ -75,6 +79,7 @@ fn run_each(list: &[Scenario]) -> BenchResult<()> {
             Scenario::Mosquitto => "mosquitto",
             Scenario::Hub => "hub",
             Scenario::Twin => "twin",
+            Scenario::Methods => "methods",
             Scenario::All => continue,
         };
         let child_args: Vec<&str> = args
