@@ -36,6 +36,7 @@
 //!   events topic closes the connection.
 //! - The retain flag of a device PUBLISH is ignored; wills are not sent.
 
+mod codec;
 mod connect;
 mod connection;
 mod limits;
