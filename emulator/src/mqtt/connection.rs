@@ -564,8 +564,11 @@ where
                 "QoS 2 PUBLISH (IoT Hub supports QoS 0 and 1)".to_owned(),
             ));
         }
-        if p.topic.contains(['#', '+']) {
-            // MQTT-3.3.2-2: a PUBLISH topic must not contain wildcards.
+        // MQTT-3.3.2-2: a PUBLISH topic must not contain wildcards. The device's own id is
+        // exempt: the hub allows `#` and `+` in device ids, and its topics embed the id.
+        let own = format!("devices/{}/", self.device_id);
+        let rest = p.topic.strip_prefix(own.as_str()).unwrap_or(&p.topic);
+        if rest.contains(['#', '+']) {
             return Err(Close::Violation(format!(
                 "wildcard in the PUBLISH topic '{}'",
                 p.topic

@@ -4,6 +4,7 @@
 mod auth;
 mod c2d;
 mod control;
+mod device_ids;
 mod registry;
 mod robustness;
 mod websocket;

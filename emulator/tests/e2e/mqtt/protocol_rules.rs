@@ -151,6 +151,17 @@ async fn wildcards_in_a_publish_topic_and_bad_subscribe_flags_close_the_connecti
     let mut ack = [0u8; 5];
     within(raw.read_exact(&mut ack)).await.unwrap();
     assert_eq!(ack, [0x90, 0x03, 0x00, 0x01, 0x01]);
+    // A device whose id holds `#` and `+` (the hub allows both) still sends telemetry.
+    let key = create_device(&emu, "a#b+c");
+    let mut raw = connected_raw(&emu, "a#b+c", &key).await;
+    let name = b"devices/a#b+c/messages/events/";
+    let mut p = vec![0x32, (2 + name.len() + 2 + 1) as u8, 0, name.len() as u8];
+    p.extend_from_slice(name);
+    p.extend_from_slice(&[0, 7, b'x']);
+    raw.write_all(&p).await.unwrap();
+    let mut ack = [0u8; 4];
+    within(raw.read_exact(&mut ack)).await.unwrap();
+    assert_eq!(ack, [0x40, 0x02, 0x00, 0x07]);
     within(emu.shutdown()).await;
 }
 
