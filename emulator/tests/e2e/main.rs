@@ -9,5 +9,6 @@ mod hub_model;
 mod mqtt;
 mod secrets;
 mod support;
+mod tls_chain;
 mod token_scope;
 mod twins;
