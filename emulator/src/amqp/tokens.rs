@@ -223,6 +223,11 @@ impl Tokens {
         self.lock().put(token, audience);
     }
 
+    /// True once the connection presented any valid token.
+    pub fn any(&self) -> bool {
+        !self.lock().tokens.is_empty()
+    }
+
     /// Authorizes a link for `access` now.
     pub fn authorize_link(&self, ctx: &Context, access: Access) -> Result<LinkAuth, HubError> {
         let (valid_until, grant) = self.lock().authorize(ctx, &access)?;
