@@ -5,6 +5,7 @@ mod auth;
 mod c2d;
 mod control;
 mod device_ids;
+mod header_bytes;
 mod registry;
 mod robustness;
 mod websocket;
