@@ -193,6 +193,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
     let mqtt = bind("mqtt", at(config.ports.mqtt)).await?;
     let amqp = bind("amqp", at(config.ports.amqp)).await?;
     let http = bind("http", at(config.ports.http)).await?;
+    let eventhubs = bind("eventhubs", at(config.ports.eventhubs)).await?;
     let mqtt_tcp = match config.ports.mqtt_tcp {
         Some(p) => Some(bind("mqtt-tcp", at(p)).await?),
         None => None,
@@ -203,6 +204,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         amqp: port_of(&amqp),
         http: port_of(&http),
         mqtt_tcp: mqtt_tcp.as_ref().map(port_of),
+        eventhubs: port_of(&eventhubs),
     };
 
     let clock = Clock::new(config.virtual_clock);
@@ -264,6 +266,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         mqtt_state.clone(),
     ));
     t.spawn(crate::amqp::serve_tls(amqp, plain_tls, ctx.clone()));
+    t.spawn(crate::amqp::serve_plain(eventhubs, ctx.clone()));
     if let Some(l) = mqtt_tcp {
         t.spawn(crate::mqtt::serve_tcp(l, ctx.clone(), mqtt_state.clone()));
     }
