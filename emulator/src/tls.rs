@@ -8,6 +8,11 @@
 //! | `ca.pem` | the CA certificate: what clients must trust (also served over plain HTTP) |
 //! | `ca-key.pem` | the CA key (mode 0600) |
 //! | `server.pem` | the server certificate followed by the CA certificate (the full chain) |
+//!
+//! What is *served* is the chain without its self-signed root, as a real hub does: a client
+//! either trusts the root already or must fail with "unable to verify the first certificate"
+//! (`UNABLE_TO_VERIFY_LEAF_SIGNATURE`), not with `SELF_SIGNED_CERT_IN_CHAIN`, which SDK tests of
+//! untrusted-server handling tell apart. Intermediates, if a user chain has any, are served.
 //! | `server-key.pem` | the server key (mode 0600) |
 //!
 //! Later starts reuse the CA, so a client that trusted it once keeps working. The server
@@ -319,7 +324,8 @@ impl TlsMaterial {
         &self.ca_path
     }
 
-    /// The chain served to clients: the server certificate first.
+    /// The chain served to clients: the server certificate first, then any intermediates; never
+    /// a self-signed root.
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.certified.cert
     }
@@ -329,8 +335,8 @@ impl TlsMaterial {
         self.origin
     }
 
-    /// A rustls server configuration: ring, TLS 1.3 and 1.2, no client authentication, the full
-    /// chain, and `alpn` as the ALPN protocols offered (HTTPS passes `h2` and `http/1.1`; MQTT
+    /// A rustls server configuration: ring, TLS 1.3 and 1.2, no client authentication, the
+    /// served [`TlsMaterial::chain`], and `alpn` as the ALPN protocols offered (HTTPS passes `h2` and `http/1.1`; MQTT
     /// and AMQP pass none).
     pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
         let mut config = ServerConfig::builder_with_provider(ring_provider())
@@ -381,7 +387,7 @@ impl TlsMaterial {
         let ca_path = dir.join(USER_CA_FILE);
         write_file(&ca_path, &ca_pem, false)?;
         Ok(TlsMaterial {
-            certified: Arc::new(certified),
+            certified: Arc::new(without_roots(certified)),
             ca_pem,
             ca_path,
             origin: TlsOrigin::UserSupplied,
@@ -416,7 +422,7 @@ impl TlsMaterial {
             }
         };
         Ok(TlsMaterial {
-            certified: Arc::new(certified),
+            certified: Arc::new(without_roots(certified)),
             ca_pem: ca.pem,
             ca_path: dir.join(CA_FILE),
             origin: TlsOrigin::Generated {
@@ -553,6 +559,27 @@ impl Ca {
         }
         chain.push_str(&self.pem);
         Ok((chain, key.serialize_pem()))
+    }
+}
+
+/// The chain to serve: every certificate after the first that is self-signed (a root, whose
+/// subject is its issuer) is left out. The first is always kept, even self-signed: it is the
+/// server's own.
+fn without_roots(certified: CertifiedKey) -> CertifiedKey {
+    let is_root = |der: &CertificateDer<'_>| {
+        x509_parser::parse_x509_certificate(der)
+            .is_ok_and(|(_, c)| c.subject().as_raw() == c.issuer().as_raw())
+    };
+    let chain = certified
+        .cert
+        .iter()
+        .enumerate()
+        .filter(|(i, der)| *i == 0 || !is_root(der))
+        .map(|(_, der)| der.clone())
+        .collect();
+    CertifiedKey {
+        cert: chain,
+        ..certified
     }
 }
 
@@ -844,10 +871,15 @@ mod tests {
         for file in [CA_FILE, CA_KEY_FILE, SERVER_FILE, SERVER_KEY_FILE] {
             assert!(dir.0.join(TLS_DIR).join(file).is_file(), "{file}");
         }
-        // The served chain is the full chain: server certificate, then the CA.
-        assert_eq!(first.chain().len(), 2);
+        // The stored chain is the full chain; the served one is the server certificate alone.
+        let stored = CertificateDer::pem_file_iter(dir.0.join(TLS_DIR).join(SERVER_FILE))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
         let ca_der = CertificateDer::from_pem_slice(first.ca_pem().as_bytes()).unwrap();
-        assert_eq!(first.chain()[1], ca_der);
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[1], ca_der);
+        assert_eq!(first.chain(), &stored[..1]);
 
         let second = TlsMaterial::load_or_generate(&dir.0, &[], None).unwrap();
         assert_eq!(second.ca_pem(), first.ca_pem());
@@ -987,6 +1019,43 @@ mod tests {
         TlsMaterial::load_or_generate(&dir.0, &names, None).unwrap();
     }
 
+    #[test]
+    fn a_user_chain_is_served_with_its_intermediate_and_without_its_root() {
+        let dir = TempDir::new("intermediate");
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::default();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "root");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let root = Issuer::new(ca_params, ca_key);
+        let mid_key = KeyPair::generate().unwrap();
+        let mut mid_params = CertificateParams::default();
+        mid_params
+            .distinguished_name
+            .push(DnType::CommonName, "intermediate");
+        mid_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        mid_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let mid_cert = mid_params.signed_by(&mid_key, &root).unwrap();
+        let mid = Issuer::new(mid_params, mid_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &mid)
+            .unwrap();
+        let cert = dir.0.join("chain.pem");
+        let key = dir.0.join("key.pem");
+        let pems = format!("{}{}{}", leaf.pem(), mid_cert.pem(), ca_cert.pem());
+        fs::write(&cert, pems).unwrap();
+        fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        let m = TlsMaterial::load_or_generate(&dir.0, &[], Some((&cert, &key))).unwrap();
+        assert_eq!(m.chain(), [leaf.der().clone(), mid_cert.der().clone()]);
+        handshake(&m, &ca_cert.pem(), "localhost", tls13()).unwrap();
+        handshake(&m, &ca_cert.pem(), "localhost", tls12()).unwrap();
+    }
+
     /// A CA and a leaf for `localhost`, written as a user would bring them (e.g. from mkcert).
     fn user_pem(dir: &Path) -> (PathBuf, PathBuf, String) {
         let ca_key = KeyPair::generate().unwrap();
@@ -1022,7 +1091,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(material.origin(), TlsOrigin::UserSupplied);
-        assert_eq!(material.chain().len(), 2);
+        // The user's chain ends with the root, which is not served.
+        assert_eq!(material.chain().len(), 1);
         let exposed = CertificateDer::from_pem_slice(material.ca_pem().as_bytes()).unwrap();
         let expected = CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
         assert_eq!(exposed, expected);

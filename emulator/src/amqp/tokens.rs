@@ -33,6 +33,10 @@ pub enum Access {
     Service,
     /// Access for this device (its C2D queue, its telemetry).
     Device(String),
+    /// ServiceConnect on this Event Hubs entity (the hub's Event Hubs-compatible name): a
+    /// hub-wide service token covers it, and so does an Event Hubs token scoped to
+    /// `sb://{host}/{entity}`.
+    EventHub(String),
 }
 
 impl Access {
@@ -40,6 +44,10 @@ impl Access {
         match self {
             Access::Service => Need::Permissions(Permissions::SERVICE_CONNECT),
             Access::Device(id) => Need::Device(id),
+            Access::EventHub(entity) => Need::Scoped {
+                permissions: Permissions::SERVICE_CONNECT,
+                resource: entity,
+            },
         }
     }
 
@@ -48,6 +56,7 @@ impl Access {
         match self {
             Access::Service => Vec::new(),
             Access::Device(id) => vec!["devices", id.as_str()],
+            Access::EventHub(entity) => vec![entity.as_str()],
         }
     }
 }

@@ -49,7 +49,7 @@ impl Token {
     pub fn authorize(&self, ctx: &Context, need: Need<'_>) -> Result<Grant, HubError> {
         let token = self.0.as_deref().ok_or_else(|| {
             HubError::unauthorized(
-                "the request has no Authorization header; send `Authorization: SharedAccessSignature sr=...&sig=...&se=...[&skn=...]`",
+                "the request has no valid Authorization header (header values may not contain control characters); send `Authorization: SharedAccessSignature sr=...&sig=...&se=...[&skn=...]`",
             )
         })?;
         if token

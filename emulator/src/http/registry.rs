@@ -25,7 +25,7 @@ use crate::credentials::Permissions;
 
 /// Largest registry request body (a device JSON is well under 2 KB).
 pub const DEVICE_BODY_LIMIT: usize = 64 * 1024;
-/// `top` when absent or outside 1..=1000.
+/// `top` when absent, and the most it may be.
 pub const MAX_TOP: usize = 1000;
 
 /// The registry permission `permissions` on `resource`: a policy token scoped to the device
@@ -122,19 +122,34 @@ pub async fn delete_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /devices?top=N`: devices in id order; `top` outside 1..=1000 means 1000.
+/// `GET /devices?top=N`: devices in id order. `top` absent means 1000, above 1000 is capped
+/// at 1000; anything that is not a whole number from 1 up (`0`, `abc`, `1e20`, `-1`) is
+/// ArgumentInvalid.
 pub async fn list_devices(
     State(st): State<AppState>,
     token: Token,
     query: Query,
 ) -> Result<Json<Vec<Device>>, ApiError> {
     token.authorize(&st.ctx, on(Permissions::REGISTRY_READ, "devices"))?;
-    let top = query
-        .get("top")
-        .and_then(|t| t.trim().parse::<usize>().ok())
-        .filter(|t| (1..=MAX_TOP).contains(t))
-        .unwrap_or(MAX_TOP);
+    let top = match query.get("top") {
+        None => MAX_TOP,
+        Some(t) => parse_top(t)?,
+    };
     Ok(Json(st.ctx.hub.read(|hub| hub.list_devices(top))))
+}
+
+/// A `top` value: a positive whole number, capped at [`MAX_TOP`].
+fn parse_top(raw: &str) -> Result<usize, HubError> {
+    let t = raw.trim();
+    let digits = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match t.parse::<u64>() {
+        Ok(n) if digits && n >= 1 => Ok(usize::try_from(n).unwrap_or(MAX_TOP).min(MAX_TOP)),
+        // All digits but beyond u64: a very large `top`, which the cap covers too.
+        Err(_) if digits && t.bytes().any(|b| b != b'0') => Ok(MAX_TOP),
+        _ => Err(HubError::argument(format!(
+            "top '{raw}' is not a whole number from 1 to {MAX_TOP}"
+        ))),
+    }
 }
 
 /// Body of `GET /statistics/devices`.

@@ -157,6 +157,11 @@ async fn serve_http<IO>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
+        // A header line hyper cannot parse (a control character in a value, say in
+        // `Authorization`) is dropped instead of answered with a bare 400: the route then
+        // answers with the hub's error body (no token: 401 IotHubUnauthorizedAccess). A NUL
+        // byte still ends the request with hyper's 400.
+        .ignore_invalid_headers(true)
         .keep_alive(true);
     builder
         .http2()

@@ -35,6 +35,7 @@ use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
 
+use super::codec::StrictCodec;
 use super::connect::{self, ConnectRequest, Refusal};
 use super::limits::{FloodGuard, Limits, idle_timeout};
 use super::methods;
@@ -42,7 +43,12 @@ use super::session::{Delivery, Session};
 use super::topics::{self, Route};
 use super::twin;
 
-type Transport<IO> = Framed<IO, Codec>;
+type Transport<IO> = Framed<IO, StrictCodec>;
+
+/// How often a connection looks at a virtual clock for its token's expiry.
+const TOKEN_CHECK_VIRTUAL: Duration = Duration::from_secs(1);
+/// Longest single wait for a token's expiry on a real clock (the clock may be adjusted).
+const TOKEN_CHECK_MAX: Duration = Duration::from_secs(3600);
 
 /// Most packets handled before the answers are flushed.
 const READ_BATCH: usize = 64;
@@ -73,6 +79,8 @@ enum Close {
     TokenExpired,
     /// The older connection did not hand the session back in time.
     TakeoverTimeout,
+    /// A CONNECT for a protocol level other than 4 (answered with CONNACK 0x01).
+    ProtocolLevel(u8),
     /// Bytes that are not MQTT 3.1.1.
     Malformed(String),
     /// Valid MQTT that IoT Hub does not allow (the hub closes the connection).
@@ -101,6 +109,9 @@ impl fmt::Display for Close {
             Close::TokenExpired => f.write_str("the SAS token expired; reconnect with a new one"),
             Close::TakeoverTimeout => {
                 f.write_str("the device's previous connection did not close in time")
+            }
+            Close::ProtocolLevel(l) => {
+                write!(f, "CONNECT for protocol level {l}; only 4 (MQTT 3.1.1) is supported")
             }
             Close::Malformed(e) => write!(f, "malformed packet: {e}"),
             Close::Violation(e) => write!(f, "protocol violation: {e}"),
@@ -146,10 +157,10 @@ pub(crate) async fn run<IO>(io: IO, ctx: Context, state: MqttState, limits: Limi
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let codec = Codec {
+    let codec = StrictCodec(Codec {
         max_incoming_size: limits.max_packet_size,
         max_outgoing_size: limits.max_packet_size,
-    };
+    });
     // Buffers grow on demand: an idle device should not pin 16 KiB (tokio-util's default 8 KiB
     // read + 8 KiB write); writes still coalesce up to 16 KiB before backpressure.
     let mut t = Framed::with_capacity(io, codec, 512);
@@ -178,6 +189,12 @@ where
 {
     let connect = match await_connect(t, ctx, limits).await {
         Ok(c) => c,
+        Err(Close::ProtocolLevel(level)) => {
+            // MQTT-3.1.2-2: an unsupported protocol level gets CONNACK 0x01, then the close.
+            let ack = ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false);
+            let _ = write(t, ctx, limits, Packet::ConnAck(ack)).await;
+            return log_end(None, 0, &Close::ProtocolLevel(level));
+        }
         Err(close) => return log_end(None, 0, &close),
     };
     match admit(ctx, &connect) {
@@ -208,7 +225,7 @@ async fn serve_device<IO>(
     let Admitted {
         req,
         generation,
-        token_ttl,
+        token_expiry,
         auth,
     } = admitted;
     let device_id = req.device_id.as_str();
@@ -241,7 +258,7 @@ async fn serve_device<IO>(
         guard: &guard,
         session,
         idle: idle_timeout(req.keep_alive),
-        token_expires: Instant::now() + token_ttl,
+        token_expiry,
         flood: FloodGuard::new(limits.max_packets_per_second, Instant::now()),
         origin: Origin {
             identity: Identity::device(device_id),
@@ -298,6 +315,7 @@ where
     match first {
         Err(_) => Err(Close::ConnectTimeout),
         Ok(None) => Err(Close::PeerClosed),
+        Ok(Some(Err(CodecError::InvalidProtocolLevel(level)))) => Err(Close::ProtocolLevel(level)),
         Ok(Some(Err(e))) => Err(codec_close(e)),
         Ok(Some(Ok(Packet::Connect(c)))) => Ok(c),
         Ok(Some(Ok(other))) => Err(Close::Violation(format!(
@@ -312,8 +330,9 @@ struct Admitted {
     req: ConnectRequest,
     /// The device's generation, to tell a re-created device from the one a session was for.
     generation: Option<String>,
-    /// How long the token stays valid: the hub closes the connection when it expires.
-    token_ttl: Duration,
+    /// When the token expires, Unix seconds on the hub's clock: the hub closes the connection
+    /// then (a virtual clock moved forward expires it too).
+    token_expiry: u64,
     /// How the device authenticated, stamped on its telemetry.
     auth: AuthMethod,
 }
@@ -332,11 +351,11 @@ fn admit(ctx: &Context, connect: &Connect) -> Result<Admitted, Refusal> {
             .and_then(|d| d.generation_id);
         Ok((generation, grant.auth_method()))
     })?;
-    let expiry = SasToken::parse(&req.token).map_or(now, |t| t.expiry());
+    let token_expiry = SasToken::parse(&req.token).map_or(now, |t| t.expiry());
     Ok(Admitted {
         req,
         generation,
-        token_ttl: Duration::from_secs(expiry.saturating_sub(now)),
+        token_expiry,
         auth,
     })
 }
@@ -386,7 +405,9 @@ struct Connected<'a, IO> {
     guard: &'a ConnectionGuard,
     session: Session,
     idle: Option<Duration>,
-    token_expires: Instant,
+    /// The token's `se`, compared with the hub's clock (never an `Instant`: `se` may be
+    /// anything up to `u64::MAX`).
+    token_expiry: u64,
     flood: FloodGuard,
     /// Who sends this connection's telemetry, and how it authenticated.
     origin: Origin,
@@ -425,7 +446,11 @@ where
                 _ = sleep_until(deadline) => {
                     return Close::KeepAlive(self.idle.unwrap_or_default());
                 }
-                _ = tokio::time::sleep_until(self.token_expires) => return Close::TokenExpired,
+                _ = tokio::time::sleep(self.until_token_check()) => {
+                    if self.ctx.now_unix() >= self.token_expiry {
+                        return Close::TokenExpired;
+                    }
+                }
                 frame = self.t.next() => {
                     last_packet = Instant::now();
                     let mut frame = Some(frame);
@@ -472,6 +497,18 @@ where
                 }
             }
         }
+    }
+
+    /// How long until the token's expiry should be looked at again: when it is due on a real
+    /// clock, at least every second on a virtual one (the control API may move it forward).
+    fn until_token_check(&self) -> Duration {
+        let left = Duration::from_secs(self.token_expiry.saturating_sub(self.ctx.now_unix()));
+        let cap = if self.ctx.hub.clock().is_virtual() {
+            TOKEN_CHECK_VIRTUAL
+        } else {
+            TOKEN_CHECK_MAX
+        };
+        left.min(cap)
     }
 
     async fn send(&mut self, packet: Packet) -> Result<(), Close> {
@@ -550,6 +587,16 @@ where
             return Err(Close::Violation(
                 "QoS 2 PUBLISH (IoT Hub supports QoS 0 and 1)".to_owned(),
             ));
+        }
+        // MQTT-3.3.2-2: a PUBLISH topic must not contain wildcards. The device's own id is
+        // exempt: the hub allows `#` and `+` in device ids, and its topics embed the id.
+        let own = format!("devices/{}/", self.device_id);
+        let rest = p.topic.strip_prefix(own.as_str()).unwrap_or(&p.topic);
+        if rest.contains(['#', '+']) {
+            return Err(Close::Violation(format!(
+                "wildcard in the PUBLISH topic '{}'",
+                p.topic
+            )));
         }
         let mut twin_response = None;
         match topics::route_publish(self.device_id, &p.topic) {

@@ -49,10 +49,12 @@ impl Default for Limits {
 }
 
 /// How long the server waits for the next packet: 1.5 times the client's keep-alive, capped
-/// at [`KEEP_ALIVE_CAP`]; `None` for keep-alive 0 (no timeout).
+/// at [`KEEP_ALIVE_CAP`]. Keep-alive 0 ("no keep-alive" in MQTT) gets the cap too: a silent
+/// connection must not hold its slot forever, and the hub's load balancer drops it as well.
+/// Always `Some`; the `Option` leaves room for a configuration without a timeout.
 pub fn idle_timeout(keep_alive_secs: u16) -> Option<Duration> {
     if keep_alive_secs == 0 {
-        return None;
+        return Some(KEEP_ALIVE_CAP);
     }
     let t = Duration::from_millis(u64::from(keep_alive_secs) * 1500);
     Some(t.min(KEEP_ALIVE_CAP))
@@ -93,7 +95,7 @@ mod tests {
 
     #[test]
     fn keep_alive_is_one_and_a_half_times_capped() {
-        assert_eq!(idle_timeout(0), None);
+        assert_eq!(idle_timeout(0), Some(KEEP_ALIVE_CAP));
         assert_eq!(idle_timeout(1), Some(Duration::from_millis(1500)));
         assert_eq!(idle_timeout(60), Some(Duration::from_secs(90)));
         assert_eq!(idle_timeout(1177), Some(Duration::from_millis(1_765_500)));

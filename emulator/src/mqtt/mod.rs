@@ -37,6 +37,7 @@
 //!   outside the device's events topic closes the connection.
 //! - The retain flag of a device PUBLISH is ignored; wills are not sent.
 
+mod codec;
 mod connect;
 mod connection;
 #[doc(hidden)]

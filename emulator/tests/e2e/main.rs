@@ -10,5 +10,6 @@ mod methods;
 mod mqtt;
 mod secrets;
 mod support;
+mod tls_chain;
 mod token_scope;
 mod twins;

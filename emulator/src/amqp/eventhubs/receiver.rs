@@ -164,7 +164,8 @@ enum Step {
 
 /// Serves one partition receiver until the link ends.
 pub async fn serve(conn: Arc<Conn>, mut sender: Sender, request: PartitionRequest) {
-    let mut auth = match conn.tokens.authorize_link(&conn.ctx, Access::Service) {
+    let access = Access::EventHub(request.entity.clone());
+    let mut auth = match conn.tokens.authorize_link(&conn.ctx, access) {
         Ok(a) => a,
         Err(e) => return close(sender, Some(error_for(&e))).await,
     };

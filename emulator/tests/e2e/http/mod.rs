@@ -4,6 +4,8 @@
 mod auth;
 mod c2d;
 mod control;
+mod device_ids;
+mod header_bytes;
 mod registry;
 mod robustness;
 mod websocket;

@@ -216,9 +216,27 @@ async fn list_with_top_statistics_and_h2() {
         .map(|d| d["deviceId"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["a", "b"]);
-    for q in ["", "?top=0", "?top=5000", "?top=x"] {
+    for q in [
+        "",
+        "?top=5000",
+        "?top=99999999999999999999999",
+        "?top=%20%33",
+    ] {
         let r = c.get(&format!("/devices{q}")).auth(&t).send().await;
         assert_eq!(r.json().as_array().unwrap().len(), 3, "{q}");
+    }
+    // Not a whole number from 1 up: the hub's error, not a silent default.
+    for q in [
+        "?top=0",
+        "?top=x",
+        "?top=abc",
+        "?top=1e20",
+        "?top=-1",
+        "?top=",
+        "?top=1.5",
+    ] {
+        let r = c.get(&format!("/devices{q}")).auth(&t).send().await;
+        r.assert_hub_error(400, "ArgumentInvalid");
     }
 
     let r = c

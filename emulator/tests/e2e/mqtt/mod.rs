@@ -3,3 +3,4 @@
 mod bad_input;
 mod c2d;
 mod connect;
+mod protocol_rules;
