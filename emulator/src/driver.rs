@@ -44,6 +44,15 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::event_log::{Cursor, Event, Reader, ReaderRequest};
 use crate::hub::{EventLogError, Hub, HubEvent};
 
+mod twins;
+
+pub use twins::{
+    DESIRED_QUEUE, DesiredPatch, DesiredSubscription, DeviceTwinOp, TwinReply, next_desired,
+};
+
+mod methods;
+pub use methods::{MethodListener, MethodResponder, PendingMethod};
+
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
 pub struct Clock {
@@ -106,6 +115,10 @@ struct Inner {
     partitions: Vec<Notify>,
     /// Attached event log readers, cancelled when a higher owner level displaces them.
     readers: DashMap<u64, CancellationToken>,
+    /// Connections subscribed to desired-property notifications (`driver/twins.rs`).
+    twins: twins::DesiredSubscribers,
+    /// Method listeners and the service requests waiting for their invocations.
+    methods: methods::MethodRoutes,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -219,6 +232,8 @@ impl HubHandle {
                 timer: Notify::new(),
                 partitions,
                 readers: DashMap::new(),
+                twins: twins::DesiredSubscribers::default(),
+                methods: methods::MethodRoutes::default(),
             }),
         }
     }
@@ -244,6 +259,8 @@ impl HubHandle {
             while let Some(e) = hub.poll_event() {
                 events.push(e);
             }
+            // Under the lock, so racing writes reach devices in version order.
+            self.inner.twins.deliver(&events);
             (result, before, hub.poll_timeout())
         };
         if deadline_after.is_some()
@@ -283,16 +300,16 @@ impl HubHandle {
             } => {
                 tracing::debug!(device = %device_id, seq = sequence_number, ?outcome, "c2d settled");
             }
-            // Delivery to connections and to the waiting HTTP request comes with the method
-            // transports (issue 16); until then nothing invokes methods.
             HubEvent::MethodRequest(request) => {
                 tracing::debug!(invocation = %request.invocation, identity = %request.identity, method = %request.name, "method request");
+                self.deliver_method(request);
             }
             HubEvent::MethodCompleted {
                 invocation,
                 outcome,
             } => {
                 tracing::debug!(%invocation, ok = outcome.is_ok(), "method completed");
+                self.complete_method(invocation, outcome);
             }
             HubEvent::EventsAvailable { partition } => {
                 if let Some(n) = self.events_notify(partition) {
@@ -304,7 +321,7 @@ impl HubHandle {
                     token.cancel();
                 }
             }
-            // Wiring points for the twin adapters and the event log (issue 15).
+            // Already handed to the subscribed connections under the lock (`driver/twins.rs`).
             HubEvent::TwinDesiredChanged {
                 identity, version, ..
             } => {

@@ -21,7 +21,7 @@ use crate::context::{Context, Endpoints, ServerInfo};
 use crate::credentials;
 use crate::driver::{Clock, HubHandle};
 use crate::http::{WebSocketRoutes, WsPath};
-use crate::hub::{Hub, HubSettings};
+use crate::hub::{Entropy, Hub, HubSettings};
 use crate::mqtt::{MqttSettings, MqttState, SessionStore};
 use crate::tls::{TlsError, TlsMaterial};
 
@@ -87,6 +87,14 @@ impl EmulatorBuilder {
     /// Where TLS files are kept (reused across starts).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.data_dir = dir.into();
+        self
+    }
+
+    /// The hub name (default `localhost`): tokens signed for `{name}.anything` are this hub's,
+    /// as when a device signs for `myhub.azure-devices.net` and connects through
+    /// `GatewayHostName=localhost`.
+    pub fn hub_name(mut self, name: &str) -> Self {
+        self.config.hub.hub_name = name.to_owned();
         self
     }
 
@@ -204,7 +212,8 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x5eed);
-    let mut hub = Hub::new(config.hub.clone(), seed_value);
+    // Ids replay from the seed; keys and lock tokens must not, so they come from the OS.
+    let mut hub = Hub::new(config.hub.clone(), seed_value).with_entropy(Entropy::os());
     seed(&mut hub, &config.devices, clock.now())?;
     let handle = HubHandle::new(hub, clock);
 
@@ -215,7 +224,17 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
     ));
     let ctx = Context {
         hub: handle.clone(),
-        auth: Arc::new(Authenticator::new(config.policies.clone())),
+        // Tokens must name this hub: its name, host name or a certificate name.
+        auth: Arc::new(
+            Authenticator::new(config.policies.clone()).for_hub(
+                &config.hub.hub_name,
+                crate::tls::DEFAULT_NAMES
+                    .iter()
+                    .map(|n| (*n).to_owned())
+                    .chain([config.hostname.clone()])
+                    .chain(config.extra_sans.iter().cloned()),
+            ),
+        ),
         host_name: config.hostname.clone(),
         hub_name: config.hub.hub_name.clone(),
         info: info.clone(),

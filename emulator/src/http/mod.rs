@@ -24,6 +24,9 @@
 //! | `DELETE /devices/{id}/messages/deviceBound/{lock}` | device | 204 (complete); with `?reject`: reject; 412 on a lost lock |
 //! | `POST /devices/{id}/messages/deviceBound/{lock}/abandon` | device | 204, 412 |
 //! | `POST /devices/{id}/messages/events` | device | 204; single message, or a batch with `Content-Type: application/vnd.microsoft.iothub.json` |
+//! | `GET/PATCH/PUT /twins/{id}`, `POST /devices/query`, `POST /devices` (bulk) | see [`twins`] | twins, queries, bulk registry writes |
+//! | `POST /twins/{id}/methods` | ServiceConnect | 200 `{status, payload}` as the device answered; 404103 `DeviceNotOnline`, 504101 `GatewayTimeout` (direct methods, [`methods`]) |
+//! | `POST /twins/{id}/modules/{mid}/methods` | ServiceConnect | 404010 `ModuleNotFound` until modules exist |
 //! | `GET /$iothub/websocket` | (in-protocol) | WebSocket: `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` (as registered by the server) |
 //! | `GET /$servicebus/websocket` | (in-protocol) | WebSocket: `AMQPWSB10` (as registered by the server) |
 //! | `GET /health` | — | 200 `{"status":"ok"}` |
@@ -68,12 +71,16 @@ mod devicebound;
 pub mod error;
 mod extract;
 mod feedback;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod layers;
 mod message_headers;
+mod methods;
 mod registry;
 pub mod server;
 mod service;
+mod twins;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -134,7 +141,7 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
 
 fn hub_routes() -> Router<AppState> {
     Router::new()
-        .route("/devices", get(registry::list_devices))
+        .route("/devices", get(registry::list_devices).post(twins::bulk))
         .route(
             "/devices/{id}",
             get(registry::get_device)
@@ -165,8 +172,26 @@ fn hub_routes() -> Router<AppState> {
             post(devicebound::abandon),
         )
         .route("/devices/{id}/messages/events", post(d2c::send_event))
+        .merge(twin_routes())
+        .route("/twins/{id}/methods", post(methods::invoke))
+        .route(
+            "/twins/{id}/modules/{mid}/methods",
+            post(methods::invoke_module),
+        )
         .route("/$iothub/websocket", any(websocket::iothub))
         .route("/$servicebus/websocket", any(websocket::servicebus))
+}
+
+/// Twins and queries (`twins.rs`, which lists them).
+fn twin_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/twins/{id}",
+            get(twins::get_twin)
+                .patch(twins::patch_twin)
+                .put(twins::put_twin),
+        )
+        .route("/devices/query", post(twins::query))
 }
 
 fn control_routes() -> Router<AppState> {

@@ -30,15 +30,17 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Need;
 use crate::context::Context;
-use crate::driver::ConnectionGuard;
+use crate::driver::{ConnectionGuard, DesiredSubscription, MethodListener, next_desired};
 use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
 
 use super::connect::{self, ConnectRequest, Refusal};
 use super::limits::{FloodGuard, Limits, idle_timeout};
+use super::methods;
 use super::session::{Delivery, Session};
 use super::topics::{self, Route};
+use super::twin;
 
 type Transport<IO> = Framed<IO, Codec>;
 
@@ -245,7 +247,10 @@ async fn serve_device<IO>(
             identity: Identity::device(device_id),
             auth,
         },
+        desired: None,
+        methods: None,
     };
+    conn.sync_desired();
 
     let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
     let close = match conn.send(Packet::ConnAck(ack)).await {
@@ -357,6 +362,14 @@ where
     }
 }
 
+/// The next method request for a listening connection; never ready otherwise.
+async fn next_method(listener: &mut Option<MethodListener>) -> Option<crate::hub::MethodRequest> {
+    match listener {
+        Some(l) => l.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -377,6 +390,10 @@ struct Connected<'a, IO> {
     flood: FloodGuard,
     /// Who sends this connection's telemetry, and how it authenticated.
     origin: Origin,
+    /// Desired-property notifications, while the session holds the desired filter.
+    desired: Option<DesiredSubscription>,
+    /// Set while subscribed to method requests.
+    methods: Option<MethodListener>,
 }
 
 impl<IO> Connected<'_, IO>
@@ -384,6 +401,10 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     async fn run(&mut self) -> Close {
+        // A restored session may already listen for methods.
+        if let Err(close) = self.sync_method_listener() {
+            return close;
+        }
         let notify = self.ctx.hub.c2d_notify(self.device_id);
         let mut last_packet = Instant::now();
         loop {
@@ -434,6 +455,21 @@ where
                     }
                 }
                 _ = &mut wake, if wants_c2d => {}
+                n = next_desired(&mut self.desired) => {
+                    let Some(n) = n else {
+                        return Close::Violation(
+                            "desired-property notifications were not read in time".to_owned(),
+                        );
+                    };
+                    if let Err(close) = self.send(Packet::Publish(twin::desired_notification(&n))).await {
+                        return close;
+                    }
+                }
+                Some(request) = next_method(&mut self.methods) => {
+                    if let Err(close) = self.send_methods(request).await {
+                        return close;
+                    }
+                }
             }
         }
     }
@@ -486,10 +522,15 @@ where
                 for (f, code) in s.filters.iter().zip(&ack.return_codes) {
                     debug!(device = %self.device_id, filter = %f.path, ?code, "subscribe");
                 }
-                self.feed(Packet::SubAck(ack)).await
+                self.sync_desired();
+                // The SUBACK is queued before any request the subscription releases.
+                self.feed(Packet::SubAck(ack)).await?;
+                self.sync_method_listener()
             }
             Packet::Unsubscribe(u) => {
                 let ack = self.session.unsubscribe(&u);
+                self.sync_desired();
+                self.sync_method_listener()?;
                 self.feed(Packet::UnsubAck(ack)).await
             }
             Packet::PingReq => self.feed(Packet::PingResp).await,
@@ -510,11 +551,17 @@ where
                 "QoS 2 PUBLISH (IoT Hub supports QoS 0 and 1)".to_owned(),
             ));
         }
+        let mut twin_response = None;
         match topics::route_publish(self.device_id, &p.topic) {
             Route::Refused(reason) => return Err(Close::Violation(reason)),
-            Route::Ignored => {
-                debug!(device = %self.device_id, topic = %p.topic, "twin/method publish ignored")
+            Route::Twin(req) => {
+                let identity = &self.origin.identity;
+                twin_response = Some(twin::answer(&self.ctx.hub, identity, &req, &p.payload));
             }
+            Route::Ignored => {
+                debug!(device = %self.device_id, topic = %p.topic, "twin publish ignored")
+            }
+            Route::MethodResponse => self.on_method_response(&p)?,
             Route::Telemetry => {
                 let message = topics::telemetry(&p.topic, &p.payload)
                     .map_err(|e| Close::Violation(e.to_string()))?;
@@ -535,6 +582,64 @@ where
         if p.qos == QoS::AtLeastOnce {
             self.feed(Packet::PubAck(PubAck::new(p.pkid))).await?;
         }
+        if let Some(r) = twin_response {
+            self.feed(Packet::Publish(r)).await?;
+        }
+        Ok(())
+    }
+
+    /// Holds a desired-property subscription exactly while the session holds the filter.
+    fn sync_desired(&mut self) {
+        let wanted = self.session.has_sdk_filter(twin::DESIRED_FILTER);
+        if wanted && self.desired.is_none() {
+            self.desired = Some(self.ctx.hub.subscribe_desired(&self.origin.identity));
+        } else if !wanted {
+            self.desired = None;
+        }
+    }
+
+    /// Listens for method requests exactly while the session holds the method filter.
+    fn sync_method_listener(&mut self) -> Result<(), Close> {
+        let wanted = self
+            .session
+            .has_sdk_filter(iothub_protocol::method::REQUEST_TOPIC_FILTER);
+        match (wanted, self.methods.is_some()) {
+            (true, false) => {
+                let listener = self
+                    .ctx
+                    .hub
+                    .listen_methods(&self.origin.identity)
+                    .map_err(Close::Hub)?;
+                self.methods = Some(listener);
+            }
+            (false, true) => self.methods = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sends a method request, and any others already waiting, in one flush.
+    async fn send_methods(&mut self, first: crate::hub::MethodRequest) -> Result<(), Close> {
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            debug!(device = %self.device_id, method = %request.name, rid = %request.rid, "method request");
+            self.feed(Packet::Publish(methods::request_publish(&request)))
+                .await?;
+            next = self.methods.as_mut().and_then(MethodListener::try_recv);
+        }
+        self.flush().await
+    }
+
+    /// A device's answer to a method request goes to the hub, which drops late or foreign
+    /// answers.
+    fn on_method_response(&mut self, p: &Publish) -> Result<(), Close> {
+        let answer = methods::response(&p.topic).map_err(Close::Violation)?;
+        let Some(listener) = &self.methods else {
+            debug!(device = %self.device_id, rid = %answer.rid, "method answer without a method subscription dropped");
+            return Ok(());
+        };
+        let disposition = listener.respond(&answer.rid, answer.status, &p.payload);
+        debug!(device = %self.device_id, rid = %answer.rid, status = answer.status, ?disposition, "method answer");
         Ok(())
     }
 

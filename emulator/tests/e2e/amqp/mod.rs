@@ -3,5 +3,6 @@
 mod bad_input;
 mod device;
 mod eventhubs;
+mod limits;
 mod service;
 mod websocket;
