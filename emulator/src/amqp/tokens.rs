@@ -33,6 +33,10 @@ pub enum Access {
     Service,
     /// Access for this device (its C2D queue, its telemetry).
     Device(String),
+    /// A policy with ServiceConnect on an Event Hubs node below the hub, given as its path
+    /// (`{hub}/ConsumerGroups/{group}/Partitions/{id}`, `{hub}/$management`): the Event Hubs
+    /// clients sign for `sb://{host}/{hub}` or for the link's own address.
+    EventHub(String),
 }
 
 impl Access {
@@ -40,6 +44,10 @@ impl Access {
         match self {
             Access::Service => Need::Permissions(Permissions::SERVICE_CONNECT),
             Access::Device(id) => Need::Device(id),
+            Access::EventHub(path) => Need::Scoped {
+                permissions: Permissions::SERVICE_CONNECT,
+                resource: path,
+            },
         }
     }
 
@@ -48,6 +56,7 @@ impl Access {
         match self {
             Access::Service => Vec::new(),
             Access::Device(id) => vec!["devices", id.as_str()],
+            Access::EventHub(path) => path.split('/').collect(),
         }
     }
 }

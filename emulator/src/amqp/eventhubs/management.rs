@@ -146,9 +146,10 @@ fn app_string(request: &Incoming, name: &str) -> Option<String> {
 /// True when the connection holds a ServiceConnect token, or the request carries one in
 /// `security_token` (both clients send it).
 fn authorized(conn: &Conn, request: &Incoming) -> Result<(), Failure> {
+    let resource = format!("{}/$management", conn.ctx.hub_name);
     if conn
         .tokens
-        .authorize_link(&conn.ctx, Access::Service)
+        .authorize_link(&conn.ctx, Access::EventHub(resource.clone()))
         .is_ok()
     {
         return Ok(());
@@ -161,7 +162,10 @@ fn authorized(conn: &Conn, request: &Incoming) -> Result<(), Failure> {
             ctx.auth.authorize(
                 hub,
                 &token,
-                Need::Permissions(Permissions::SERVICE_CONNECT),
+                Need::Scoped {
+                    permissions: Permissions::SERVICE_CONNECT,
+                    resource: &resource,
+                },
                 now,
             )
         })
