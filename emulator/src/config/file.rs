@@ -81,6 +81,7 @@ struct FileConfig {
     hub: HubTable,
     #[serde(default)]
     routes: RoutesTable,
+    #[serde(default)]
     eventhubs: EventHubsTable,
     #[serde(default)]
     policies: BTreeMap<String, PolicyTable>,
