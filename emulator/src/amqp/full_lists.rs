@@ -59,6 +59,11 @@ pub fn wants_full_lists(frame: &[u8]) -> bool {
     }
 }
 
+/// True for an AMQP frame carrying `open`.
+pub fn is_open(frame: &[u8]) -> bool {
+    performative(frame).is_some_and(|p| p.code == 0x10)
+}
+
 /// The frame with every performative list (and a trailing `error` list) at full length, or
 /// `None` when it already is, or is not a performative this module knows.
 pub fn pad(frame: &[u8]) -> Option<BytesMut> {

@@ -103,6 +103,8 @@ impl TokenStore {
         let now = ctx.now_unix();
         let mut last = None;
         for t in self.tokens.iter().rev() {
+            let adapted = spelled_like(access, t);
+            let access = &adapted;
             let resource = access.resource();
             let under = t.audience.len() <= resource.len()
                 && t.audience.iter().zip(&resource).all(|(a, r)| a == r);
@@ -131,6 +133,32 @@ impl TokenStore {
             )
         }))
     }
+}
+
+/// `access` with an Event Hubs path spelled as the token spells it, where they differ only in
+/// letter case: Event Hubs names are case-insensitive, and `azure-eventhub` signs for
+/// `.../consumergroups/$Default/partitions/0` while attaching to `.../ConsumerGroups/...`.
+fn spelled_like(access: &Access, t: &Stored) -> Access {
+    let Access::EventHub(path) = access else {
+        return access.clone();
+    };
+    let sr: Vec<String> = SasToken::parse(&t.token)
+        .map(|p| p.path_segments().iter().map(|s| (*s).to_owned()).collect())
+        .unwrap_or_default();
+    let spelling = if t.audience.len() > sr.len() {
+        &t.audience
+    } else {
+        &sr
+    };
+    let respelled: Vec<&str> = path
+        .split('/')
+        .enumerate()
+        .map(|(i, seg)| match spelling.get(i) {
+            Some(s) if s.eq_ignore_ascii_case(seg) => s.as_str(),
+            _ => seg,
+        })
+        .collect();
+    Access::EventHub(respelled.join("/"))
 }
 
 /// Checks a token on its own (signature, expiry, the policy or device it is signed for) and
@@ -174,6 +202,13 @@ pub fn check_audience(
         return Ok(Vec::new());
     };
     let parsed = SasToken::parse(token).map_err(|e| HubError::unauthorized(e.to_string()))?;
+    // The Node device SDK (Amqp) encodes the whole audience: `localhost%2Fdevices%2Fd1`.
+    let whole = percent_encoding::percent_decode_str(audience.trim()).decode_utf8_lossy();
+    let audience: &str = if audience.contains('/') {
+        audience
+    } else {
+        &whole
+    };
     let rest = audience
         .trim()
         .split_once("://")
