@@ -123,6 +123,7 @@ fn print_banner(emulator: &RunningEmulator) {
         "  Event Hubs    amqp://{host}:{}  (plain AMQP, UseDevelopmentEmulator=true; TLS on the AMQP port)",
         e.eventhubs
     );
+    println!("  dashboard     {}", emulator.dashboard_url());
     if let Some(p) = e.mqtt_tcp {
         println!("  MQTT (plain)  mqtt://{host}:{p}  (debugging only)");
     }
