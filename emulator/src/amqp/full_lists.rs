@@ -6,7 +6,8 @@
 //! `frame[11]` only when all eleven fields were on the wire. A shortened list is an
 //! `IndexError` or a payload in the wrong slot. pyamqp itself always writes every field, so a
 //! peer whose `open` carries all ten fields gets the same from us: [`wants_full_lists`] tells the
-//! stream, and [`pad`] appends the missing nulls to each frame it writes.
+//! stream, and [`pad`] appends the missing fields to each frame it writes: null, or the
+//! specification's default where it has one.
 //!
 //! Only list lengths change: the fields present are copied byte for byte, and other peers see
 //! exactly what fe2o3 wrote.
@@ -27,6 +28,24 @@ const FIELDS: [(u8, u32); 9] = [
     (0x17, 1),  // end
     (0x18, 1),  // close
 ];
+/// Fields with a default other than null, by performative and index, encoded: pyamqp reads an
+/// absent field as `None` (`frame[2] < 512` on an `open` without `max-frame-size` raises), so a
+/// padded field carries the default the specification gives it.
+const DEFAULTS: [(u8, usize, &[u8]); 13] = [
+    (0x10, 2, &[0x70, 0xff, 0xff, 0xff, 0xff]), // open max-frame-size
+    (0x10, 3, &[0x60, 0xff, 0xff]),             // open channel-max
+    (0x11, 4, &[0x70, 0xff, 0xff, 0xff, 0xff]), // begin handle-max
+    (0x12, 3, &[0x50, 0x02]),                   // attach snd-settle-mode mixed
+    (0x12, 4, &[0x50, 0x00]),                   // attach rcv-settle-mode first
+    (0x13, 8, &[0x42]),                         // flow drain
+    (0x13, 9, &[0x42]),                         // flow echo
+    (0x14, 5, &[0x42]),                         // transfer more
+    (0x14, 8, &[0x42]),                         // transfer resume
+    (0x14, 9, &[0x42]),                         // transfer aborted
+    (0x14, 10, &[0x42]),                        // transfer batchable
+    (0x15, 3, &[0x42]),                         // disposition settled
+    (0x16, 1, &[0x42]),                         // detach closed
+];
 /// The fields of an `error` (condition, description, info).
 const ERROR_FIELDS: u32 = 3;
 const ERROR_CODE: u8 = 0x1d;
@@ -38,6 +57,11 @@ pub fn wants_full_lists(frame: &[u8]) -> bool {
         Some(p) => p.code == 0x10 && p.count >= 10,
         None => false,
     }
+}
+
+/// True for an AMQP frame carrying `open`.
+pub fn is_open(frame: &[u8]) -> bool {
+    performative(frame).is_some_and(|p| p.code == 0x10)
 }
 
 /// The frame with every performative list (and a trailing `error` list) at full length, or
@@ -72,7 +96,13 @@ pub fn pad(frame: &[u8]) -> Option<BytesMut> {
         None => list_body.extend_from_slice(frame.get(p.fields_start..p.end)?),
     }
     let count = p.count.max(full);
-    list_body.put_bytes(NULL, count.saturating_sub(p.count) as usize);
+    for index in p.count..count {
+        let default = DEFAULTS
+            .iter()
+            .find(|(c, i, _)| *c == p.code && *i == index as usize)
+            .map_or(&[NULL][..], |(_, _, d)| d);
+        list_body.extend_from_slice(default);
+    }
 
     let mut out = BytesMut::with_capacity(frame.len() + list_body.len() + 16);
     // Frame header (size fixed below) and any extended header, then the descriptor.
@@ -214,8 +244,8 @@ mod tests {
         ]);
         let out = pad(&f).unwrap();
         let expected = frame(&[
-            0x00, 0x53, 0x14, 0xc0, 0x0d, 0x0b, 0x43, 0x52, 0x05, 0x40, 0x40, 0x40, 0x40, 0x40,
-            0x40, 0x40, 0x40, 0x40, b'x', b'y',
+            0x00, 0x53, 0x14, 0xc0, 0x0d, 0x0b, 0x43, 0x52, 0x05, 0x40, 0x40, 0x40, 0x42, 0x40,
+            0x40, 0x42, 0x42, 0x42, b'x', b'y',
         ]);
         assert_eq!(&out[..], &expected[..]);
         assert!(pad(&out).is_none(), "a full list is left alone");
@@ -255,7 +285,15 @@ mod tests {
         assert!(wants_full_lists(&full_open));
         let short_open = frame(&[0x00, 0x53, 0x10, 0xc0, 0x04, 0x01, 0xa1, 0x01, b'c']);
         assert!(!wants_full_lists(&short_open));
-        assert_eq!(pad(&short_open).unwrap().len(), full_open.len());
+        let padded = pad(&short_open).unwrap();
+        // max-frame-size and channel-max get their defaults, the rest nulls.
+        assert_eq!(
+            &padded[14..],
+            &[
+                0xa1, 0x01, b'c', 0x40, 0x70, 0xff, 0xff, 0xff, 0xff, 0x60, 0xff, 0xff, 0x40, 0x40,
+                0x40, 0x40, 0x40, 0x40
+            ]
+        );
         let sasl = {
             let mut f = frame(&[0x00, 0x53, 0x44, 0x45]);
             f[5] = 1;

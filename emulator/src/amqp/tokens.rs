@@ -33,9 +33,9 @@ pub enum Access {
     Service,
     /// Access for this device (its C2D queue, its telemetry).
     Device(String),
-    /// ServiceConnect on this Event Hubs entity (the hub's Event Hubs-compatible name): a
-    /// hub-wide service token covers it, and so does an Event Hubs token scoped to
-    /// `sb://{host}/{entity}`.
+    /// A policy with ServiceConnect on an Event Hubs node below the hub, given as its path
+    /// (`{hub}/ConsumerGroups/{group}/Partitions/{id}`, `{hub}/$management`): the Event Hubs
+    /// clients sign for `sb://{host}/{hub}` or for the link's own address.
     EventHub(String),
 }
 
@@ -44,9 +44,9 @@ impl Access {
         match self {
             Access::Service => Need::Permissions(Permissions::SERVICE_CONNECT),
             Access::Device(id) => Need::Device(id),
-            Access::EventHub(entity) => Need::Scoped {
+            Access::EventHub(path) => Need::Scoped {
                 permissions: Permissions::SERVICE_CONNECT,
-                resource: entity,
+                resource: path,
             },
         }
     }
@@ -56,7 +56,7 @@ impl Access {
         match self {
             Access::Service => Vec::new(),
             Access::Device(id) => vec!["devices", id.as_str()],
-            Access::EventHub(entity) => vec![entity.as_str()],
+            Access::EventHub(path) => path.split('/').collect(),
         }
     }
 }
@@ -103,6 +103,8 @@ impl TokenStore {
         let now = ctx.now_unix();
         let mut last = None;
         for t in self.tokens.iter().rev() {
+            let adapted = spelled_like(access, t);
+            let access = &adapted;
             let resource = access.resource();
             let under = t.audience.len() <= resource.len()
                 && t.audience.iter().zip(&resource).all(|(a, r)| a == r);
@@ -131,6 +133,32 @@ impl TokenStore {
             )
         }))
     }
+}
+
+/// `access` with an Event Hubs path spelled as the token spells it, where they differ only in
+/// letter case: Event Hubs names are case-insensitive, and `azure-eventhub` signs for
+/// `.../consumergroups/$Default/partitions/0` while attaching to `.../ConsumerGroups/...`.
+fn spelled_like(access: &Access, t: &Stored) -> Access {
+    let Access::EventHub(path) = access else {
+        return access.clone();
+    };
+    let sr: Vec<String> = SasToken::parse(&t.token)
+        .map(|p| p.path_segments().iter().map(|s| (*s).to_owned()).collect())
+        .unwrap_or_default();
+    let spelling = if t.audience.len() > sr.len() {
+        &t.audience
+    } else {
+        &sr
+    };
+    let respelled: Vec<&str> = path
+        .split('/')
+        .enumerate()
+        .map(|(i, seg)| match spelling.get(i) {
+            Some(s) if s.eq_ignore_ascii_case(seg) => s.as_str(),
+            _ => seg,
+        })
+        .collect();
+    Access::EventHub(respelled.join("/"))
 }
 
 /// Checks a token on its own (signature, expiry, the policy or device it is signed for) and

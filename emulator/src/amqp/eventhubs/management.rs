@@ -146,12 +146,10 @@ fn app_string(request: &Incoming, name: &str) -> Option<String> {
 /// True when the connection holds a ServiceConnect token, or the request carries one in
 /// `security_token` (both clients send it).
 fn authorized(conn: &Conn, request: &Incoming) -> Result<(), Failure> {
-    // The one entity is the hub's Event Hubs-compatible name: Event Hubs tokens are scoped
-    // to it (`sb://{host}/{entity}`), service tokens to the whole hub.
-    let entity = conn.ctx.hub_name.clone();
+    let resource = format!("{}/$management", conn.ctx.hub_name);
     if conn
         .tokens
-        .authorize_link(&conn.ctx, Access::EventHub(entity.clone()))
+        .authorize_link(&conn.ctx, Access::EventHub(resource.clone()))
         .is_ok()
     {
         return Ok(());
@@ -159,12 +157,18 @@ fn authorized(conn: &Conn, request: &Incoming) -> Result<(), Failure> {
     let token = app_string(request, "security_token").unwrap_or_default();
     let ctx = &conn.ctx;
     let now = ctx.now_unix();
-    let need = Need::Scoped {
-        permissions: Permissions::SERVICE_CONNECT,
-        resource: &entity,
-    };
     ctx.hub
-        .read(|hub| ctx.auth.authorize(hub, &token, need, now))
+        .read(|hub| {
+            ctx.auth.authorize(
+                hub,
+                &token,
+                Need::Scoped {
+                    permissions: Permissions::SERVICE_CONNECT,
+                    resource: &resource,
+                },
+                now,
+            )
+        })
         .map(|_| ())
         .map_err(|e| Failure(401, e.to_string()))
 }

@@ -164,8 +164,14 @@ enum Step {
 
 /// Serves one partition receiver until the link ends.
 pub async fn serve(conn: Arc<Conn>, mut sender: Sender, request: PartitionRequest) {
-    let access = Access::EventHub(request.entity.clone());
-    let mut auth = match conn.tokens.authorize_link(&conn.ctx, access) {
+    let path = format!(
+        "{}/ConsumerGroups/{}/Partitions/{}",
+        request.entity, request.consumer_group, request.partition_id
+    );
+    let mut auth = match conn
+        .tokens
+        .authorize_link(&conn.ctx, Access::EventHub(path))
+    {
         Ok(a) => a,
         Err(e) => return close(sender, Some(error_for(&e))).await,
     };
