@@ -25,6 +25,14 @@ struct HubTable {
     d2c_retention: Option<usize>,
 }
 
+/// The `[connections]` table: overrides of [`crate::accept::ConnectionLimits::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsTable {
+    max: Option<usize>,
+    pre_auth_timeout_secs: Option<u64>,
+}
+
 /// A `[policies.<name>]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +66,8 @@ struct DeviceTable {
 struct FileConfig {
     #[serde(default)]
     hub: HubTable,
+    #[serde(default)]
+    connections: ConnectionsTable,
     #[serde(default)]
     policies: BTreeMap<String, PolicyTable>,
     #[serde(default)]
@@ -95,6 +105,11 @@ impl Config {
             h.feedback_max_delivery_count,
         );
         set(&mut hub.d2c_retention, h.d2c_retention);
+        set(&mut self.connections.max, file.connections.max);
+        set(
+            &mut self.connections.pre_auth,
+            file.connections.pre_auth_timeout_secs.map(secs),
+        );
 
         for (name, keys) in file.policies {
             let known = self
