@@ -28,7 +28,7 @@ use super::limits::{self, LinkCount, LinkSlot};
 use super::sasl::HubSasl;
 use super::stream::HubStream;
 use super::tokens::Tokens;
-use super::{cbs, device, inbound, outbound, service};
+use super::{cbs, device, inbound, methods, outbound, service, twin};
 use crate::context::Context;
 
 /// The plain AMQP protocol header.
@@ -59,8 +59,14 @@ pub struct Conn {
     pub cancel: CancellationToken,
     /// Put-token replies on their way to the `$cbs` receiver link.
     pub cbs: cbs::Replies,
+    /// Twin responses on their way to each device's twin receiver link.
+    pub twins: twin::Channels,
+    /// Where method answers find the request link they belong to.
+    pub methods: methods::Responders,
     /// Links attached on this connection (see [`limits`]).
     pub links: LinkCount,
+    /// Event Hubs `$management` replies on their way to the management receiver link.
+    pub management: super::eventhubs::ManagementReplies,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -148,7 +154,10 @@ where
         tokens,
         cancel,
         cbs: cbs::Replies::default(),
+        twins: twin::Channels::default(),
+        methods: methods::Responders::default(),
         links: LinkCount::default(),
+        management: Default::default(),
     });
     run(conn, connection).await;
 }
@@ -224,6 +233,7 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
         };
         let Some(attach) = attach else { break };
         let address = address_of(&attach);
+        let eventhubs = super::eventhubs::classify(&attach, address.as_deref());
         let acceptor = match attach.role {
             Role::Sender => &from_peer,
             Role::Receiver => &to_peer,
@@ -244,9 +254,19 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
             }
         };
         tracing::debug!(peer = %conn.peer, ?address, "link attached");
-        conn.ctx
-            .tasks
-            .spawn(serve_link(conn.clone(), link, address, slot));
+        match eventhubs {
+            Some(eh) => {
+                let conn = conn.clone();
+                conn.ctx.tasks.clone().spawn(async move {
+                    let _slot = slot;
+                    super::eventhubs::serve(conn, link, eh, address).await
+                })
+            }
+            None => conn
+                .ctx
+                .tasks
+                .spawn(serve_link(conn.clone(), link, address, slot)),
+        };
     }
     let _ = timeout(CLOSE_TIMEOUT, session.end()).await;
 }
@@ -288,6 +308,18 @@ async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>
         }
         (Some(Node::DeviceEvents(id)), LinkEndpoint::Receiver(r)) => {
             device::serve_events(conn, r, id).await
+        }
+        (Some(Node::DeviceTwin(id)), LinkEndpoint::Receiver(r)) => {
+            twin::serve_requests(conn, r, id).await
+        }
+        (Some(Node::DeviceTwin(id)), LinkEndpoint::Sender(s)) => {
+            twin::serve_responses(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Sender(s)) => {
+            methods::serve_requests(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Receiver(r)) => {
+            methods::serve_responses(conn, r, id).await
         }
         (_, link) => {
             refuse(

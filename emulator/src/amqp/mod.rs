@@ -10,6 +10,8 @@
 //! * [`stream`]: the bytes under fe2o3: 16-byte GUID delivery tags (which fe2o3 cannot set),
 //!   room in each frame for them, and a bounded wait for the peer's `close`.
 //! * [`sasl`] and [`cbs`]: how a connection gets its tokens; [`tokens`]: which link they cover.
+//! * [`twin`]: a device's twin requests, responses and desired notifications.
+//! * [`methods`]: a device's direct-method links (requests out, answers in).
 //! * [`service`] and [`device`]: the links themselves, over the generic [`inbound`] and
 //!   [`outbound`] loops; [`convert`] maps messages and [`errors`] maps hub errors to conditions.
 //!
@@ -27,17 +29,21 @@ mod connection;
 mod convert;
 mod device;
 mod errors;
+mod eventhubs;
 mod frame_guard;
+mod full_lists;
 #[doc(hidden)]
 pub mod fuzzing;
 mod inbound;
 mod limits;
 mod listener;
+mod methods;
 mod outbound;
 mod sasl;
 mod service;
 mod stream;
 mod tokens;
+mod twin;
 
 use std::sync::Arc;
 
@@ -54,6 +60,12 @@ pub const WEBSOCKET_SUBPROTOCOLS: &[&str] = &["AMQPWSB10", "amqp"];
 /// Accepts AMQP over TLS until shutdown.
 pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {
     listener::run(listener, tls, ctx).await;
+}
+
+/// Accepts plain AMQP (no TLS) until shutdown: the Event Hubs clients' `UseDevelopmentEmulator`
+/// port.
+pub async fn serve_plain(listener: TcpListener, ctx: Context) {
+    eventhubs::listener::run(listener, ctx).await;
 }
 
 /// Serves one AMQP connection over any byte stream (TLS or a WebSocket): from the protocol

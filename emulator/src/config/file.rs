@@ -33,6 +33,27 @@ struct ConnectionsTable {
     pre_auth_timeout_secs: Option<u64>,
 }
 
+/// The `[routes]` table: which non-telemetry sources reach the built-in endpoint (all off by
+/// default, as on a hub without routes).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesTable {
+    twin_change_events: Option<bool>,
+    device_lifecycle_events: Option<bool>,
+    device_connection_state_events: Option<bool>,
+}
+
+/// The `[eventhubs]` table: the built-in Event Hubs-compatible endpoint's log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventHubsTable {
+    partition_count: Option<u32>,
+    retention_secs: Option<u64>,
+    max_events_per_partition: Option<usize>,
+    max_bytes_per_partition: Option<u64>,
+    consumer_groups: Option<Vec<String>>,
+}
+
 /// A `[policies.<name>]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +89,10 @@ struct FileConfig {
     hub: HubTable,
     #[serde(default)]
     connections: ConnectionsTable,
+    #[serde(default)]
+    routes: RoutesTable,
+    #[serde(default)]
+    eventhubs: EventHubsTable,
     #[serde(default)]
     policies: BTreeMap<String, PolicyTable>,
     #[serde(default)]
@@ -110,6 +135,27 @@ impl Config {
             &mut self.connections.pre_auth,
             file.connections.pre_auth_timeout_secs.map(secs),
         );
+        let r = file.routes;
+        let routes = &mut hub.routes;
+        set(&mut routes.twin_change_events, r.twin_change_events);
+        set(
+            &mut routes.device_lifecycle_events,
+            r.device_lifecycle_events,
+        );
+        set(
+            &mut routes.device_connection_state_events,
+            r.device_connection_state_events,
+        );
+        let e = file.eventhubs;
+        let log = &mut hub.event_log;
+        set(&mut log.partition_count, e.partition_count);
+        set(&mut log.retention, e.retention_secs.map(secs));
+        set(
+            &mut log.max_events_per_partition,
+            e.max_events_per_partition,
+        );
+        set(&mut log.max_bytes_per_partition, e.max_bytes_per_partition);
+        set(&mut log.consumer_groups, e.consumer_groups);
 
         for (name, keys) in file.policies {
             let known = self
@@ -139,5 +185,28 @@ impl Config {
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_off_unless_the_file_switches_them_on() {
+        let mut c = Config::embedded("unused");
+        assert_eq!(c.hub.routes, crate::hub::EventRoutes::default());
+        c.apply_toml(
+            "[routes]\ntwin_change_events = true\ndevice_connection_state_events = true",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.hub.routes.twin_change_events);
+        assert!(!c.hub.routes.device_lifecycle_events);
+        assert!(c.hub.routes.device_connection_state_events);
+        assert!(
+            c.apply_toml("[routes]\ntwin_changes = true", "t.toml")
+                .is_err()
+        );
     }
 }

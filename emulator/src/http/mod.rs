@@ -25,6 +25,8 @@
 //! | `POST /devices/{id}/messages/deviceBound/{lock}/abandon` | device | 204, 412 |
 //! | `POST /devices/{id}/messages/events` | device | 204; single message, or a batch with `Content-Type: application/vnd.microsoft.iothub.json` |
 //! | `GET/PATCH/PUT /twins/{id}`, `POST /devices/query`, `POST /devices` (bulk) | see [`twins`] | twins, queries, bulk registry writes |
+//! | `POST /twins/{id}/methods` | ServiceConnect | 200 `{status, payload}` as the device answered; 404103 `DeviceNotOnline`, 504101 `GatewayTimeout` (direct methods, [`methods`]) |
+//! | `POST /twins/{id}/modules/{mid}/methods` | ServiceConnect | 404010 `ModuleNotFound` until modules exist |
 //! | `GET /$iothub/websocket` | (in-protocol) | WebSocket: `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` (as registered by the server) |
 //! | `GET /$servicebus/websocket` | (in-protocol) | WebSocket: `AMQPWSB10` (as registered by the server) |
 //! | `GET /health` | — | 200 `{"status":"ok"}` |
@@ -38,8 +40,8 @@
 //! | `POST /_emulator/clock/advance?seconds=N` | iothubowner | 200 `{advancedSeconds, now}`; 400 unless started with `--virtual-clock` |
 //! | `POST /_emulator/devices/{id}/disconnect` | iothubowner | 200 `{deviceId, connectionsClosed}`: close its MQTT/AMQP connections |
 //!
-//! Plain-HTTP port (8088 by default): `GET /health`, `GET /ready`, and `GET /_emulator/ca.pem`
-//! (the CA certificate to trust).
+//! Plain-HTTP port (8088 by default): `GET /health`, `GET /ready`, `GET /_emulator/ca.pem`
+//! (the CA certificate to trust), and the web dashboard at `/` (see [`dashboard`]).
 //!
 //! Sending C2D with curl (the hub itself has no HTTPS send; the SDKs use AMQP):
 //!
@@ -65,6 +67,7 @@
 mod auth;
 mod control;
 mod d2c;
+pub mod dashboard;
 mod devicebound;
 pub mod error;
 mod extract;
@@ -74,6 +77,7 @@ pub mod fuzzing;
 mod health;
 mod layers;
 mod message_headers;
+mod methods;
 mod registry;
 pub mod server;
 mod service;
@@ -170,6 +174,11 @@ fn hub_routes() -> Router<AppState> {
         )
         .route("/devices/{id}/messages/events", post(d2c::send_event))
         .merge(twin_routes())
+        .route("/twins/{id}/methods", post(methods::invoke))
+        .route(
+            "/twins/{id}/modules/{mid}/methods",
+            post(methods::invoke_module),
+        )
         .route("/$iothub/websocket", any(websocket::iothub))
         .route("/$servicebus/websocket", any(websocket::servicebus))
 }
@@ -228,9 +237,12 @@ pub fn https_app(state: AppState, limits: Limits) -> App {
     finish(routes, state, limits)
 }
 
-/// The application of the plain-HTTP port.
-pub fn plain_app(state: AppState, limits: Limits) -> App {
-    let routes = health_routes().route("/_emulator/ca.pem", get(health::ca_pem));
+/// The application of the plain-HTTP port, with the dashboard when one is given.
+pub fn plain_app(state: AppState, limits: Limits, dash: Option<Arc<dashboard::Dashboard>>) -> App {
+    let mut routes = health_routes().route("/_emulator/ca.pem", get(health::ca_pem));
+    if let Some(d) = dash {
+        routes = routes.merge(dashboard::routes(d));
+    }
     finish(routes, state, limits)
 }
 
@@ -249,10 +261,14 @@ pub async fn serve_https(
     server::serve(listener, Some(TlsAcceptor::from(tls)), app, ctx, limits).await;
 }
 
-/// Serves the plain-HTTP port (health, readiness, CA download) until shutdown.
-pub async fn serve_plain(listener: TcpListener, ctx: Context) {
+/// Serves the plain-HTTP port (health, readiness, CA download, the dashboard) until shutdown.
+pub async fn serve_plain(
+    listener: TcpListener,
+    ctx: Context,
+    dash: Option<Arc<dashboard::Dashboard>>,
+) {
     let limits = Limits::default();
-    let app = plain_app(AppState::new(ctx.clone()), limits);
+    let app = plain_app(AppState::new(ctx.clone()), limits, dash);
     server::serve(listener, None, app, ctx, limits).await;
 }
 
