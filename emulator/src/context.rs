@@ -81,6 +81,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Tracks every spawned task so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// The connection cap and probation shared by every listener.
+    pub admission: crate::accept::Admission,
 }
 
 impl Context {
@@ -100,6 +102,7 @@ impl Context {
             info: Arc::new(ServerInfo::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            admission: crate::accept::Admission::new(Default::default(), None),
         }
     }
 

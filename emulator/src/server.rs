@@ -136,6 +136,12 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The connection cap over all listeners and the time a connection has to authenticate.
+    pub fn connection_limits(mut self, limits: crate::accept::ConnectionLimits) -> Self {
+        self.config.connections = limits;
+        self
+    }
+
     /// Binds every listener, starts every task, and returns once the emulator is ready.
     pub async fn start(self) -> Result<RunningEmulator, StartError> {
         start(self.config).await
@@ -244,6 +250,10 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         info: info.clone(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        admission: crate::accept::Admission::new(
+            config.connections,
+            crate::accept::raise_fd_limit(),
+        ),
     };
 
     // Each adapter owns its state; the adapters meet only here.

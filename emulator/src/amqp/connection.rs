@@ -177,6 +177,9 @@ async fn run(conn: Arc<Conn>, mut connection: ListenerConnectionHandle) {
             _ = conn.cancel.cancelled() => break,
             _ = watch.tick(), if !has_token => {
                 has_token = conn.tokens.any();
+                if has_token {
+                    crate::accept::authenticated();
+                }
                 if has_token || conn.ctx.now_unix() < deadline {
                     continue;
                 }

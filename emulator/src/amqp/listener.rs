@@ -13,29 +13,13 @@ use crate::context::Context;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after an accept error (e.g. too many open files) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts TLS connections until shutdown; each one runs on its own task.
 pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {
     let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (tcp, addr) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "AMQP accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    crate::accept::serve(listener, "amqps", ctx, move |tcp, addr, ctx| {
         let acceptor = acceptor.clone();
-        let ctx = ctx.clone();
-        ctx.tasks.clone().spawn(async move {
+        async move {
             let peer = addr.to_string();
             let handshake = tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
@@ -46,6 +30,7 @@ pub async fn run(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Con
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "AMQP TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "AMQP TLS handshake timed out"),
             }
-        });
-    }
+        }
+    })
+    .await;
 }

@@ -147,6 +147,24 @@ pub struct Cli {
         global = true
     )]
     pub mqtt_max_inflight: u16,
+
+    /// Most open connections over all listeners (lowered to the file-descriptor limit).
+    #[arg(
+        long,
+        env = "IOTHUB_EMULATOR_MAX_CONNECTIONS",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub max_connections: usize,
+
+    /// Seconds a new connection may take to authenticate before it is closed.
+    #[arg(
+        long,
+        env = "IOTHUB_EMULATOR_PRE_AUTH_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub pre_auth_timeout_secs: u64,
 }
 
 /// The subcommands.
@@ -214,6 +232,10 @@ impl Config {
             log_level: cli.log_level.trim().to_owned(),
             virtual_clock: cli.virtual_clock,
             mqtt_max_inflight: cli.mqtt_max_inflight,
+            connections: crate::accept::ConnectionLimits {
+                max: cli.max_connections,
+                pre_auth: std::time::Duration::from_secs(cli.pre_auth_timeout_secs),
+            },
         };
         if let Some(path) = &cli.config {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {

@@ -25,6 +25,14 @@ struct HubTable {
     d2c_retention: Option<usize>,
 }
 
+/// The `[connections]` table: overrides of [`crate::accept::ConnectionLimits::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsTable {
+    max: Option<usize>,
+    pre_auth_timeout_secs: Option<u64>,
+}
+
 /// The `[routes]` table: which non-telemetry sources reach the built-in endpoint (all off by
 /// default, as on a hub without routes).
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +88,8 @@ struct FileConfig {
     #[serde(default)]
     hub: HubTable,
     #[serde(default)]
+    connections: ConnectionsTable,
+    #[serde(default)]
     routes: RoutesTable,
     #[serde(default)]
     eventhubs: EventHubsTable,
@@ -120,6 +130,11 @@ impl Config {
             h.feedback_max_delivery_count,
         );
         set(&mut hub.d2c_retention, h.d2c_retention);
+        set(&mut self.connections.max, file.connections.max);
+        set(
+            &mut self.connections.pre_auth,
+            file.connections.pre_auth_timeout_secs.map(secs),
+        );
         let r = file.routes;
         let routes = &mut hub.routes;
         set(&mut routes.twin_change_events, r.twin_change_events);

@@ -181,6 +181,8 @@ pub struct Config {
     pub virtual_clock: bool,
     /// Most unacknowledged C2D messages per MQTT connection.
     pub mqtt_max_inflight: u16,
+    /// The connection cap over all listeners and the time to authenticate.
+    pub connections: crate::accept::ConnectionLimits,
 }
 
 /// The default data directory: `<per-user data dir>/iothub-emulator`, or `./.iothub-emulator`
@@ -214,6 +216,7 @@ impl Config {
             log_level: "info".to_owned(),
             virtual_clock: false,
             mqtt_max_inflight: 16,
+            connections: crate::accept::ConnectionLimits::default(),
         }
     }
 

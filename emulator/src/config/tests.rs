@@ -105,7 +105,7 @@ fn every_flag_has_an_env_var_named_after_it() {
         );
         count += 1;
     }
-    assert_eq!(count, 17);
+    assert_eq!(count, 19);
     let mqtt = cmd
         .get_arguments()
         .find(|a| a.get_id() == "mqtt_port")
@@ -527,6 +527,25 @@ fn load_tls_uses_hostname_and_sans() {
     let material = c.load_tls().unwrap();
     assert_eq!(material.ca_path(), c.ca_path());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn connection_limits_come_from_flags_and_the_file() {
+    let c = config(&[]).unwrap();
+    assert_eq!(c.connections, crate::accept::ConnectionLimits::default());
+    let c = config(&["--max-connections", "500", "--pre-auth-timeout-secs", "5"]).unwrap();
+    assert_eq!(c.connections.max, 500);
+    assert_eq!(c.connections.pre_auth, Duration::from_secs(5));
+    let mut c = config(&[]).unwrap();
+    c.apply_toml(
+        "[connections]\nmax = 7\npre_auth_timeout_secs = 9",
+        "<inline>",
+    )
+    .unwrap();
+    assert_eq!(c.connections.max, 7);
+    assert_eq!(c.connections.pre_auth, Duration::from_secs(9));
+    let err = config(&["--max-connections", "0"]).unwrap_err();
+    assert!(err.to_string().contains("--max-connections"), "{err}");
 }
 
 #[test]

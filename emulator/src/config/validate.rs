@@ -19,6 +19,20 @@ impl Config {
         self.hub
             .validate()
             .map_err(|e| hub_setting_error(&self.hub, e))?;
+        if self.connections.max == 0 {
+            return Err(ConfigError::OutOfRange {
+                setting: "--max-connections".to_owned(),
+                value: "0".to_owned(),
+                allowed: "at least 1 connection".to_owned(),
+            });
+        }
+        if self.connections.pre_auth.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                setting: "--pre-auth-timeout-secs".to_owned(),
+                value: "0".to_owned(),
+                allowed: "at least 1 second".to_owned(),
+            });
+        }
         if self.mqtt_max_inflight == 0 {
             return Err(ConfigError::OutOfRange {
                 setting: "--mqtt-max-inflight".to_owned(),

@@ -81,33 +81,10 @@ pub async fn serve(
     ctx: Context,
     limits: Limits,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = ctx.shutdown.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
-                ctx.tasks.spawn(connection(
-                    tcp,
-                    peer,
-                    tls.clone(),
-                    app.clone(),
-                    ctx.clone(),
-                    limits,
-                ));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                tokio::select! {
-                    () = ctx.shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            }
-        }
-    }
+    crate::accept::serve(listener, "http", ctx, move |tcp, peer, ctx| {
+        connection(tcp, peer, tls.clone(), app.clone(), ctx, limits)
+    })
+    .await;
 }
 
 async fn connection(
@@ -241,6 +218,8 @@ impl tower::Service<Request<Incoming>> for CountingApp {
     fn call(&mut self, req: Request<Incoming>) -> Counted {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        // A request ends probation; from here the HTTP time limits govern the connection.
+        crate::accept::authenticated();
         Counted {
             _answering: self.activity.answering(),
             answer: self.app.call(req),

@@ -270,6 +270,7 @@ async fn serve_device<IO>(
     conn.sync_desired();
 
     let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
+    crate::accept::authenticated();
     let close = match conn.send(Packet::ConnAck(ack)).await {
         Err(close) => close,
         Ok(()) => {

@@ -1,16 +1,13 @@
-//! Accept loops: TLS (8883) and plain TCP (debugging). Each connection runs on the emulator's
-//! task tracker, so shutdown waits for it; accepting stops when the shutdown token fires, and
-//! every connection ends on the same token.
+//! The MQTT listeners: TLS (8883) and plain TCP (debugging), on the shared accept loop of
+//! [`crate::accept`] (connection cap, probation until CONNECT, shutdown).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::context::Context;
 
@@ -18,10 +15,6 @@ use super::{MqttState, serve_connection};
 
 /// A TLS handshake that takes longer is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most open connections per listener; further clients wait in the OS backlog.
-const MAX_CONNECTIONS: usize = 100_000;
-/// Pause after a failed accept (e.g. out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 pub(super) async fn serve_tls(
     listener: TcpListener,
@@ -60,36 +53,8 @@ where
     F: Fn(TcpStream, String, Context) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, addr)) => {
-                let _ = stream.set_nodelay(true);
-                let conn = handle(stream, addr.to_string(), ctx.clone());
-                // `map`, not `async move { conn.await; drop(permit) }`: an async block stores
-                // the captured future and the awaited one separately, doubling every
-                // connection's task allocation.
-                ctx.tasks.spawn(conn.map(move |()| drop(permit)));
-            }
-            Err(e) => {
-                warn!(listener = what, error = %e, "accept failed");
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                }
-            }
-        }
-    }
-    debug!(listener = what, "stopped accepting");
+    crate::accept::serve(listener, what, ctx, move |stream, peer, ctx| {
+        handle(stream, peer.to_string(), ctx)
+    })
+    .await;
 }

@@ -4,6 +4,7 @@
 
 mod amqp;
 mod cli;
+mod connections;
 mod http;
 mod hub_model;
 mod methods;
