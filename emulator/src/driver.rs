@@ -276,6 +276,9 @@ impl HubHandle {
                     n.notify_waiters();
                 }
             }
+            HubEvent::ModuleGone { identity } => {
+                self.disconnect_device(&identity.to_string());
+            }
             HubEvent::C2dSettled {
                 device_id,
                 sequence_number,
