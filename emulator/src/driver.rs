@@ -44,6 +44,10 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::event_log::{Cursor, Event, Reader, ReaderRequest};
 use crate::hub::{EventLogError, Hub, HubEvent};
 
+mod twins;
+
+pub use twins::{DESIRED_QUEUE, DesiredPatch, DesiredSubscription, next_desired};
+
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
 pub struct Clock {
@@ -106,6 +110,8 @@ struct Inner {
     partitions: Vec<Notify>,
     /// Attached event log readers, cancelled when a higher owner level displaces them.
     readers: DashMap<u64, CancellationToken>,
+    /// Connections subscribed to desired-property notifications (`driver/twins.rs`).
+    twins: twins::DesiredSubscribers,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -219,6 +225,7 @@ impl HubHandle {
                 timer: Notify::new(),
                 partitions,
                 readers: DashMap::new(),
+                twins: twins::DesiredSubscribers::default(),
             }),
         }
     }
@@ -244,6 +251,8 @@ impl HubHandle {
             while let Some(e) = hub.poll_event() {
                 events.push(e);
             }
+            // Under the lock, so racing writes reach devices in version order.
+            self.inner.twins.deliver(&events);
             (result, before, hub.poll_timeout())
         };
         if deadline_after.is_some()
@@ -307,7 +316,7 @@ impl HubHandle {
                     token.cancel();
                 }
             }
-            // Wiring points for the twin adapters and the event log (issue 15).
+            // Already handed to the subscribed connections under the lock (`driver/twins.rs`).
             HubEvent::TwinDesiredChanged {
                 identity, version, ..
             } => {

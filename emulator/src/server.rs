@@ -21,7 +21,7 @@ use crate::context::{Context, Endpoints, ServerInfo};
 use crate::credentials;
 use crate::driver::{Clock, HubHandle};
 use crate::http::{WebSocketRoutes, WsPath};
-use crate::hub::{Hub, HubSettings};
+use crate::hub::{Entropy, Hub, HubSettings};
 use crate::mqtt::{MqttSettings, MqttState, SessionStore};
 use crate::tls::{TlsError, TlsMaterial};
 
@@ -202,7 +202,8 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x5eed);
-    let mut hub = Hub::new(config.hub.clone(), seed_value);
+    // Ids replay from the seed; keys and lock tokens must not, so they come from the OS.
+    let mut hub = Hub::new(config.hub.clone(), seed_value).with_entropy(Entropy::os());
     seed(&mut hub, &config.devices, clock.now())?;
     let handle = HubHandle::new(hub, clock);
 

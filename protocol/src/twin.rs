@@ -237,6 +237,21 @@ fn strip_read_only(mut m: JsonObject) -> JsonObject {
     m
 }
 
+/// The JSON body of a failed device-side twin request (MQTT `$iothub/twin/res/{status}`, AMQP
+/// twin response): `{"message","errorCode","trackingId","timestampUtc"}`. Node detects a
+/// failure only by the `errorCode` member and throws on a body that is not JSON, so errors
+/// always carry one.
+pub fn device_error_body(e: &HubError, tracking_id: &str, now: time::OffsetDateTime) -> Vec<u8> {
+    let body = serde_json::json!({
+        "message": e.to_string(),
+        "errorCode": e.code().code(),
+        "trackingId": tracking_id,
+        "timestampUtc": crate::time_format::format_round_trip(now),
+    });
+    // Serializing a `Value` cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

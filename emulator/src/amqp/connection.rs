@@ -106,6 +106,7 @@ where
                 ConnectionAcceptor::builder()
                     .container_id(container)
                     .idle_time_out(IDLE_TIMEOUT_MS)
+                    .channel_max(super::frame_guard::CHANNEL_MAX)
                     .sasl_acceptor(HubSasl::new(ctx.clone(), tokens.clone()))
                     .build()
                     .accept(stream)
@@ -115,6 +116,7 @@ where
                 ConnectionAcceptor::builder()
                     .container_id(container)
                     .idle_time_out(IDLE_TIMEOUT_MS)
+                    .channel_max(super::frame_guard::CHANNEL_MAX)
                     .build()
                     .accept(stream)
                     .await

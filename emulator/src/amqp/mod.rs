@@ -27,6 +27,7 @@ mod connection;
 mod convert;
 mod device;
 mod errors;
+mod frame_guard;
 mod inbound;
 mod listener;
 mod outbound;

@@ -38,6 +38,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::convert::{LOCK_TOKEN, lock_token_tag};
+use super::frame_guard::{self, ReadGuard};
 
 /// How much smaller than the peer's `max-frame-size` fe2o3 is told to keep its frames.
 pub const HEADROOM: u32 = 32;
@@ -46,13 +47,11 @@ pub const HEADROOM: u32 = 32;
 pub const TAG_GROWTH: u32 = 18;
 /// How long the peer may take to answer our `close` before the stream reads as ended.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// The smallest `max-frame-size` AMQP allows.
-const MIN_MAX_FRAME_SIZE: u32 = 512;
-/// Frames before the peer's `open` (SASL) larger than this are not scanned.
-const SCAN_LIMIT: usize = 64 * 1024;
 /// Bytes waiting for the peer before [`HubStream::poll_write`] pushes back.
 const HIGH_WATER: usize = 256 * 1024;
 const FRAME_TYPE_AMQP: u8 = 0;
+/// The container id of the `open` sent ahead of a refusal when fe2o3 has not sent its own.
+const REFUSAL_CONTAINER: &str = "iothub-emulator";
 const HEADER_LEN: usize = 8;
 
 const _: () = assert!(TAG_GROWTH <= HEADROOM);
@@ -60,12 +59,14 @@ const _: () = assert!(TAG_GROWTH <= HEADROOM);
 /// A stream with the AMQP adjustments described in the module docs.
 pub struct HubStream<IO> {
     io: IO,
-    read: ReadSide,
+    read: ReadGuard,
     write: WriteSide,
     /// Runs from the moment our `close` was written.
     close_grace: Option<Pin<Box<Sleep>>>,
     /// Completes when the connection is over: all I/O fails from then on.
     ended: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The peer broke the framing rules and was told so.
+    refused: bool,
 }
 
 impl<IO> std::fmt::Debug for HubStream<IO> {
@@ -82,67 +83,16 @@ impl<IO> HubStream<IO> {
     /// Wraps `io`; `prefix` is what was already read from it (the protocol header) and is read
     /// again first. Cancelling `ended` makes all further I/O fail.
     pub fn new(io: IO, prefix: &[u8], ended: CancellationToken) -> Self {
-        let mut read = ReadSide::default();
-        read.scan.extend_from_slice(prefix);
-        read.process();
+        let mut read = ReadGuard::default();
+        read.push(prefix);
         HubStream {
             io,
             read,
             write: WriteSide::default(),
             close_grace: None,
             ended: Box::pin(ended.cancelled_owned()),
+            refused: false,
         }
-    }
-}
-
-#[derive(Debug, Default)]
-struct ReadSide {
-    /// Bytes ready to be read by fe2o3.
-    ready: BytesMut,
-    /// Bytes from the peer not yet scanned.
-    scan: BytesMut,
-    /// The peer's `open` was seen (or scanning gave up): pass everything through.
-    done: bool,
-}
-
-impl ReadSide {
-    /// Moves whole units (protocol headers, frames) from `scan` to `ready`, rewriting the
-    /// peer's `open`.
-    fn process(&mut self) {
-        while !self.done {
-            if self.scan.first() == Some(&b'A') {
-                if self.scan.len() < HEADER_LEN {
-                    return;
-                }
-                let header = self.scan.split_to(HEADER_LEN);
-                self.ready.extend_from_slice(&header);
-                continue;
-            }
-            let Some(size) = frame_size(&self.scan) else {
-                return;
-            };
-            if !(HEADER_LEN..=SCAN_LIMIT).contains(&size) {
-                self.give_up();
-                return;
-            }
-            if self.scan.len() < size {
-                return;
-            }
-            let frame = self.scan.split_to(size);
-            if frame.get(5) == Some(&FRAME_TYPE_AMQP) {
-                let frame = shrink_open(&frame).unwrap_or(frame);
-                self.ready.extend_from_slice(&frame);
-                self.give_up();
-                return;
-            }
-            self.ready.extend_from_slice(&frame);
-        }
-    }
-
-    fn give_up(&mut self) {
-        let rest = self.scan.split();
-        self.ready.extend_from_slice(&rest);
-        self.done = true;
     }
 }
 
@@ -156,6 +106,8 @@ struct WriteSide {
     raw: bool,
     /// A `close` performative was written.
     close_sent: bool,
+    /// An `open` performative was written.
+    open_sent: bool,
 }
 
 impl WriteSide {
@@ -186,6 +138,11 @@ impl WriteSide {
             }
             let frame = self.pending.split_to(size);
             self.close_sent |= is_close(&frame);
+            self.open_sent |= frame_guard::is_open(&frame);
+            if let Some(named) = frame_guard::restore_link_name(&frame) {
+                self.out.extend_from_slice(&named);
+                continue;
+            }
             match retag_transfer(&frame) {
                 Some(longer) => self.out.extend_from_slice(&longer),
                 None => self.out.extend_from_slice(&frame),
@@ -207,7 +164,7 @@ fn frame_size(buf: &[u8]) -> Option<usize> {
 }
 
 /// Splits an AMQP frame into channel, performative and payload.
-fn decode_frame(frame: &[u8]) -> Option<(u16, Performative, &[u8])> {
+pub(super) fn decode_frame(frame: &[u8]) -> Option<(u16, Performative, &[u8])> {
     let doff = usize::from(*frame.get(4)?) * 4;
     if *frame.get(5)? != FRAME_TYPE_AMQP || doff < HEADER_LEN {
         return None;
@@ -228,7 +185,11 @@ fn read_one<T: for<'de> Deserialize<'de>>(buf: &mut &[u8]) -> Option<T> {
     T::deserialize(&mut de).ok()
 }
 
-fn encode_frame(channel: u16, performative: &Performative, payload: &[u8]) -> Option<BytesMut> {
+pub(super) fn encode_frame(
+    channel: u16,
+    performative: &Performative,
+    payload: &[u8],
+) -> Option<BytesMut> {
     let mut out = BytesMut::new();
     out.put_u32(0);
     out.put_u8(2);
@@ -240,18 +201,6 @@ fn encode_frame(channel: u16, performative: &Performative, payload: &[u8]) -> Op
     let size = u32::try_from(out.len()).ok()?;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Some(out)
-}
-
-/// The peer's `open` with [`HEADROOM`] taken off its `max-frame-size`; `None` for any other
-/// frame.
-fn shrink_open(frame: &[u8]) -> Option<BytesMut> {
-    let (channel, performative, payload) = decode_frame(frame)?;
-    let Performative::Open(mut open) = performative else {
-        return None;
-    };
-    let max = open.max_frame_size.0;
-    open.max_frame_size.0 = max.saturating_sub(HEADROOM).max(MIN_MAX_FRAME_SIZE);
-    encode_frame(channel, &Performative::Open(open), payload)
 }
 
 /// The transfer frame with its delivery tag replaced by the lock token's 16 bytes; `None` when
@@ -296,7 +245,7 @@ fn lock_token_in(mut payload: &[u8]) -> Option<[u8; 16]> {
     None
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for HubStream<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for HubStream<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -317,21 +266,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for HubStream<IO> {
                 r.ready.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            if r.done {
-                return Pin::new(&mut this.io).poll_read(cx, out);
+            if let Some(v) = r.violation.clone() {
+                return this.poll_refuse(cx, v);
             }
             let mut chunk = [0u8; 4096];
             let mut buf = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut buf))?;
             if buf.filled().is_empty() {
-                r.give_up();
-                if r.ready.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
+                // The peer is gone; a partial frame at the end is not handed on.
+                return Poll::Ready(Ok(()));
             }
-            r.scan.extend_from_slice(buf.filled());
-            r.process();
+            r.push(buf.filled());
         }
     }
 }
@@ -347,6 +292,31 @@ impl<IO> HubStream<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> HubStream<IO> {
+    /// Sends the peer why its bytes are refused (once), then fails every read: fe2o3 ends the
+    /// connection without ever decoding the bad frame.
+    fn poll_refuse(
+        &mut self,
+        cx: &mut Context<'_>,
+        v: frame_guard::Violation,
+    ) -> Poll<io::Result<()>> {
+        if !self.refused {
+            self.refused = true;
+            tracing::debug!(violation = ?v, "AMQP peer refused");
+            // Before any `open` (protocol header, SASL) no AMQP frame can be sent.
+            if self.read.opened() || self.write.open_sent {
+                let reply = frame_guard::refusal(&v, self.write.open_sent, REFUSAL_CONTAINER);
+                self.write.out.extend_from_slice(&reply);
+                self.write.close_sent = true;
+            }
+        }
+        ready!(self.poll_drain(cx))?;
+        let _ = Pin::new(&mut self.io).poll_flush(cx)?;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{v:?}"),
+        )))
+    }
+
     /// Writes `out` to the peer until it is empty or the peer pushes back.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.write.out.is_empty() {
@@ -368,6 +338,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HubStream<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_alive(cx))?;
+        if this.refused {
+            // Our `close` went out already; whatever fe2o3 says after it is not sent.
+            return Poll::Ready(Ok(buf.len()));
+        }
         if this.write.out.len() >= HIGH_WATER {
             ready!(this.poll_drain(cx))?;
         }
@@ -506,10 +480,22 @@ mod tests {
         assert!(retag_transfer(b"\x00\x00\x00\x08\x02\x00\x00\x00").is_none());
     }
 
+    /// The open as the guard hands it to fe2o3.
+    fn shrink_open(frame: &[u8]) -> Option<BytesMut> {
+        let (channel, p, payload) = decode_frame(frame)?;
+        let Performative::Open(mut o) = p else {
+            return None;
+        };
+        o.max_frame_size.0 -= HEADROOM;
+        encode_frame(channel, &Performative::Open(o), payload)
+    }
+
     #[test]
     fn open_max_frame_size_shrinks_by_the_headroom() {
-        let f = frame(Performative::Open(open(65536)), &[]);
-        let (_, p, _) = decode_frame(&shrink_open(&f).unwrap()).unwrap();
+        let mut g = ReadGuard::default();
+        g.push(b"AMQP\x00\x01\x00\x00");
+        g.push(&frame(Performative::Open(open(65536)), &[]));
+        let (_, p, _) = decode_frame(&g.ready[8..]).unwrap();
         let Performative::Open(o) = p else {
             panic!("not an open")
         };
@@ -574,14 +560,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn garbage_passes_through_unchanged() {
+    async fn garbage_is_refused_after_the_header() {
         let (mut peer, io) = tokio::io::duplex(1 << 16);
         let mut s = HubStream::new(io, b"AMQP\x00\x01\x00\x00", CancellationToken::new());
         peer.write_all(b"\xff\xff\xff\xffgarbage").await.unwrap();
-        drop(peer);
+        let mut got = [0u8; 8];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"AMQP\x00\x01\x00\x00");
+        assert!(s.read(&mut got).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_short_frame_after_open_is_answered_with_a_framing_error() {
+        let (mut peer, io) = tokio::io::duplex(1 << 16);
+        let mut s = HubStream::new(io, b"AMQP\x00\x01\x00\x00", CancellationToken::new());
+        peer.write_all(&frame(Performative::Open(open(65536)), &[]))
+            .await
+            .unwrap();
+        peer.write_all(&[0, 0, 0, 5, 2]).await.unwrap();
+        let mut sink = vec![0u8; 4096];
         let mut got = Vec::new();
-        s.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"AMQP\x00\x01\x00\x00\xff\xff\xff\xffgarbage");
+        let err = loop {
+            match s.read(&mut sink).await {
+                Ok(n) => got.extend_from_slice(&sink[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        drop(s);
+        let mut reply = Vec::new();
+        peer.read_to_end(&mut reply).await.unwrap();
+        let (_, p, _) = decode_frame(&reply).expect("an open first");
+        assert!(matches!(p, Performative::Open(_)));
+        let size = frame_size(&reply).unwrap();
+        let (_, p, _) = decode_frame(&reply[size..]).expect("then a close");
+        let Performative::Close(close) = p else {
+            panic!("not a close: {p:?}")
+        };
+        let e = close.error.unwrap();
+        assert_eq!(
+            e.condition,
+            fe2o3_amqp_types::definitions::ConnectionError::FramingError.into()
+        );
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@
 //! | `DELETE /devices/{id}/messages/deviceBound/{lock}` | device | 204 (complete); with `?reject`: reject; 412 on a lost lock |
 //! | `POST /devices/{id}/messages/deviceBound/{lock}/abandon` | device | 204, 412 |
 //! | `POST /devices/{id}/messages/events` | device | 204; single message, or a batch with `Content-Type: application/vnd.microsoft.iothub.json` |
+//! | `GET/PATCH/PUT /twins/{id}`, `POST /devices/query`, `POST /devices` (bulk) | see [`twins`] | twins, queries, bulk registry writes |
 //! | `GET /$iothub/websocket` | (in-protocol) | WebSocket: `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` (as registered by the server) |
 //! | `GET /$servicebus/websocket` | (in-protocol) | WebSocket: `AMQPWSB10` (as registered by the server) |
 //! | `GET /health` | — | 200 `{"status":"ok"}` |
@@ -74,6 +75,7 @@ mod message_headers;
 mod registry;
 pub mod server;
 mod service;
+mod twins;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -134,7 +136,7 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
 
 fn hub_routes() -> Router<AppState> {
     Router::new()
-        .route("/devices", get(registry::list_devices))
+        .route("/devices", get(registry::list_devices).post(twins::bulk))
         .route(
             "/devices/{id}",
             get(registry::get_device)
@@ -165,8 +167,21 @@ fn hub_routes() -> Router<AppState> {
             post(devicebound::abandon),
         )
         .route("/devices/{id}/messages/events", post(d2c::send_event))
+        .merge(twin_routes())
         .route("/$iothub/websocket", any(websocket::iothub))
         .route("/$servicebus/websocket", any(websocket::servicebus))
+}
+
+/// Twins and queries (`twins.rs`, which lists them).
+fn twin_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/twins/{id}",
+            get(twins::get_twin)
+                .patch(twins::patch_twin)
+                .put(twins::put_twin),
+        )
+        .route("/devices/query", post(twins::query))
 }
 
 fn control_routes() -> Router<AppState> {

@@ -72,7 +72,7 @@ pub async fn send(
         let mid = message
             .system
             .message_id
-            .get_or_insert_with(|| MessageId::from(hub.ids().lock_token()))
+            .get_or_insert_with(|| MessageId::from(hub.ids().guid()))
             .canonical();
         hub.enqueue_c2d(&id, message, now).map(|e| (mid, e))
     })?;

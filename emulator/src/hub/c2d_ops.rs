@@ -82,7 +82,7 @@ impl<S: Store> Hub<S> {
         now: OffsetDateTime,
     ) -> Result<Option<Message>, HubError> {
         self.handle_timeout(now);
-        let token = self.ids.lock_token();
+        let token = self.entropy.lock_token()?;
         let lock = self.settings.lock_duration;
         let entry = self
             .store

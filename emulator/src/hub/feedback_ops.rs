@@ -14,7 +14,8 @@ impl<S: Store> Hub<S> {
     /// Locks the oldest released feedback batch for a receiver.
     pub fn receive_feedback(&mut self, now: OffsetDateTime) -> Option<FeedbackDelivery> {
         self.handle_timeout(now);
-        let token = self.ids.lock_token();
+        // Should the OS refuse random bytes, nothing is received: the batch stays available.
+        let token = self.entropy.lock_token().ok()?;
         let d = self
             .store
             .feedback_mut()

@@ -1,9 +1,9 @@
-//! Deterministic generation of the hub's tokens and ids.
+//! Deterministic generation of the hub's ids.
 //!
-//! The hub never reads an OS random source: lock tokens, keys, etags and generation ids come
-//! from a seeded generator, so a test (or a proptest case) replays exactly. The process seeds it
-//! from the clock at start; nothing here is used for security beyond development keys, which
-//! the user can always replace.
+//! Message ids, generation ids and etags come from a seeded generator, so a test (or a proptest
+//! case) replays exactly. The process seeds it from the clock at start, which makes it
+//! predictable: nothing that authorizes anyone (keys, lock tokens) may come from here; those
+//! come from [`super::Entropy`].
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -27,11 +27,7 @@ impl IdGen {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         // splitmix64: tiny, fast, and good enough for unique ids.
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        super::entropy::splitmix64(&mut self.state)
     }
 
     /// 16 random bytes.
@@ -42,21 +38,13 @@ impl IdGen {
         out
     }
 
-    /// A GUID-shaped lock token (lower-case, hyphenated, version 4 bits set), as the hub uses.
-    pub fn lock_token(&mut self) -> String {
+    /// A GUID (lower-case, hyphenated, version 4 bits set) for ids that authorize nothing,
+    /// such as a generated message id.
+    pub fn guid(&mut self) -> String {
         uuid::Builder::from_random_bytes(self.bytes16())
             .into_uuid()
             .hyphenated()
             .to_string()
-    }
-
-    /// A 32-byte base64 symmetric key.
-    pub fn key(&mut self) -> String {
-        let mut raw = [0u8; 32];
-        for chunk in raw.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
-        STANDARD.encode(raw)
     }
 
     /// An 18-digit numeric generation id, like the hub's.
@@ -79,15 +67,14 @@ mod tests {
     fn same_seed_same_ids_and_ids_are_unique() {
         let mut a = IdGen::seeded(7);
         let mut b = IdGen::seeded(7);
-        assert_eq!(a.lock_token(), b.lock_token());
+        assert_eq!(a.guid(), b.guid());
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
-            assert!(seen.insert(a.lock_token()));
+            assert!(seen.insert(a.guid()));
         }
-        let t = a.lock_token();
+        let t = a.guid();
         assert_eq!(t.len(), 36);
         assert!(uuid::Uuid::parse_str(&t).is_ok());
-        assert_eq!(STANDARD.decode(a.key()).unwrap().len(), 32);
         assert_eq!(a.generation_id().len(), 18);
         assert_ne!(a.etag(), a.etag());
     }

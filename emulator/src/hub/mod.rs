@@ -3,9 +3,10 @@
 //! [`Hub`] owns the registry, every device's C2D queue, the feedback queue, the direct-method
 //! invocations, the event log read through the Event Hubs-compatible endpoint ([`event_log`])
 //! and all deadlines. It opens no sockets, spawns no tasks and reads no clock: every operation
-//! takes `now`, the wall-clock time the caller decided on, and ids come from a seeded
-//! [`IdGen`]. The same inputs therefore give the same outputs, which is what the property tests
-//! rely on.
+//! takes `now`, the wall-clock time the caller decided on, ids come from a seeded [`IdGen`] and
+//! secrets (generated keys, lock tokens) from an injected [`Entropy`]: the OS CSPRNG in the
+//! emulator, a seeded stream in tests. The same inputs therefore give the same outputs under
+//! test, which is what the property tests rely on.
 //!
 //! The async shell around it (see `crate::driver`) does three things with a hub:
 //! - calls operations (`create_device`, `enqueue_c2d`, `receive_c2d`, `send_telemetry`, ...),
@@ -30,11 +31,12 @@
 //! | `methods/` | direct methods: subscriptions, invocations and their deadlines |
 //! | `views.rs` | read-only, serializable views for inspection (the control API) |
 //! | `store.rs` | the storage seam ([`Store`]) and the in-memory store |
-//! | `timers.rs` | the one deadline index; `ids.rs`: seeded tokens and keys; `settings.rs` |
+//! | `timers.rs` | the one deadline index; `ids.rs`: seeded ids; `entropy.rs`: secrets; `settings.rs` |
 
 mod bulk;
 mod c2d;
 mod c2d_ops;
+mod entropy;
 pub mod event_log;
 mod feedback;
 mod feedback_ops;
@@ -52,6 +54,8 @@ pub mod twin;
 pub mod views;
 
 #[cfg(test)]
+mod secrets_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
@@ -61,6 +65,7 @@ use time::OffsetDateTime;
 
 pub use c2d::{C2dQueue, MessageState, Outcome, QueuedMessage};
 pub use c2d_ops::{Enqueued, devicebound_address};
+pub use entropy::Entropy;
 pub use event_log::{Appended, AuthMethod, EventLog, EventLogError, Origin, ReaderId};
 pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
 pub use identity::Identity;
@@ -152,6 +157,8 @@ pub struct Hub<S: Store = MemoryStore> {
     event_log: EventLog,
     timers: Timers,
     ids: IdGen,
+    /// Where keys and lock tokens come from.
+    entropy: Entropy,
     events: VecDeque<HubEvent>,
     /// Direct-method subscriptions and invocations: live connections' state, never stored.
     methods: MethodTable,
@@ -160,14 +167,16 @@ pub struct Hub<S: Store = MemoryStore> {
 }
 
 impl Hub<MemoryStore> {
-    /// An empty in-memory hub. `seed` fixes the sequence of generated tokens and keys.
+    /// An empty in-memory hub. `seed` fixes the sequence of generated ids, and of keys and lock
+    /// tokens until [`Hub::with_entropy`] gives it another source.
     pub fn new(settings: HubSettings, seed: u64) -> Self {
         Hub::with_store(settings, MemoryStore::default(), seed)
     }
 }
 
 impl<S: Store> Hub<S> {
-    /// A hub over the given store.
+    /// A hub over the given store, its secrets from a stream seeded with `seed` (for tests; the
+    /// emulator calls [`Hub::with_entropy`] with [`Entropy::os`]).
     pub fn with_store(settings: HubSettings, store: S, seed: u64) -> Self {
         Hub {
             event_log: EventLog::new(settings.event_log.partition_count),
@@ -175,10 +184,18 @@ impl<S: Store> Hub<S> {
             store,
             timers: Timers::default(),
             ids: IdGen::seeded(seed),
+            entropy: Entropy::seeded(seed),
             events: VecDeque::new(),
             methods: MethodTable::default(),
             connection_events: 0,
         }
+    }
+
+    /// The same hub drawing its keys and lock tokens from `entropy`.
+    #[must_use]
+    pub fn with_entropy(mut self, entropy: Entropy) -> Self {
+        self.entropy = entropy;
+        self
     }
 
     /// The settings in force.

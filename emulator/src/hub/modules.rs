@@ -126,7 +126,7 @@ impl<S: Store> Hub<S> {
         let keys = &mut module.authentication.symmetric_key;
         for slot in [&mut keys.primary_key, &mut keys.secondary_key] {
             if slot.as_deref().is_none_or(str::is_empty) {
-                *slot = Some(self.ids.key());
+                *slot = Some(self.entropy.key()?);
             }
         }
         if module.authentication.kind.is_empty() {

@@ -105,7 +105,7 @@ impl<S: Store> Hub<S> {
         ] {
             match slot.as_deref() {
                 Some(k) if !k.is_empty() => check_key(name, k)?,
-                _ => *slot = Some(self.ids.key()),
+                _ => *slot = Some(self.entropy.key()?),
             }
         }
         if device.authentication.kind.is_empty() {

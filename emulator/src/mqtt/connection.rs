@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Need;
 use crate::context::Context;
-use crate::driver::ConnectionGuard;
+use crate::driver::{ConnectionGuard, DesiredSubscription, next_desired};
 use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
@@ -39,6 +39,7 @@ use super::connect::{self, ConnectRequest, Refusal};
 use super::limits::{FloodGuard, Limits, idle_timeout};
 use super::session::{Delivery, Session};
 use super::topics::{self, Route};
+use super::twin;
 
 type Transport<IO> = Framed<IO, Codec>;
 
@@ -245,7 +246,9 @@ async fn serve_device<IO>(
             identity: Identity::device(device_id),
             auth,
         },
+        desired: None,
     };
+    conn.sync_desired();
 
     let ack = ConnAck::new(ConnectReturnCode::Success, session_present);
     let close = match conn.send(Packet::ConnAck(ack)).await {
@@ -377,6 +380,8 @@ struct Connected<'a, IO> {
     flood: FloodGuard,
     /// Who sends this connection's telemetry, and how it authenticated.
     origin: Origin,
+    /// Desired-property notifications, while the session holds the desired filter.
+    desired: Option<DesiredSubscription>,
 }
 
 impl<IO> Connected<'_, IO>
@@ -434,6 +439,16 @@ where
                     }
                 }
                 _ = &mut wake, if wants_c2d => {}
+                n = next_desired(&mut self.desired) => {
+                    let Some(n) = n else {
+                        return Close::Violation(
+                            "desired-property notifications were not read in time".to_owned(),
+                        );
+                    };
+                    if let Err(close) = self.send(Packet::Publish(twin::desired_notification(&n))).await {
+                        return close;
+                    }
+                }
             }
         }
     }
@@ -486,10 +501,12 @@ where
                 for (f, code) in s.filters.iter().zip(&ack.return_codes) {
                     debug!(device = %self.device_id, filter = %f.path, ?code, "subscribe");
                 }
+                self.sync_desired();
                 self.feed(Packet::SubAck(ack)).await
             }
             Packet::Unsubscribe(u) => {
                 let ack = self.session.unsubscribe(&u);
+                self.sync_desired();
                 self.feed(Packet::UnsubAck(ack)).await
             }
             Packet::PingReq => self.feed(Packet::PingResp).await,
@@ -510,8 +527,13 @@ where
                 "QoS 2 PUBLISH (IoT Hub supports QoS 0 and 1)".to_owned(),
             ));
         }
+        let mut twin_response = None;
         match topics::route_publish(self.device_id, &p.topic) {
             Route::Refused(reason) => return Err(Close::Violation(reason)),
+            Route::Twin(req) => {
+                let identity = &self.origin.identity;
+                twin_response = Some(twin::answer(&self.ctx.hub, identity, &req, &p.payload));
+            }
             Route::Ignored => {
                 debug!(device = %self.device_id, topic = %p.topic, "twin/method publish ignored")
             }
@@ -535,7 +557,20 @@ where
         if p.qos == QoS::AtLeastOnce {
             self.feed(Packet::PubAck(PubAck::new(p.pkid))).await?;
         }
+        if let Some(r) = twin_response {
+            self.feed(Packet::Publish(r)).await?;
+        }
         Ok(())
+    }
+
+    /// Holds a desired-property subscription exactly while the session holds the filter.
+    fn sync_desired(&mut self) {
+        let wanted = self.session.has_filter(twin::DESIRED_FILTER);
+        if wanted && self.desired.is_none() {
+            self.desired = Some(self.ctx.hub.subscribe_desired(&self.origin.identity));
+        } else if !wanted {
+            self.desired = None;
+        }
     }
 
     /// A device PUBACK completes the C2D delivery it acknowledges. A lost lock (it expired,

@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `connect.rs` | CONNECT validation, user-name parsing, the CONNACK code of every refusal |
 //! | `topics.rs` | subscription ACL and publish routes |
+//! | `twin.rs` | twin request topics, responses and desired notifications |
 //! | `session.rs` | subscriptions, packet ids, the C2D in-flight window, DUP (no I/O) |
 //! | `store.rs` | persisted sessions (clean session 0), one slot per device |
 //! | `limits.rs` | sizes, timeouts, keep-alive, packet rate |
@@ -29,8 +30,10 @@
 //!   on a live connection. A PUBACK whose lock is lost is ignored.
 //! - QoS 0 C2D subscriptions complete each message once it is written.
 //! - Clean session 1 withholds delivery until SUBSCRIBE; it does not purge the queue.
-//! - Publishes to twin topics and method responses are acknowledged (PUBACK at QoS 1) and
-//!   dropped; any other topic outside the device's events topic closes the connection.
+//! - Twin GET and reported PATCH are answered on `$iothub/twin/res/...` and desired changes
+//!   pushed while the device subscribes to the desired filter (`twin.rs`); other twin topics
+//!   and method responses are acknowledged and dropped; any other topic outside the device's
+//!   events topic closes the connection.
 //! - The retain flag of a device PUBLISH is ignored; wills are not sent.
 
 mod connect;
@@ -40,6 +43,7 @@ mod listener;
 mod session;
 mod store;
 mod topics;
+mod twin;
 
 #[cfg(test)]
 mod tests;

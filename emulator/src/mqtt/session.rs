@@ -151,6 +151,11 @@ impl Session {
         UnsubAck::new(unsubscribe.pkid)
     }
 
+    /// True when the session holds this twin or method filter.
+    pub fn has_filter(&self, filter: &str) -> bool {
+        self.sdk_filters.contains_key(filter)
+    }
+
     /// True when the session is subscribed to C2D and the window has room.
     pub fn wants_c2d(&self) -> bool {
         self.c2d.is_some() && self.inflight.len() < self.max_inflight

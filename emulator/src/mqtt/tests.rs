@@ -400,13 +400,17 @@ async fn a_flood_of_packets_closes_the_connection() {
 }
 
 #[tokio::test]
-async fn telemetry_is_recorded_before_puback_and_twin_publishes_are_dropped() {
+async fn telemetry_is_recorded_before_puback_and_twin_requests_are_answered_after_it() {
     let (ctx, key) = context();
     let (mut c, _task, _) = connect(&ctx, &key, true, Limits::default()).await;
     let mut twin = Publish::new("$iothub/twin/GET/?$rid=1", QoS::AtLeastOnce, "");
     twin.pkid = 4;
     c.send(Packet::Publish(twin)).await.unwrap();
     assert_eq!(next(&mut c).await, Some(Packet::PubAck(PubAck::new(4))));
+    match next(&mut c).await {
+        Some(Packet::Publish(r)) => assert_eq!(r.topic, "$iothub/twin/res/200/?$rid=1"),
+        other => panic!("expected the twin response, got {other:?}"),
+    }
     let mut p = Publish::new(
         "devices/d1/messages/events/%24.mid=m1&k=v%20w",
         QoS::AtLeastOnce,

@@ -2,9 +2,9 @@
 //!
 //! IoT Hub is not a broker: every route is between one device and the hub, so the grammar is
 //! fixed. A device may subscribe to its own C2D filter and to the twin and method filters the
-//! SDKs ask for (granted so they do not fail; twins and methods are not served). It may publish
-//! telemetry on its own events topic; twin and method-response publishes are accepted and
-//! dropped. Anything else is a violation: the hub closes the connection.
+//! SDKs ask for. It may publish telemetry on its own events topic and twin requests (`twin.rs`);
+//! other twin and method-response publishes are accepted and dropped. Anything else is a
+//! violation: the hub closes the connection.
 
 use iothub_protocol::Message;
 use iothub_protocol::property_bag::{self, BagError};
@@ -51,6 +51,8 @@ pub fn classify_filter(device_id: &str, filter: &str) -> Filter {
 pub enum Route {
     /// The device's own events topic: record it as telemetry.
     Telemetry,
+    /// A twin GET or reported-properties PATCH (`twin.rs`).
+    Twin(super::twin::TwinRequest),
     /// A twin request or method response: acknowledged and dropped.
     Ignored,
     /// Not a topic this device may publish on: the connection is closed.
@@ -66,6 +68,9 @@ pub fn route_publish(device_id: &str, topic: &str) -> Route {
         return Route::Refused(format!(
             "device '{device_id}' published on device '{id}''s events topic"
         ));
+    }
+    if let Some(req) = super::twin::parse_request(topic) {
+        return Route::Twin(req);
     }
     if IGNORED_PREFIXES.iter().any(|p| topic.starts_with(p)) {
         return Route::Ignored;
@@ -133,14 +138,14 @@ mod tests {
         ] {
             assert_eq!(route_publish("d1", t), Route::Telemetry, "{t}");
         }
-        assert_eq!(
+        assert!(matches!(
             route_publish("d1", "$iothub/twin/GET/?$rid=1"),
-            Route::Ignored
-        );
-        assert_eq!(
+            Route::Twin(_)
+        ));
+        assert!(matches!(
             route_publish("d1", "$iothub/twin/PATCH/properties/reported/?$rid=2"),
-            Route::Ignored
-        );
+            Route::Twin(_)
+        ));
         assert_eq!(
             route_publish("d1", "$iothub/methods/res/200/?$rid=3"),
             Route::Ignored

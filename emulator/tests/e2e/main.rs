@@ -7,4 +7,6 @@ mod cli;
 mod http;
 mod hub_model;
 mod mqtt;
+mod secrets;
 mod support;
+mod twins;

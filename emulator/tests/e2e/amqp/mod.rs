@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod device;
+mod limits;
 mod service;
 mod websocket;

@@ -1,0 +1,495 @@
+//! The read side of [`super::stream`]: every frame header the peer sends is checked here before
+//! fe2o3 sees it, because fe2o3's decoder panics on some of them (a size field of 4 to 7 leaves
+//! it reading a header out of an empty buffer) and accepts others the spec forbids.
+//!
+//! What is checked, on every frame (AMQP 1.0 §2.3, §2.7.1):
+//! * the size covers at least the 8-byte header, and the data offset lies inside the frame;
+//! * the type is AMQP (or SASL before the peer's `open`);
+//! * the channel is at most the negotiated `channel-max` (so a peer gets at most
+//!   [`CHANNEL_MAX`] + 1 sessions);
+//! * the peer's `open` offers a `max-frame-size` of at least 512.
+//!
+//! A violation is reported as a [`Violation`]; the stream then answers with a `close` carrying
+//! the condition (after an `open` of its own when fe2o3 has not sent one yet) and ends.
+//!
+//! One more rewrite lives here: a link is known to fe2o3 by its name alone, but AMQP names a
+//! link by name *and* direction, so a peer may attach a sender and a receiver with the same
+//! name (qpid-proton does by default). Names of the peer's receivers get [`RECEIVER_SUFFIX`]
+//! on the way in, and lose it again on the attach the emulator answers with.
+
+use bytes::{Buf, BytesMut};
+use fe2o3_amqp_types::definitions::{AmqpError, ConnectionError, Error, ErrorCondition, Role};
+use fe2o3_amqp_types::performatives::{Close, Open, Performative};
+
+use super::stream::{decode_frame, encode_frame};
+
+/// The highest channel a peer may begin a session on: 256 sessions per connection. The SDKs
+/// use one to three.
+pub const CHANNEL_MAX: u16 = 255;
+/// The smallest `max-frame-size` AMQP allows (§2.7.1 MIN-MAX-FRAME-SIZE).
+pub const MIN_MAX_FRAME_SIZE: u32 = 512;
+/// Appended to the name of every link the peer attaches as receiver, so that fe2o3, which keys
+/// links by name only, keeps it apart from a sender of the same name.
+pub const RECEIVER_SUFFIX: &str = "\u{0}r";
+/// The largest frame the guard buffers whole to look into (the peer's `open`, attaches); larger
+/// ones pass unread, and fe2o3 judges them.
+const SCAN_LIMIT: usize = 64 * 1024;
+const HEADER_LEN: usize = 8;
+const FRAME_TYPE_AMQP: u8 = 0;
+const FRAME_TYPE_SASL: u8 = 1;
+/// The small-ulong descriptor codes of the performatives the guard looks into.
+const OPEN: u8 = 0x10;
+const ATTACH: u8 = 0x12;
+
+/// Why the peer's bytes are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// A frame header that cannot be a frame (size, offset or type).
+    Framing(String),
+    /// A well-formed frame the spec does not allow here.
+    NotAllowed(String),
+}
+
+impl Violation {
+    /// The error the connection is closed with.
+    pub fn error(&self) -> Error {
+        let (condition, text): (ErrorCondition, &str) = match self {
+            Violation::Framing(t) => (ConnectionError::FramingError.into(), t),
+            Violation::NotAllowed(t) => (AmqpError::NotAllowed.into(), t),
+        };
+        Error::new(condition, text.to_owned(), None)
+    }
+}
+
+/// Checks and forwards the peer's bytes, frame by frame.
+#[derive(Debug)]
+pub struct ReadGuard {
+    /// Checked bytes, ready for fe2o3.
+    pub ready: BytesMut,
+    /// Bytes from the peer not yet checked.
+    scan: BytesMut,
+    /// Body bytes of the current frame still to forward unread.
+    skip: usize,
+    /// The peer's `open` was seen.
+    opened: bool,
+    channel_max: u16,
+    /// What went wrong; nothing is forwarded after it.
+    pub violation: Option<Violation>,
+}
+
+impl Default for ReadGuard {
+    fn default() -> Self {
+        ReadGuard {
+            ready: BytesMut::new(),
+            scan: BytesMut::new(),
+            skip: 0,
+            opened: false,
+            channel_max: CHANNEL_MAX,
+            violation: None,
+        }
+    }
+}
+
+impl ReadGuard {
+    /// Adds bytes from the peer and checks every complete unit (protocol header or frame).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.scan.extend_from_slice(bytes);
+        self.process();
+    }
+
+    /// True once the peer's `open` went through.
+    pub fn opened(&self) -> bool {
+        self.opened
+    }
+
+    fn fail(&mut self, v: Violation) {
+        self.scan.clear();
+        self.skip = 0;
+        self.violation = Some(v);
+    }
+
+    fn process(&mut self) {
+        while self.violation.is_none() {
+            if self.skip > 0 {
+                let n = self.skip.min(self.scan.len());
+                if n == 0 {
+                    return;
+                }
+                let body = self.scan.split_to(n);
+                self.ready.extend_from_slice(&body);
+                self.skip -= n;
+                continue;
+            }
+            // Protocol headers come before the `open`: the first one, and the AMQP one after
+            // SASL. After it the same bytes read as a frame size far above any limit.
+            if !self.opened && self.scan.first() == Some(&b'A') {
+                if self.scan.len() < HEADER_LEN {
+                    return;
+                }
+                let header = self.scan.split_to(HEADER_LEN);
+                self.ready.extend_from_slice(&header);
+                continue;
+            }
+            let Some(size) = frame_size(&self.scan) else {
+                return;
+            };
+            if size < HEADER_LEN {
+                return self.fail(Violation::Framing(format!(
+                    "frame size {size} is smaller than the 8-byte frame header"
+                )));
+            }
+            if self.scan.len() < HEADER_LEN {
+                return;
+            }
+            if let Err(v) = self.check_header(size) {
+                return self.fail(v);
+            }
+            let doff = usize::from(self.scan[4]) * 4;
+            let needs_body = !self.opened
+                || self.scan[5] == FRAME_TYPE_AMQP && {
+                    match self.scan.get(doff..doff + 3) {
+                        None if size >= doff + 3 => return, // wait for the descriptor
+                        None => false,
+                        Some(d) => d[0] != 0 || d[1] != 0x53 || d[2] == ATTACH || d[2] == OPEN,
+                    }
+                };
+            if !needs_body || size > SCAN_LIMIT {
+                let head = self.scan.split_to(HEADER_LEN);
+                self.ready.extend_from_slice(&head);
+                self.skip = size - HEADER_LEN;
+                continue;
+            }
+            if self.scan.len() < size {
+                return;
+            }
+            let frame = self.scan.split_to(size);
+            match self.inspect(&frame) {
+                Ok(Some(rewritten)) => self.ready.extend_from_slice(&rewritten),
+                Ok(None) => self.ready.extend_from_slice(&frame),
+                Err(v) => return self.fail(v),
+            }
+        }
+    }
+
+    fn check_header(&self, size: usize) -> Result<(), Violation> {
+        let doff = usize::from(self.scan[4]) * 4;
+        let kind = self.scan[5];
+        let channel = u16::from_be_bytes([self.scan[6], self.scan[7]]);
+        if doff < HEADER_LEN || doff > size {
+            return Err(Violation::Framing(format!(
+                "data offset {doff} lies outside the {size}-byte frame"
+            )));
+        }
+        match kind {
+            FRAME_TYPE_AMQP => {}
+            FRAME_TYPE_SASL if !self.opened => {}
+            _ => {
+                return Err(Violation::Framing(format!(
+                    "frame type {kind} is not allowed"
+                )));
+            }
+        }
+        if kind == FRAME_TYPE_AMQP && channel > self.channel_max {
+            return Err(Violation::NotAllowed(format!(
+                "channel {channel} is above the channel-max {}",
+                self.channel_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Looks into a whole frame: the peer's `open` (checked, and shown to fe2o3 with
+    /// `max-frame-size` lowered by [`super::stream::HEADROOM`]) and attaches (receiver names
+    /// suffixed). `Ok(None)` forwards the frame unchanged.
+    fn inspect(&mut self, frame: &[u8]) -> Result<Option<BytesMut>, Violation> {
+        if frame.get(5) != Some(&FRAME_TYPE_AMQP) {
+            return Ok(None);
+        }
+        let Some((channel, performative, payload)) = decode_frame(frame) else {
+            // Empty frames (heartbeats) and bodies fe2o3 will refuse on its own.
+            return Ok(None);
+        };
+        match performative {
+            Performative::Open(mut open) if !self.opened => {
+                self.opened = true;
+                let max = open.max_frame_size.0;
+                if max < MIN_MAX_FRAME_SIZE {
+                    return Err(Violation::NotAllowed(format!(
+                        "max-frame-size {max} is below the minimum of {MIN_MAX_FRAME_SIZE}"
+                    )));
+                }
+                self.channel_max = self.channel_max.min(open.channel_max.0);
+                open.max_frame_size.0 = max
+                    .saturating_sub(super::stream::HEADROOM)
+                    .max(MIN_MAX_FRAME_SIZE);
+                Ok(encode_frame(channel, &Performative::Open(open), payload))
+            }
+            _ if !self.opened => Err(Violation::NotAllowed(
+                "the first AMQP frame must be an open".into(),
+            )),
+            Performative::Attach(mut attach) if attach.role == Role::Receiver => {
+                attach.name.push_str(RECEIVER_SUFFIX);
+                Ok(encode_frame(
+                    channel,
+                    &Performative::Attach(attach),
+                    payload,
+                ))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The attach the emulator answers a peer receiver with carries the name the peer gave:
+/// [`RECEIVER_SUFFIX`] comes off again. `None` for any other frame.
+pub fn restore_link_name(frame: &[u8]) -> Option<BytesMut> {
+    let doff = usize::from(*frame.get(4)?) * 4;
+    if frame.get(5) != Some(&FRAME_TYPE_AMQP) || frame.get(doff..doff + 3)? != [0, 0x53, ATTACH] {
+        return None;
+    }
+    let (channel, performative, payload) = decode_frame(frame)?;
+    let Performative::Attach(mut attach) = performative else {
+        return None;
+    };
+    if attach.role != Role::Sender {
+        return None;
+    }
+    let name = attach.name.strip_suffix(RECEIVER_SUFFIX)?;
+    attach.name = name.to_owned();
+    encode_frame(channel, &Performative::Attach(attach), payload)
+}
+
+/// True for an AMQP `open` frame (as fe2o3 encodes it).
+pub fn is_open(frame: &[u8]) -> bool {
+    frame.get(5) == Some(&FRAME_TYPE_AMQP)
+        && frame.get(4) == Some(&2)
+        && frame.get(8..11) == Some(&[0x00, 0x53, OPEN][..])
+}
+
+/// What the emulator sends when the peer's bytes are refused: an `open` (only when none was
+/// sent yet, since a `close` must follow one) and a `close` with the violation.
+pub fn refusal(v: &Violation, open_sent: bool, container_id: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    if !open_sent {
+        let open = Open {
+            container_id: container_id.to_owned(),
+            hostname: None,
+            max_frame_size: MIN_MAX_FRAME_SIZE.into(),
+            channel_max: 0.into(),
+            idle_time_out: None,
+            outgoing_locales: None,
+            incoming_locales: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        };
+        if let Some(f) = encode_frame(0, &Performative::Open(open), &[]) {
+            out.extend_from_slice(&f);
+        }
+    }
+    let close = Close {
+        error: Some(v.error()),
+    };
+    if let Some(f) = encode_frame(0, &Performative::Close(close), &[]) {
+        out.extend_from_slice(&f);
+    }
+    out
+}
+
+fn frame_size(buf: &[u8]) -> Option<usize> {
+    let mut b = buf.get(..4)?;
+    usize::try_from(b.get_u32()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fe2o3_amqp_types::definitions::{Handle, ReceiverSettleMode, SenderSettleMode};
+    use fe2o3_amqp_types::performatives::{Attach, Begin};
+    use proptest::prelude::*;
+
+    const HEADER: &[u8] = b"AMQP\x00\x01\x00\x00";
+
+    fn open(max_frame_size: u32, channel_max: u16) -> Vec<u8> {
+        let open = Open {
+            container_id: "peer".into(),
+            hostname: None,
+            max_frame_size: max_frame_size.into(),
+            channel_max: channel_max.into(),
+            idle_time_out: None,
+            outgoing_locales: None,
+            incoming_locales: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        };
+        encode_frame(0, &Performative::Open(open), &[])
+            .unwrap()
+            .to_vec()
+    }
+
+    fn begin(channel: u16) -> Vec<u8> {
+        let begin = Begin {
+            remote_channel: None,
+            next_outgoing_id: 0,
+            incoming_window: 10,
+            outgoing_window: 10,
+            handle_max: Default::default(),
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        };
+        encode_frame(channel, &Performative::Begin(begin), &[])
+            .unwrap()
+            .to_vec()
+    }
+
+    fn attach(name: &str, role: Role) -> Attach {
+        Attach {
+            name: name.into(),
+            handle: Handle(0),
+            role,
+            snd_settle_mode: SenderSettleMode::Mixed,
+            rcv_settle_mode: ReceiverSettleMode::First,
+            source: None,
+            target: None,
+            unsettled: None,
+            incomplete_unsettled: false,
+            initial_delivery_count: None,
+            max_message_size: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        }
+    }
+
+    fn opened() -> ReadGuard {
+        let mut g = ReadGuard::default();
+        g.push(HEADER);
+        g.push(&open(65536, 65535));
+        assert!(g.violation.is_none());
+        g.ready.clear();
+        g
+    }
+
+    #[test]
+    fn sizes_below_the_header_are_framing_errors_at_any_point() {
+        for size in 0u8..8 {
+            let mut g = ReadGuard::default();
+            g.push(HEADER);
+            g.push(&[0, 0, 0, size]);
+            assert!(matches!(g.violation, Some(Violation::Framing(_))), "{size}");
+            let mut g = opened();
+            g.push(&[0, 0, 0, size, 2, 0, 0, 0]);
+            assert!(matches!(g.violation, Some(Violation::Framing(_))), "{size}");
+            assert!(g.ready.is_empty());
+        }
+    }
+
+    #[test]
+    fn offsets_outside_the_frame_and_unknown_types_are_framing_errors() {
+        for bad in [
+            [0, 0, 0, 8, 1, 0, 0, 0],
+            [0, 0, 0, 8, 3, 0, 0, 0],
+            [0, 0, 0, 8, 2, 7, 0, 0],
+            [0, 0, 0, 8, 2, 1, 0, 0],
+        ] {
+            let mut g = opened();
+            g.push(&bad);
+            assert!(
+                matches!(g.violation, Some(Violation::Framing(_))),
+                "{bad:?}"
+            );
+        }
+        let mut g = opened();
+        g.push(&[0, 0, 0, 8, 2, 0, 0, 0]);
+        assert!(g.violation.is_none(), "an empty frame is a heartbeat");
+    }
+
+    #[test]
+    fn open_below_the_minimum_frame_size_is_refused() {
+        let mut g = ReadGuard::default();
+        g.push(HEADER);
+        g.push(&open(511, 10));
+        assert!(matches!(g.violation, Some(Violation::NotAllowed(_))));
+        let mut g = ReadGuard::default();
+        g.push(HEADER);
+        g.push(&open(512, 10));
+        assert!(g.violation.is_none());
+    }
+
+    #[test]
+    fn begin_above_channel_max_is_refused() {
+        let mut g = opened();
+        g.push(&begin(CHANNEL_MAX));
+        assert!(g.violation.is_none());
+        g.push(&begin(CHANNEL_MAX + 1));
+        assert!(matches!(g.violation, Some(Violation::NotAllowed(_))));
+        // The peer's own channel-max counts too.
+        let mut g = ReadGuard::default();
+        g.push(HEADER);
+        g.push(&open(65536, 1));
+        g.push(&begin(1));
+        assert!(g.violation.is_none());
+        g.push(&begin(2));
+        assert!(g.violation.is_some());
+    }
+
+    #[test]
+    fn receiver_names_get_a_suffix_that_the_answer_loses() {
+        let mut g = opened();
+        let sender =
+            encode_frame(0, &Performative::Attach(attach("x", Role::Sender)), &[]).unwrap();
+        let receiver =
+            encode_frame(0, &Performative::Attach(attach("x", Role::Receiver)), &[]).unwrap();
+        g.push(&sender);
+        g.push(&receiver);
+        assert_eq!(
+            &g.ready[..sender.len()],
+            &sender[..],
+            "senders keep their name"
+        );
+        let (_, p, _) = decode_frame(&g.ready[sender.len()..]).unwrap();
+        let Performative::Attach(a) = p else { panic!() };
+        assert_eq!(a.name, "x\u{0}r");
+        // The emulator's answer to the receiver is a sender attach with the suffixed name.
+        let answer =
+            encode_frame(0, &Performative::Attach(attach(&a.name, Role::Sender)), &[]).unwrap();
+        let restored = restore_link_name(&answer).unwrap();
+        let (_, p, _) = decode_frame(&restored).unwrap();
+        let Performative::Attach(a) = p else { panic!() };
+        assert_eq!(a.name, "x");
+        let to_sender =
+            encode_frame(0, &Performative::Attach(attach("x", Role::Receiver)), &[]).unwrap();
+        assert!(restore_link_name(&to_sender).is_none());
+    }
+
+    #[test]
+    fn refusal_opens_only_when_no_open_was_sent() {
+        let v = Violation::Framing("x".into());
+        let both = refusal(&v, false, "c");
+        let close_only = refusal(&v, true, "c");
+        assert!(is_open(&both));
+        assert!(!is_open(&close_only));
+        assert!(both.ends_with(&close_only));
+    }
+
+    proptest! {
+        /// Whatever the peer sends, in whatever pieces, the guard forwards a prefix of it made of
+        /// whole checked units (or refuses), and never panics.
+        #[test]
+        fn any_bytes_in_any_split_are_forwarded_or_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            cut in 0usize..400,
+        ) {
+            let mut whole = opened();
+            whole.push(&bytes);
+            let mut split = opened();
+            let cut = cut.min(bytes.len());
+            split.push(&bytes[..cut]);
+            split.push(&bytes[cut..]);
+            prop_assert_eq!(&whole.ready, &split.ready);
+            prop_assert_eq!(whole.violation.is_some(), split.violation.is_some());
+        }
+    }
+}
