@@ -14,9 +14,11 @@ use crate::registry::{Authentication, ConnectionState, registry_time};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Module {
-    /// Case-sensitive module id, unique on its device.
+    /// Case-sensitive module id, unique on its device (the REST path names it too).
+    #[serde(default)]
     pub module_id: String,
     /// The device it belongs to.
+    #[serde(default)]
     pub device_id: String,
     /// Distinguishes modules re-created with the same id; set by the hub.
     #[serde(default)]

@@ -6,6 +6,7 @@ mod amqp;
 mod cli;
 mod http;
 mod hub_model;
+mod modules;
 mod mqtt;
 mod secrets;
 mod support;
