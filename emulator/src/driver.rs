@@ -46,7 +46,12 @@ use crate::hub::{EventLogError, Hub, HubEvent};
 
 mod twins;
 
-pub use twins::{DESIRED_QUEUE, DesiredPatch, DesiredSubscription, next_desired};
+pub use twins::{
+    DESIRED_QUEUE, DesiredPatch, DesiredSubscription, DeviceTwinOp, TwinReply, next_desired,
+};
+
+mod methods;
+pub use methods::{MethodListener, MethodResponder, PendingMethod};
 
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
@@ -112,6 +117,8 @@ struct Inner {
     readers: DashMap<u64, CancellationToken>,
     /// Connections subscribed to desired-property notifications (`driver/twins.rs`).
     twins: twins::DesiredSubscribers,
+    /// Method listeners and the service requests waiting for their invocations.
+    methods: methods::MethodRoutes,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -226,6 +233,7 @@ impl HubHandle {
                 partitions,
                 readers: DashMap::new(),
                 twins: twins::DesiredSubscribers::default(),
+                methods: methods::MethodRoutes::default(),
             }),
         }
     }
@@ -295,16 +303,16 @@ impl HubHandle {
             } => {
                 tracing::debug!(device = %device_id, seq = sequence_number, ?outcome, "c2d settled");
             }
-            // Delivery to connections and to the waiting HTTP request comes with the method
-            // transports (issue 16); until then nothing invokes methods.
             HubEvent::MethodRequest(request) => {
                 tracing::debug!(invocation = %request.invocation, identity = %request.identity, method = %request.name, "method request");
+                self.deliver_method(request);
             }
             HubEvent::MethodCompleted {
                 invocation,
                 outcome,
             } => {
                 tracing::debug!(%invocation, ok = outcome.is_ok(), "method completed");
+                self.complete_method(invocation, outcome);
             }
             HubEvent::EventsAvailable { partition } => {
                 if let Some(n) = self.events_notify(partition) {

@@ -85,6 +85,8 @@ pub mod config;
 pub mod context;
 pub mod credentials;
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod mqtt;

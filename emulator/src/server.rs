@@ -90,6 +90,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The hub name (default `localhost`): tokens signed for `{name}.anything` are this hub's,
+    /// as when a device signs for `myhub.azure-devices.net` and connects through
+    /// `GatewayHostName=localhost`.
+    pub fn hub_name(mut self, name: &str) -> Self {
+        self.config.hub.hub_name = name.to_owned();
+        self
+    }
+
     /// Hub settings (queue depth, TTL, feedback window, ...). The hub name is kept.
     pub fn hub_settings(mut self, settings: HubSettings) -> Self {
         let name = self.config.hub.hub_name.clone();
@@ -214,7 +222,17 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
     ));
     let ctx = Context {
         hub: handle.clone(),
-        auth: Arc::new(Authenticator::new(config.policies.clone())),
+        // Tokens must name this hub: its name, host name or a certificate name.
+        auth: Arc::new(
+            Authenticator::new(config.policies.clone()).for_hub(
+                &config.hub.hub_name,
+                crate::tls::DEFAULT_NAMES
+                    .iter()
+                    .map(|n| (*n).to_owned())
+                    .chain([config.hostname.clone()])
+                    .chain(config.extra_sans.iter().cloned()),
+            ),
+        ),
         host_name: config.hostname.clone(),
         hub_name: config.hub.hub_name.clone(),
         info: info.clone(),

@@ -1,63 +1,28 @@
-//! Cloud-to-device messages over MQTT: the subscription (renewed when the hub lost the
-//! session), incoming PUBLISHes handed to the client, and their settlement by PUBACK, in
-//! arrival order ([MQTT-4.6.0-2]).
+//! Cloud-to-device messages over MQTT: incoming PUBLISHes handed to the client, and their
+//! settlement by PUBACK, in arrival order ([MQTT-4.6.0-2]). The subscription (renewed when
+//! the hub lost the session) is in `subscriptions.rs`.
 
-use rumqttc::{Publish, QoS, SubAck, SubscribeReasonCode};
+use rumqttc::{Publish, QoS};
 
 use super::C2dSender;
 use super::connection::Connection;
 use super::driver::Driver;
-use super::topics::{Inbound, c2d_filter, inbound};
+use super::topics::{Inbound, inbound};
 use crate::message::{ReceivedMessage, Settle};
 
 /// The C2D side of the driver.
 pub(super) struct C2d {
     /// Where messages go.
     tx: C2dSender,
-    /// The application asked for messages.
-    pub wanted: bool,
-    /// The hub's session holds our subscription.
-    pub session_subscribed: bool,
 }
 
 impl C2d {
     pub fn new(tx: C2dSender) -> Self {
-        C2d {
-            tx,
-            wanted: false,
-            session_subscribed: false,
-        }
+        C2d { tx }
     }
 }
 
 impl Driver {
-    /// Subscribes to the C2D topic unless the session or this connection already did.
-    pub(super) async fn subscribe(&mut self, conn: &mut Connection) {
-        if self.c2d.session_subscribed || conn.subscribe_sent {
-            return;
-        }
-        conn.subscribe_sent = true;
-        let filter = c2d_filter(&self.params.device_id);
-        if let Err(e) = conn.client.subscribe(filter, QoS::AtLeastOnce).await {
-            tracing::debug!(error = %e, "SUBSCRIBE not queued; the connection is going away");
-        }
-    }
-
-    pub(super) fn on_suback(&mut self, ack: &SubAck) {
-        if ack
-            .return_codes
-            .iter()
-            .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
-        {
-            self.c2d.session_subscribed = true;
-        } else {
-            tracing::warn!(
-                device = %self.params.device_id,
-                "the hub refused the C2D subscription; no cloud-to-device messages will arrive"
-            );
-        }
-    }
-
     pub(super) async fn on_publish(&mut self, conn: &mut Connection, p: Publish) {
         let qos1 = p.qos != QoS::AtMostOnce;
         if qos1 {

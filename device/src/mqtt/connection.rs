@@ -67,7 +67,6 @@ pub(super) struct Connection {
     pub unassigned: VecDeque<u64>,
     /// Packet id → telemetry waiting for its PUBACK.
     pub inflight: HashMap<u16, u64>,
-    pub subscribe_sent: bool,
     pub deadline: Deadline,
 }
 
@@ -122,7 +121,6 @@ pub(super) async fn open(
         acks: AckQueue::default(),
         unassigned: VecDeque::new(),
         inflight: HashMap::new(),
-        subscribe_sent: false,
         deadline,
     };
     Ok((conn, connack))

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{Event, Outgoing, Packet};
+use rumqttc::{Event, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 
 use super::c2d::C2d;
 use super::connection::{self, Connection, DISCONNECT_GRACE, Deadline};
 use super::errors::{describe_lost, stale};
 use super::params::Params;
+use super::subscriptions::Subscriptions;
 use super::telemetry::Telemetry;
+use super::topics::c2d_filter;
 use super::{Command, Commands, Setup};
 use crate::error::Error;
 use crate::runtime::Runtime;
@@ -38,6 +40,8 @@ pub(super) struct Driver {
     pub own_commands: Commands,
     pub c2d: C2d,
     pub telemetry: Telemetry,
+    /// Every topic filter wanted, and the hub's answers.
+    pub subscriptions: Subscriptions,
     generation: Arc<AtomicU64>,
     runtime: Runtime,
 }
@@ -57,6 +61,7 @@ impl Driver {
             own_commands,
             c2d: C2d::new(setup.c2d),
             telemetry: Telemetry::default(),
+            subscriptions: Subscriptions::default(),
             generation: setup.generation,
             runtime: setup.runtime,
         }
@@ -161,7 +166,10 @@ impl Driver {
             } => {
                 self.telemetry.queue(topic, payload, reply);
             }
-            Command::EnableC2d => self.c2d.wanted = true,
+            Command::EnableC2d => {
+                let filter = c2d_filter(&self.params.device_id);
+                self.subscriptions.want(&filter, QoS::AtLeastOnce, None);
+            }
             Command::Settle { reply, .. } => {
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(stale()));
@@ -184,6 +192,7 @@ impl Driver {
             retrying: false,
         });
         self.telemetry.fail_all(&err);
+        self.subscriptions.fail_all(&err);
         // Let anyone waiting on the client notice.
         self.runtime.shutdown.cancel();
     }
@@ -199,11 +208,8 @@ impl Driver {
             session_present = connack.session_present,
             "MQTT connected"
         );
-        if !connack.session_present {
-            self.c2d.session_subscribed = false;
-        }
-        if self.c2d.wanted {
-            self.subscribe(&mut conn).await;
+        for (filter, qos) in self.subscriptions.connected(connack.session_present) {
+            self.send_subscribe(&mut conn, &filter, qos).await;
         }
         for id in self.telemetry.ids() {
             self.publish(&mut conn, id).await;
@@ -253,6 +259,7 @@ impl Driver {
             Event::Incoming(Packet::Publish(p)) => self.on_publish(conn, p).await,
             Event::Incoming(Packet::PubAck(ack)) => self.on_puback(conn, ack.pkid),
             Event::Incoming(Packet::SubAck(ack)) => self.on_suback(&ack),
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => self.subscriptions.written(pkid),
             Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => {
                 self.on_publish_sent(conn, pkid)
             }
@@ -272,8 +279,9 @@ impl Driver {
                 self.publish(conn, id).await;
             }
             Command::EnableC2d => {
-                self.c2d.wanted = true;
-                self.subscribe(conn).await;
+                let filter = c2d_filter(&self.params.device_id);
+                self.want_subscription(Some(conn), &filter, QoS::AtLeastOnce, None)
+                    .await;
             }
             Command::Settle {
                 generation,

@@ -17,7 +17,8 @@
 //! | `connection.rs` | one open connection: CONNECT, the event pump, per-connection bookkeeping |
 //! | `driver.rs` | the driver task: connect, serve, reconnect with backoff, renew, stop |
 //! | `telemetry.rs` | D2C sends waiting for their PUBACK, republished after a reconnect |
-//! | `c2d.rs` | the C2D subscription, incoming messages and their settlement |
+//! | `subscriptions.rs` | every topic filter (C2D, methods, twins): SUBACKs by packet id, waiters, re-subscribe after a lost session |
+//! | `c2d.rs` | incoming C2D messages and their settlement |
 //! | `acks.rs` | PUBACKs in arrival order |
 //! | `errors.rs` | CONNACK refusals and lost connections as [`Error`]s |
 //!
@@ -30,6 +31,7 @@ mod connection;
 mod driver;
 mod errors;
 mod params;
+mod subscriptions;
 mod telemetry;
 mod topics;
 

@@ -228,7 +228,13 @@ async fn telemetry_is_recorded_with_its_properties() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_host_name_takes_the_socket_and_host_name_the_token() {
-    let emu = start().await;
+    // The emulator answers as `localhost` for hub `myhub`, so tokens for
+    // myhub.azure-devices.net are its own.
+    let emu = iothub_emulator::Emulator::builder()
+        .hub_name("myhub")
+        .start()
+        .await
+        .unwrap();
     let cs = emu.create_device("d1").unwrap();
     let key = cs.split("SharedAccessKey=").nth(1).unwrap();
     let cs = format!(

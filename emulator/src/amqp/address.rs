@@ -23,6 +23,10 @@ pub enum Node {
     DeviceDevicebound(String),
     /// `/devices/{id}/messages/events`: where a device sends telemetry.
     DeviceEvents(String),
+    /// `/devices/{id}/twin`: a device's twin requests and responses (`twin.rs`).
+    DeviceTwin(String),
+    /// `/devices/{id}/methods/devicebound`: direct-method requests and answers.
+    DeviceMethods(String),
 }
 
 /// The node an attach names, or `None` if the hub has no such node.
@@ -35,6 +39,9 @@ pub fn parse_node(address: &str) -> Option<Node> {
         3 if is(0, "messages") && is(1, "servicebound") && is(2, "feedback") => {
             Some(Node::Feedback)
         }
+        3 if is(0, "devices") && is(2, "twin") => {
+            decode_device_id(segments[1]).map(Node::DeviceTwin)
+        }
         4 if is(0, "devices") && is(2, "messages") => {
             let id = decode_device_id(segments[1])?;
             if is(3, "devicebound") {
@@ -44,6 +51,9 @@ pub fn parse_node(address: &str) -> Option<Node> {
             } else {
                 None
             }
+        }
+        4 if is(0, "devices") && is(2, "methods") && is(3, "devicebound") => {
+            Some(Node::DeviceMethods(decode_device_id(segments[1])?))
         }
         _ => None,
     }
@@ -85,6 +95,18 @@ fn decode_device_id(segment: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_nodes_match_in_any_case_with_or_without_host() {
+        for a in [
+            "/devices/d1/methods/devicebound",
+            "/devices/d1/methods/deviceBound",
+            "amqps://localhost:5671/devices/d1/methods/deviceBound",
+        ] {
+            assert_eq!(parse_node(a), Some(Node::DeviceMethods("d1".into())), "{a}");
+        }
+        assert_eq!(parse_node("/devices/d1/methods/other"), None);
+    }
 
     #[test]
     fn every_sdk_spelling_of_the_service_nodes_matches() {

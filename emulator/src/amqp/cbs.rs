@@ -23,7 +23,7 @@ use super::convert::Incoming;
 use super::errors::error_for;
 use super::inbound;
 use super::outbound;
-use super::tokens::check_token;
+use super::tokens::{check_audience, check_token};
 
 /// The token types the hub accepts in put-token (`type` application property).
 const TOKEN_TYPES: [&str; 2] = [
@@ -155,6 +155,8 @@ fn put_token(conn: &Conn, request: Incoming) -> Result<(), PutTokenError> {
         }
     };
     check_token(&conn.ctx, &token).map_err(PutTokenError::Unauthorized)?;
-    conn.tokens.put(&token);
+    let audience = check_audience(&conn.ctx, &token, prop("name").as_deref())
+        .map_err(PutTokenError::Unauthorized)?;
+    conn.tokens.put(&token, audience);
     Ok(())
 }

@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::address::{Node, parse_node};
 use super::errors::unknown_address;
+use super::limits::{self, LinkCount, LinkSlot};
 use super::sasl::HubSasl;
 use super::stream::HubStream;
 use super::tokens::Tokens;
-use super::{cbs, device, inbound, outbound, service};
+use super::{cbs, device, inbound, methods, outbound, service, twin};
 use crate::context::Context;
 
 /// The plain AMQP protocol header.
@@ -58,6 +59,12 @@ pub struct Conn {
     pub cancel: CancellationToken,
     /// Put-token replies on their way to the `$cbs` receiver link.
     pub cbs: cbs::Replies,
+    /// Twin responses on their way to each device's twin receiver link.
+    pub twins: twin::Channels,
+    /// Where method answers find the request link they belong to.
+    pub methods: methods::Responders,
+    /// Links attached on this connection (see [`limits`]).
+    pub links: LinkCount,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -145,6 +152,9 @@ where
         tokens,
         cancel,
         cbs: cbs::Replies::default(),
+        twins: twin::Channels::default(),
+        methods: methods::Responders::default(),
+        links: LinkCount::default(),
     });
     run(conn, connection).await;
 }
@@ -152,9 +162,27 @@ where
 /// Accepts sessions until the connection ends, then stops every link of it.
 async fn run(conn: Arc<Conn>, mut connection: ListenerConnectionHandle) {
     let acceptor = SessionAcceptor::new();
+    // On the hub's clock, so that a test can move it forward.
+    let deadline = conn
+        .ctx
+        .now_unix()
+        .saturating_add(limits::TOKEN_DEADLINE.as_secs());
+    let mut watch = tokio::time::interval(limits::TOKEN_CHECK);
+    let mut has_token = false;
     loop {
         let incoming = tokio::select! {
             _ = conn.cancel.cancelled() => break,
+            _ = watch.tick(), if !has_token => {
+                has_token = conn.tokens.any();
+                if has_token || conn.ctx.now_unix() < deadline {
+                    continue;
+                }
+                tracing::debug!(peer = %conn.peer, "AMQP connection put no token in time");
+                conn.cancel.cancel();
+                let close = connection.close_with_error(limits::no_token_error());
+                let _ = timeout(CLOSE_TIMEOUT, close).await;
+                return;
+            }
             s = connection.next_incoming_session() => s,
         };
         let Some(incoming) = incoming else { break };
@@ -191,6 +219,7 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
     let to_peer = LinkAcceptor::builder()
         .max_message_size(MAX_MESSAGE_SIZE)
         .build();
+    let links = LinkCount::default();
     loop {
         let attach = tokio::select! {
             _ = conn.cancel.cancelled() => break,
@@ -209,10 +238,18 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
                 continue;
             }
         };
+        let slot = match limits::admit_link(&links, &conn.links) {
+            Ok(slot) => slot,
+            Err(error) => {
+                tracing::debug!(peer = %conn.peer, ?address, "link refused: too many links");
+                conn.ctx.tasks.spawn(refuse(link, error));
+                continue;
+            }
+        };
         tracing::debug!(peer = %conn.peer, ?address, "link attached");
         conn.ctx
             .tasks
-            .spawn(serve_link(conn.clone(), link, address));
+            .spawn(serve_link(conn.clone(), link, address, slot));
     }
     let _ = timeout(CLOSE_TIMEOUT, session.end()).await;
 }
@@ -230,8 +267,17 @@ fn address_of(attach: &Attach) -> Option<String> {
     }
 }
 
-/// Hands an attached link to the module for its node; refuses links to unknown nodes.
-async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>) {
+/// Detaches a link with `error`.
+async fn refuse(link: LinkEndpoint, error: fe2o3_amqp_types::definitions::Error) {
+    match link {
+        LinkEndpoint::Sender(s) => outbound::refuse(s, error).await,
+        LinkEndpoint::Receiver(r) => inbound::refuse(r, error).await,
+    }
+}
+
+/// Hands an attached link to the module for its node; refuses links to unknown nodes. The
+/// link counts against the limits until it ends.
+async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>, _slot: LinkSlot) {
     let node = address.as_deref().and_then(parse_node);
     match (node, link) {
         (Some(Node::Cbs), LinkEndpoint::Receiver(r)) => cbs::serve_requests(conn, r).await,
@@ -246,12 +292,24 @@ async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>
         (Some(Node::DeviceEvents(id)), LinkEndpoint::Receiver(r)) => {
             device::serve_events(conn, r, id).await
         }
+        (Some(Node::DeviceTwin(id)), LinkEndpoint::Receiver(r)) => {
+            twin::serve_requests(conn, r, id).await
+        }
+        (Some(Node::DeviceTwin(id)), LinkEndpoint::Sender(s)) => {
+            twin::serve_responses(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Sender(s)) => {
+            methods::serve_requests(conn, s, id).await
+        }
+        (Some(Node::DeviceMethods(id)), LinkEndpoint::Receiver(r)) => {
+            methods::serve_responses(conn, r, id).await
+        }
         (_, link) => {
-            let error = unknown_address(address.as_deref().unwrap_or_default());
-            match link {
-                LinkEndpoint::Sender(s) => outbound::refuse(s, error).await,
-                LinkEndpoint::Receiver(r) => inbound::refuse(r, error).await,
-            }
+            refuse(
+                link,
+                unknown_address(address.as_deref().unwrap_or_default()),
+            )
+            .await
         }
     }
 }

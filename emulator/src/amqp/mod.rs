@@ -10,6 +10,8 @@
 //! * [`stream`]: the bytes under fe2o3: 16-byte GUID delivery tags (which fe2o3 cannot set),
 //!   room in each frame for them, and a bounded wait for the peer's `close`.
 //! * [`sasl`] and [`cbs`]: how a connection gets its tokens; [`tokens`]: which link they cover.
+//! * [`twin`]: a device's twin requests, responses and desired notifications.
+//! * [`methods`]: a device's direct-method links (requests out, answers in).
 //! * [`service`] and [`device`]: the links themselves, over the generic [`inbound`] and
 //!   [`outbound`] loops; [`convert`] maps messages and [`errors`] maps hub errors to conditions.
 //!
@@ -28,13 +30,18 @@ mod convert;
 mod device;
 mod errors;
 mod frame_guard;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
+mod limits;
 mod listener;
+mod methods;
 mod outbound;
 mod sasl;
 mod service;
 mod stream;
 mod tokens;
+mod twin;
 
 use std::sync::Arc;
 

@@ -48,7 +48,7 @@ impl HubSasl {
         let token = std::str::from_utf8(password)
             .map_err(|_| HubError::unauthorized("the password is not UTF-8"))?;
         check_login(&self.ctx, user, token)?;
-        self.tokens.put(token);
+        self.tokens.put(token, Vec::new());
         Ok(())
     }
 }

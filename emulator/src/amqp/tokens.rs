@@ -1,11 +1,15 @@
 //! Which SAS tokens a connection holds, and whether they still cover a link.
 //!
 //! Reference: iothub-protocol.md 5.3 and 7. A token arrives by CBS put-token (or as the SASL
-//! PLAIN password) and is checked on its own: signature, expiry, and the policy or device it
-//! names, whatever the put-token `name` says. A link is usable only while some stored token
-//! grants what it needs: ServiceConnect for service links, the device's own key (or a
-//! DeviceConnect policy) for device links. Tokens expire; a link notices when the token that
-//! authorized it runs out and, unless a renewed token covers it, is detached.
+//! PLAIN password) and is checked on its own: signature, expiry, the hub its `sr` names, and
+//! the policy or device it is signed for. The put-token `name` (the audience) must name this
+//! hub and be related to the token's `sr` (one a path-segment prefix of the other: the SDKs
+//! send the bare host, `amqps://{host}:5671/`, `https://{host}` or the device's path); the
+//! token then serves only links under the narrower of the two. A link is usable only while
+//! some stored token grants what it needs: ServiceConnect on the hub for service links, the
+//! device's own key (or a DeviceConnect policy) on `devices/{id}` for device links. Tokens
+//! expire; a link notices when the token that authorized it runs out and, unless a renewed
+//! token covers it, is detached.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,6 +42,14 @@ impl Access {
             Access::Device(id) => Need::Device(id),
         }
     }
+
+    /// The resource path the link acts on: the hub for service links, the device's otherwise.
+    fn resource(&self) -> Vec<&str> {
+        match self {
+            Access::Service => Vec::new(),
+            Access::Device(id) => vec!["devices", id.as_str()],
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +57,8 @@ struct Stored {
     token: String,
     /// The `sr` and `skn` it was issued for: a newer token for the same scope replaces it.
     scope: (String, Option<String>),
+    /// The put-token audience's path, when narrower than the token's: links must lie under it.
+    audience: Vec<String>,
 }
 
 /// The tokens one connection was given, newest last.
@@ -54,8 +68,9 @@ pub struct TokenStore {
 }
 
 impl TokenStore {
-    /// Keeps a token that [`check_token`] accepted.
-    pub fn put(&mut self, token: &str) {
+    /// Keeps a token that [`check_token`] accepted, for links under `audience` (path segments,
+    /// from [`check_audience`]; empty: wherever the token's `sr` reaches).
+    pub fn put(&mut self, token: &str, audience: Vec<String>) {
         let Ok(parsed) = SasToken::parse(token) else {
             return;
         };
@@ -70,6 +85,7 @@ impl TokenStore {
         self.tokens.push(Stored {
             token: token.to_owned(),
             scope,
+            audience,
         });
     }
 
@@ -78,6 +94,17 @@ impl TokenStore {
         let now = ctx.now_unix();
         let mut last = None;
         for t in self.tokens.iter().rev() {
+            let resource = access.resource();
+            let under = t.audience.len() <= resource.len()
+                && t.audience.iter().zip(&resource).all(|(a, r)| a == r);
+            if !under {
+                last = Some(HubError::unauthorized(format!(
+                    "the token was put for '{}', which does not cover '{}'",
+                    t.audience.join("/"),
+                    resource.join("/")
+                )));
+                continue;
+            }
             let result = ctx
                 .hub
                 .read(|hub| ctx.auth.authorize(hub, &t.token, access.need(), now));
@@ -102,10 +129,18 @@ impl TokenStore {
 pub fn check_token(ctx: &Context, token: &str) -> Result<u64, HubError> {
     let parsed = SasToken::parse(token).map_err(|e| HubError::unauthorized(e.to_string()))?;
     let now = ctx.now_unix();
+    let own_scope = parsed.path_segments().join("/");
     ctx.hub.read(|hub| match parsed.key_name() {
-        Some(_) => ctx
-            .auth
-            .authorize(hub, token, Need::Permissions(Permissions::NONE), now),
+        // Whatever it is scoped to (on this hub): links are checked against it when attached.
+        Some(_) => ctx.auth.authorize(
+            hub,
+            token,
+            Need::Scoped {
+                permissions: Permissions::NONE,
+                resource: &own_scope,
+            },
+            now,
+        ),
         None => match parsed.path_segments().as_slice() {
             ["devices", id, ..] => ctx.auth.authorize(hub, token, Need::Device(id), now),
             _ => Err(HubError::unauthorized(
@@ -114,6 +149,64 @@ pub fn check_token(ctx: &Context, token: &str) -> Result<u64, HubError> {
         },
     })?;
     Ok(parsed.expiry())
+}
+
+/// Checks a put-token's audience (its `name`) against the token and this hub, and returns the
+/// path (segments, no host) the token may serve: the narrower of the audience and the `sr`.
+///
+/// The audience may carry a scheme and port (`amqps://h:5671/`, `https://h`) and a
+/// percent-encoded device id (C#); it is decoded once. No audience: the `sr` alone decides.
+pub fn check_audience(
+    ctx: &Context,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<Vec<String>, HubError> {
+    let Some(audience) = audience.filter(|a| !a.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let parsed = SasToken::parse(token).map_err(|e| HubError::unauthorized(e.to_string()))?;
+    let rest = audience
+        .trim()
+        .split_once("://")
+        .map_or(audience.trim(), |(_, r)| r);
+    let (host_port, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = host_port
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host_port, |(h, _)| h);
+    if !ctx.auth.is_our_host(host) {
+        return Err(HubError::unauthorized(format!(
+            "the put-token audience '{audience}' does not name this hub"
+        )));
+    }
+    let mut aud = Vec::new();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        let seg = percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .map_err(|_| {
+                HubError::unauthorized(format!(
+                    "the put-token audience '{audience}' is not valid percent-encoded UTF-8"
+                ))
+            })?;
+        aud.push(seg.into_owned());
+    }
+    let sr: Vec<String> = parsed
+        .path_segments()
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let is_prefix =
+        |a: &[String], b: &[String]| a.len() <= b.len() && a.iter().zip(b).all(|(x, y)| x == y);
+    if is_prefix(&aud, &sr) {
+        Ok(Vec::new())
+    } else if is_prefix(&sr, &aud) {
+        Ok(aud)
+    } else {
+        Err(HubError::unauthorized(format!(
+            "the put-token audience '{audience}' is outside the token's scope '{}'",
+            parsed.resource()
+        )))
+    }
 }
 
 /// The tokens of one connection, shared by its links.
@@ -125,9 +218,14 @@ impl Tokens {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps a checked token.
-    pub fn put(&self, token: &str) {
-        self.lock().put(token);
+    /// Keeps a checked token, for links under `audience` (see [`TokenStore::put`]).
+    pub fn put(&self, token: &str, audience: Vec<String>) {
+        self.lock().put(token, audience);
+    }
+
+    /// True once the connection presented any valid token.
+    pub fn any(&self) -> bool {
+        !self.lock().tokens.is_empty()
     }
 
     /// Authorizes a link for `access` now.
@@ -227,9 +325,12 @@ mod tests {
         let now = ctx.now_unix();
         let tokens = Tokens::default();
         assert!(tokens.authorize_link(&ctx, Access::Service).is_err());
-        tokens.put(&policy_token(&ctx, REGISTRY_READ, now + 60));
+        tokens.put(&policy_token(&ctx, REGISTRY_READ, now + 60), Vec::new());
         assert!(tokens.authorize_link(&ctx, Access::Service).is_err());
-        tokens.put(&build_token("localhost/devices/d1", &key, None, now + 120).unwrap());
+        tokens.put(
+            &build_token("localhost/devices/d1", &key, None, now + 120).unwrap(),
+            Vec::new(),
+        );
         assert!(tokens.authorize_link(&ctx, Access::Service).is_err());
         let mut device = tokens
             .authorize_link(&ctx, Access::Device("d1".into()))
@@ -239,13 +340,95 @@ mod tests {
                 .authorize_link(&ctx, Access::Device("d2".into()))
                 .is_err()
         );
-        tokens.put(&policy_token(&ctx, IOTHUBOWNER, now + 60));
+        tokens.put(&policy_token(&ctx, IOTHUBOWNER, now + 60), Vec::new());
         let mut service = tokens.authorize_link(&ctx, Access::Service).unwrap();
         assert!(service.check().is_ok());
         ctx.hub.advance_clock(Duration::from_secs(90));
         assert!(service.check().is_err());
         assert!(device.check().is_ok());
-        tokens.put(&policy_token(&ctx, IOTHUBOWNER, now + 600));
+        tokens.put(&policy_token(&ctx, IOTHUBOWNER, now + 600), Vec::new());
         assert!(service.check().is_ok(), "a renewed token revives the link");
+    }
+
+    #[test]
+    fn put_token_audiences_must_fit_the_token_and_bound_its_links() {
+        let (ctx, key) = ctx();
+        let now = ctx.now_unix();
+        let owner = policy_token(&ctx, IOTHUBOWNER, now + 60);
+        let dev = build_token("localhost/devices/d1", &key, None, now + 60).unwrap();
+        let ok = |t: &str, a: &str| check_audience(&ctx, t, Some(a));
+        // What the SDKs send as `name` for a hub-wide token: the bare host, C#'s AMQP URI,
+        // Python's https URI; and a device's path (C# percent-encodes the id).
+        for a in [
+            "localhost",
+            "amqps://localhost:5671/",
+            "https://LOCALHOST",
+            "",
+        ] {
+            assert_eq!(ok(&owner, a), Ok(Vec::new()), "{a}");
+        }
+        assert_eq!(ok(&dev, "localhost/devices/d1"), Ok(Vec::new()));
+        assert_eq!(ok(&dev, "localhost/devices/%64%31"), Ok(Vec::new()));
+        assert_eq!(
+            ok(&dev, "localhost"),
+            Ok(Vec::new()),
+            "wider audience: sr decides"
+        );
+        assert_eq!(
+            ok(&owner, "localhost/devices/d1"),
+            Ok(vec!["devices".to_owned(), "d1".to_owned()])
+        );
+        for bad in ["otherhub.azure-devices.net", "amqps://otherhub:5671/"] {
+            assert!(ok(&owner, bad).is_err(), "{bad}");
+        }
+        assert!(ok(&dev, "localhost/devices/d2").is_err());
+        assert!(ok(&dev, "localhost/devices/%ff").is_err());
+
+        // An owner token put for d1's path serves d1's links only, and no service link.
+        let tokens = Tokens::default();
+        tokens.put(&owner, ok(&owner, "localhost/devices/d1").unwrap());
+        assert!(tokens.authorize_link(&ctx, Access::Service).is_err());
+        assert!(
+            tokens
+                .authorize_link(&ctx, Access::Device("d1".into()))
+                .is_ok()
+        );
+        let d2 = ctx
+            .hub
+            .run(|hub, now| hub.create_device(Device::new("d2"), now));
+        assert!(d2.is_ok());
+        assert!(
+            tokens
+                .authorize_link(&ctx, Access::Device("d2".into()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn tokens_for_another_hub_are_refused_at_put_token() {
+        let (ctx, key) = ctx();
+        let now = ctx.now_unix();
+        let p = ctx.auth.policy(IOTHUBOWNER).unwrap();
+        let other = build_token(
+            "otherhub.azure-devices.net",
+            &p.primary_key,
+            Some(&p.name),
+            now + 60,
+        );
+        assert!(check_token(&ctx, &other.unwrap()).is_err());
+        let other = build_token(
+            "otherhub.azure-devices.net/devices/d1",
+            &key,
+            None,
+            now + 60,
+        );
+        assert!(check_token(&ctx, &other.unwrap()).is_err());
+        let narrow = build_token(
+            "localhost/devices/d1",
+            &p.primary_key,
+            Some(&p.name),
+            now + 60,
+        );
+        assert!(check_token(&ctx, &narrow.unwrap()).is_ok());
     }
 }

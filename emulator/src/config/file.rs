@@ -25,6 +25,16 @@ struct HubTable {
     d2c_retention: Option<usize>,
 }
 
+/// The `[routes]` table: which non-telemetry sources reach the built-in endpoint (all off by
+/// default, as on a hub without routes).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesTable {
+    twin_change_events: Option<bool>,
+    device_lifecycle_events: Option<bool>,
+    device_connection_state_events: Option<bool>,
+}
+
 /// A `[policies.<name>]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +68,8 @@ struct DeviceTable {
 struct FileConfig {
     #[serde(default)]
     hub: HubTable,
+    #[serde(default)]
+    routes: RoutesTable,
     #[serde(default)]
     policies: BTreeMap<String, PolicyTable>,
     #[serde(default)]
@@ -95,6 +107,17 @@ impl Config {
             h.feedback_max_delivery_count,
         );
         set(&mut hub.d2c_retention, h.d2c_retention);
+        let r = file.routes;
+        let routes = &mut hub.routes;
+        set(&mut routes.twin_change_events, r.twin_change_events);
+        set(
+            &mut routes.device_lifecycle_events,
+            r.device_lifecycle_events,
+        );
+        set(
+            &mut routes.device_connection_state_events,
+            r.device_connection_state_events,
+        );
 
         for (name, keys) in file.policies {
             let known = self
@@ -124,5 +147,28 @@ impl Config {
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_off_unless_the_file_switches_them_on() {
+        let mut c = Config::embedded("unused");
+        assert_eq!(c.hub.routes, crate::hub::EventRoutes::default());
+        c.apply_toml(
+            "[routes]\ntwin_change_events = true\ndevice_connection_state_events = true",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.hub.routes.twin_change_events);
+        assert!(!c.hub.routes.device_lifecycle_events);
+        assert!(c.hub.routes.device_connection_state_events);
+        assert!(
+            c.apply_toml("[routes]\ntwin_changes = true", "t.toml")
+                .is_err()
+        );
     }
 }

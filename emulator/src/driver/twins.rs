@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
+use iothub_protocol::HubError;
+use iothub_protocol::twin::{device_error_body, reported_patch_from_json};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -134,6 +136,72 @@ impl HubHandle {
             id,
             rx,
             overflow,
+        }
+    }
+}
+
+/// A device's twin request, as MQTT and AMQP carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceTwinOp {
+    /// Read the device view of the twin.
+    Get,
+    /// Patch reported properties with the JSON payload.
+    PatchReported,
+}
+
+/// The hub's answer to a [`DeviceTwinOp`], in the terms both transports use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwinReply {
+    /// 200 (GET), 204 (PATCH) or the error's HTTP status.
+    pub status: u16,
+    /// The new `properties.reported.$version` after a PATCH.
+    pub version: Option<i64>,
+    /// The device view (GET), nothing (PATCH), or a JSON error body with `errorCode`.
+    pub body: Vec<u8>,
+}
+
+impl HubHandle {
+    /// Serves one device twin request for `identity`.
+    pub fn device_twin_request(
+        &self,
+        identity: &Identity,
+        op: DeviceTwinOp,
+        payload: &[u8],
+    ) -> TwinReply {
+        let result = match op {
+            DeviceTwinOp::Get => self
+                .read(|hub| hub.get_twin_properties(identity))
+                .and_then(|p| {
+                    serde_json::to_vec(&p).map_err(|e| HubError::ServerError {
+                        detail: e.to_string(),
+                    })
+                })
+                .map(|body| (200, None, body)),
+            DeviceTwinOp::PatchReported => serde_json::from_slice(payload)
+                .map_err(|e| {
+                    HubError::argument(format!("the reported properties patch is not JSON: {e}"))
+                })
+                .and_then(|v| reported_patch_from_json(&v))
+                .and_then(|patch| {
+                    self.run(|hub, now| hub.update_reported_properties(identity, &patch, now))
+                })
+                .map(|version| (204, Some(version), Vec::new())),
+        };
+        match result {
+            Ok((status, version, body)) => TwinReply {
+                status,
+                version,
+                body,
+            },
+            Err(e) => {
+                tracing::debug!(%identity, ?op, error = %e, "twin request failed");
+                let tracking = uuid::Uuid::new_v4().simple().to_string();
+                TwinReply {
+                    status: e.code().http_status(),
+                    version: None,
+                    body: device_error_body(&e, &tracking, self.now()),
+                }
+            }
         }
     }
 }

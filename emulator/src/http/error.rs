@@ -37,9 +37,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The response for a hub error.
+/// The response for a hub error, its body in the shape the hub uses for it
+/// ([`ErrorBody::for_error`]: direct-method errors put a JSON document in `Message`).
 pub fn hub_error_response(e: &HubError) -> Response {
-    code_response(e.code(), &e.to_string())
+    let mut resp = code_response(e.code(), &e.to_string());
+    if let Some(pending) = resp.extensions_mut().get_mut::<PendingBody>() {
+        pending.error = Some(e.clone());
+    }
+    resp
 }
 
 /// The response for a catalogue code with a human-readable text. Used directly only where no
@@ -62,6 +67,7 @@ pub fn code_response(code: ErrorCode, text: &str) -> Response {
     resp.extensions_mut().insert(PendingBody {
         code,
         text: text.to_owned(),
+        error: None,
     });
     resp
 }
@@ -71,16 +77,22 @@ pub fn code_response(code: ErrorCode, text: &str) -> Response {
 pub struct PendingBody {
     code: ErrorCode,
     text: String,
+    /// The hub error it came from, which may choose the other body shape.
+    error: Option<HubError>,
 }
 
 /// Writes the body of an error response made by [`code_response`], stamped at `now`; any
 /// other response is left as it is.
 pub fn stamp(resp: &mut Response, now: OffsetDateTime) {
-    let Some(PendingBody { code, text }) = resp.extensions_mut().remove::<PendingBody>() else {
+    let Some(PendingBody { code, text, error }) = resp.extensions_mut().remove::<PendingBody>()
+    else {
         return;
     };
     let tracking_id = uuid::Uuid::new_v4().simple().to_string();
-    let body = ErrorBody::new(code, &text, &tracking_id, now);
+    let body = match error {
+        Some(e) => ErrorBody::for_error(&e, &tracking_id, now),
+        None => ErrorBody::new(code, &text, &tracking_id, now),
+    };
     // Serializing two strings cannot fail.
     let json = serde_json::to_vec(&body).unwrap_or_default();
     // The router already sized the empty body; the server sizes the new one.
@@ -113,6 +125,25 @@ mod tests {
             "{}",
             body.exception_message
         );
+    }
+
+    #[tokio::test]
+    async fn method_errors_use_the_wrapped_body() {
+        let mut r = hub_error_response(&HubError::DeviceNotOnline {
+            identity: "d1".into(),
+            connect_timeout_secs: 0,
+        });
+        stamp(&mut r, datetime!(2031-02-03 04:05:06 UTC));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[ERROR_CODE_HEADER], "DeviceNotOnline");
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            body.message.contains(r#""errorCode":404103"#),
+            "{}",
+            body.message
+        );
+        assert_eq!(body.code(), Some(ErrorCode::DeviceNotOnline));
     }
 
     #[test]

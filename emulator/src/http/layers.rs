@@ -165,7 +165,15 @@ pub async fn stamp_errors(State(st): State<AppState>, req: Request, next: Next) 
 
 /// Ends a request that takes longer than the limit (in practice: a client that sends its
 /// body too slowly) with 503 `ServiceUnavailable`.
+///
+/// A direct-method call waits for the device for up to its connect plus response timeout (the
+/// hub always answers by then), so it gets [`super::methods::LONGEST_CALL`] more.
 pub async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let limit = if super::methods::is_method_call(req.uri().path()) {
+        limit + super::methods::LONGEST_CALL
+    } else {
+        limit
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => code_response(

@@ -25,6 +25,8 @@
 //! | `POST /devices/{id}/messages/deviceBound/{lock}/abandon` | device | 204, 412 |
 //! | `POST /devices/{id}/messages/events` | device | 204; single message, or a batch with `Content-Type: application/vnd.microsoft.iothub.json` |
 //! | `GET/PATCH/PUT /twins/{id}`, `POST /devices/query`, `POST /devices` (bulk) | see [`twins`] | twins, queries, bulk registry writes |
+//! | `POST /twins/{id}/methods` | ServiceConnect | 200 `{status, payload}` as the device answered; 404103 `DeviceNotOnline`, 504101 `GatewayTimeout` (direct methods, [`methods`]) |
+//! | `POST /twins/{id}/modules/{mid}/methods` | ServiceConnect | as `/twins/{id}/methods`, for a module (404010 `ModuleNotFound` when it is not registered) |
 //! | `PUT/GET/DELETE /devices/{id}/modules/{mid}`, `GET /devices/{id}/modules`, `GET/PATCH/PUT /twins/{id}/modules/{mid}` | see [`modules`] | module identities and module twins |
 //! | `GET /$iothub/websocket` | (in-protocol) | WebSocket: `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` (as registered by the server) |
 //! | `GET /$servicebus/websocket` | (in-protocol) | WebSocket: `AMQPWSB10` (as registered by the server) |
@@ -70,9 +72,12 @@ mod devicebound;
 pub mod error;
 mod extract;
 mod feedback;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod layers;
 mod message_headers;
+mod methods;
 mod modules;
 mod registry;
 pub mod server;
@@ -171,6 +176,11 @@ fn hub_routes() -> Router<AppState> {
         .route("/devices/{id}/messages/events", post(d2c::send_event))
         .merge(twin_routes())
         .merge(module_routes())
+        .route("/twins/{id}/methods", post(methods::invoke))
+        .route(
+            "/twins/{id}/modules/{mid}/methods",
+            post(methods::invoke_module),
+        )
         .route("/$iothub/websocket", any(websocket::iothub))
         .route("/$servicebus/websocket", any(websocket::servicebus))
 }

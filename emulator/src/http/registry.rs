@@ -28,8 +28,19 @@ pub const DEVICE_BODY_LIMIT: usize = 64 * 1024;
 /// `top` when absent or outside 1..=1000.
 pub const MAX_TOP: usize = 1000;
 
-const READ: Need<'static> = Need::Permissions(Permissions::REGISTRY_READ);
-const WRITE: Need<'static> = Need::Permissions(Permissions::REGISTRY_WRITE);
+/// The registry permission `permissions` on `resource`: a policy token scoped to the device
+/// (or to `/devices`) may read or write that device, not others, and lists nothing.
+fn on(permissions: Permissions, resource: &str) -> Need<'_> {
+    Need::Scoped {
+        permissions,
+        resource,
+    }
+}
+
+/// The resource path of a device, for scope checks.
+fn device_resource(id: &str) -> String {
+    format!("devices/{id}")
+}
 
 /// 200 with the device JSON and `ETag: "<etag>"`.
 fn device_response(d: Device) -> Response {
@@ -55,7 +66,10 @@ pub async fn get_device(
     token: Token,
     DeviceIdParam(id): DeviceIdParam,
 ) -> Result<Response, ApiError> {
-    token.authorize(&st.ctx, READ)?;
+    token.authorize(
+        &st.ctx,
+        on(Permissions::REGISTRY_READ, &device_resource(&id)),
+    )?;
     let d = st.ctx.hub.read(|hub| hub.get_device(&id))?;
     Ok(device_response(d))
 }
@@ -68,7 +82,10 @@ pub async fn put_device(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    token.authorize(&st.ctx, WRITE)?;
+    token.authorize(
+        &st.ctx,
+        on(Permissions::REGISTRY_WRITE, &device_resource(&id)),
+    )?;
     require_json(&headers)?;
     let bytes = read_body(body, &headers, DEVICE_BODY_LIMIT).await?;
     let device: Device = parse_json(&bytes, "device JSON")?;
@@ -94,7 +111,10 @@ pub async fn delete_device(
     DeviceIdParam(id): DeviceIdParam,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    token.authorize(&st.ctx, WRITE)?;
+    token.authorize(
+        &st.ctx,
+        on(Permissions::REGISTRY_WRITE, &device_resource(&id)),
+    )?;
     let m = if_match(&headers);
     st.ctx
         .hub
@@ -108,7 +128,7 @@ pub async fn list_devices(
     token: Token,
     query: Query,
 ) -> Result<Json<Vec<Device>>, ApiError> {
-    token.authorize(&st.ctx, READ)?;
+    token.authorize(&st.ctx, on(Permissions::REGISTRY_READ, "devices"))?;
     let top = query
         .get("top")
         .and_then(|t| t.trim().parse::<usize>().ok())
@@ -134,7 +154,10 @@ pub async fn statistics(
     State(st): State<AppState>,
     token: Token,
 ) -> Result<Json<RegistryStatistics>, ApiError> {
-    token.authorize(&st.ctx, READ)?;
+    token.authorize(
+        &st.ctx,
+        on(Permissions::REGISTRY_READ, "statistics/devices"),
+    )?;
     let (total, enabled) = st.ctx.hub.read(|hub| {
         let all = hub.list_devices(usize::MAX);
         let enabled = all

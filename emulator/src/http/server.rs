@@ -8,8 +8,9 @@
 //! Nothing a client does can hold a task forever ([`Limits`]): the TLS handshake is bounded;
 //! HTTP/1.1 request headers must arrive within `header_read` (which also closes idle keep-alive
 //! connections); a request must complete within `request`; h2 connections are pinged and closed
-//! when the pings go unanswered; and a connection that moves no byte for `idle` is closed (this
-//! also covers a client that never sends its first byte). On shutdown each connection is asked
+//! when the pings go unanswered; and a connection that moves no byte for `idle` while no request
+//! is being answered is closed (this also covers a client that never sends its first byte; a
+//! direct-method call legitimately stays silent for minutes, bounded by its request timeout). On shutdown each connection is asked
 //! to finish gracefully and is dropped after `shutdown_grace`.
 
 use std::convert::Infallible;
@@ -35,7 +36,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 use tower::util::BoxCloneService;
 
 use crate::context::Context;
@@ -147,11 +147,11 @@ async fn serve_http<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = app.map_request(move |req: Request<Incoming>| {
-        let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        req
-    });
+    let service = CountingApp {
+        app,
+        peer,
+        activity: activity.clone(),
+    };
     let mut builder = auto::Builder::new(TrackedExecutor(ctx.tasks.clone()));
     builder
         .http1()
@@ -184,7 +184,7 @@ async fn serve_http<IO>(
                 return;
             }
             () = tokio::time::sleep_until(idle_ends) => {
-                if activity.last() + limits.idle <= Instant::now() {
+                if !activity.is_answering() && activity.last() + limits.idle <= Instant::now() {
                     tracing::debug!(%peer, "closing an HTTP connection that moved no data");
                     return;
                 }
@@ -207,11 +207,66 @@ where
     }
 }
 
-/// When a connection last moved a byte.
+/// When a connection last moved a byte, and how many of its requests are being answered.
 #[derive(Clone)]
 struct Activity {
     start: Instant,
     last_ms: Arc<AtomicU64>,
+    answering: Arc<AtomicU64>,
+}
+
+/// The app of one connection: records the peer on each request and counts the requests being
+/// answered (a connection with one is not idle).
+#[derive(Clone)]
+struct CountingApp {
+    app: App,
+    peer: SocketAddr,
+    activity: Activity,
+}
+
+impl tower::Service<Request<Incoming>> for CountingApp {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Counted;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.app.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Counted {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        Counted {
+            _answering: self.activity.answering(),
+            answer: self.app.call(req),
+        }
+    }
+}
+
+/// What [`App`] returns for a request.
+type AppFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send + 'static>>;
+
+/// An answer being computed, counted as such until it is ready or dropped.
+struct Counted {
+    answer: AppFuture,
+    _answering: Answering,
+}
+
+impl Future for Counted {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.answer.as_mut().poll(cx)
+    }
+}
+
+/// Counts one request as being answered until dropped.
+struct Answering(Arc<AtomicU64>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Activity {
@@ -219,7 +274,17 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
+            answering: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    fn answering(&self) -> Answering {
+        self.answering.fetch_add(1, Ordering::Relaxed);
+        Answering(self.answering.clone())
+    }
+
+    fn is_answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed) > 0
     }
 
     fn touch(&self) {

@@ -26,7 +26,13 @@ use super::message_headers::message_from_headers;
 use crate::auth::Need;
 use crate::credentials::Permissions;
 
-const SERVICE: Need<'static> = Need::Permissions(Permissions::SERVICE_CONNECT);
+/// ServiceConnect on `resource`: a policy token scoped to one device acts on that device only.
+fn service_on(resource: &str) -> Need<'_> {
+    Need::Scoped {
+        permissions: Permissions::SERVICE_CONNECT,
+        resource,
+    }
+}
 
 /// `DELETE /devices/{id}/commands`.
 pub async fn purge(
@@ -34,7 +40,7 @@ pub async fn purge(
     token: Token,
     DeviceIdParam(id): DeviceIdParam,
 ) -> Result<Json<PurgeMessageQueueResult>, ApiError> {
-    token.authorize(&st.ctx, SERVICE)?;
+    token.authorize(&st.ctx, service_on(&format!("devices/{id}/commands")))?;
     let n = st.ctx.hub.run(|hub, now| hub.purge_c2d(&id, now))?;
     Ok(Json(PurgeMessageQueueResult {
         total_messages_purged: n as u64,
@@ -65,7 +71,8 @@ pub async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Sent>, ApiError> {
-    token.authorize(&st.ctx, SERVICE)?;
+    let resource = format!("devices/{id}/messages/devicebound");
+    token.authorize(&st.ctx, service_on(&resource))?;
     let bytes = read_body(body, &headers, MAX_C2D_SIZE).await?;
     let mut message = message_from_headers(&headers, bytes.to_vec())?;
     let (message_id, enqueued) = st.ctx.hub.run(|hub, now| {

@@ -30,13 +30,14 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Need;
 use crate::context::Context;
-use crate::driver::{ConnectionGuard, DesiredSubscription, next_desired};
+use crate::driver::{ConnectionGuard, DesiredSubscription, MethodListener, next_desired};
 use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
 
 use super::connect::{self, ConnectRequest, Refusal};
 use super::limits::{FloodGuard, Limits, idle_timeout};
+use super::methods;
 use super::session::{Delivery, Session};
 use super::topics::{self, Route};
 use super::twin;
@@ -247,6 +248,7 @@ async fn serve_device<IO>(
             auth,
         },
         desired: None,
+        methods: None,
     };
     conn.sync_desired();
 
@@ -360,6 +362,14 @@ where
     }
 }
 
+/// The next method request for a listening connection; never ready otherwise.
+async fn next_method(listener: &mut Option<MethodListener>) -> Option<crate::hub::MethodRequest> {
+    match listener {
+        Some(l) => l.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -382,6 +392,8 @@ struct Connected<'a, IO> {
     origin: Origin,
     /// Desired-property notifications, while the session holds the desired filter.
     desired: Option<DesiredSubscription>,
+    /// Set while subscribed to method requests.
+    methods: Option<MethodListener>,
 }
 
 impl<IO> Connected<'_, IO>
@@ -389,6 +401,10 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     async fn run(&mut self) -> Close {
+        // A restored session may already listen for methods.
+        if let Err(close) = self.sync_method_listener() {
+            return close;
+        }
         let notify = self.ctx.hub.c2d_notify(self.device_id);
         let mut last_packet = Instant::now();
         loop {
@@ -449,6 +465,11 @@ where
                         return close;
                     }
                 }
+                Some(request) = next_method(&mut self.methods) => {
+                    if let Err(close) = self.send_methods(request).await {
+                        return close;
+                    }
+                }
             }
         }
     }
@@ -502,11 +523,14 @@ where
                     debug!(device = %self.device_id, filter = %f.path, ?code, "subscribe");
                 }
                 self.sync_desired();
-                self.feed(Packet::SubAck(ack)).await
+                // The SUBACK is queued before any request the subscription releases.
+                self.feed(Packet::SubAck(ack)).await?;
+                self.sync_method_listener()
             }
             Packet::Unsubscribe(u) => {
                 let ack = self.session.unsubscribe(&u);
                 self.sync_desired();
+                self.sync_method_listener()?;
                 self.feed(Packet::UnsubAck(ack)).await
             }
             Packet::PingReq => self.feed(Packet::PingResp).await,
@@ -535,8 +559,9 @@ where
                 twin_response = Some(twin::answer(&self.ctx.hub, identity, &req, &p.payload));
             }
             Route::Ignored => {
-                debug!(device = %self.device_id, topic = %p.topic, "twin/method publish ignored")
+                debug!(device = %self.device_id, topic = %p.topic, "twin publish ignored")
             }
+            Route::MethodResponse => self.on_method_response(&p)?,
             Route::Telemetry => {
                 let message = topics::telemetry(&p.topic, &p.payload)
                     .map_err(|e| Close::Violation(e.to_string()))?;
@@ -565,12 +590,57 @@ where
 
     /// Holds a desired-property subscription exactly while the session holds the filter.
     fn sync_desired(&mut self) {
-        let wanted = self.session.has_filter(twin::DESIRED_FILTER);
+        let wanted = self.session.has_sdk_filter(twin::DESIRED_FILTER);
         if wanted && self.desired.is_none() {
             self.desired = Some(self.ctx.hub.subscribe_desired(&self.origin.identity));
         } else if !wanted {
             self.desired = None;
         }
+    }
+
+    /// Listens for method requests exactly while the session holds the method filter.
+    fn sync_method_listener(&mut self) -> Result<(), Close> {
+        let wanted = self
+            .session
+            .has_sdk_filter(iothub_protocol::method::REQUEST_TOPIC_FILTER);
+        match (wanted, self.methods.is_some()) {
+            (true, false) => {
+                let listener = self
+                    .ctx
+                    .hub
+                    .listen_methods(&self.origin.identity)
+                    .map_err(Close::Hub)?;
+                self.methods = Some(listener);
+            }
+            (false, true) => self.methods = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sends a method request, and any others already waiting, in one flush.
+    async fn send_methods(&mut self, first: crate::hub::MethodRequest) -> Result<(), Close> {
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            debug!(device = %self.device_id, method = %request.name, rid = %request.rid, "method request");
+            self.feed(Packet::Publish(methods::request_publish(&request)))
+                .await?;
+            next = self.methods.as_mut().and_then(MethodListener::try_recv);
+        }
+        self.flush().await
+    }
+
+    /// A device's answer to a method request goes to the hub, which drops late or foreign
+    /// answers.
+    fn on_method_response(&mut self, p: &Publish) -> Result<(), Close> {
+        let answer = methods::response(&p.topic).map_err(Close::Violation)?;
+        let Some(listener) = &self.methods else {
+            debug!(device = %self.device_id, rid = %answer.rid, "method answer without a method subscription dropped");
+            return Ok(());
+        };
+        let disposition = listener.respond(&answer.rid, answer.status, &p.payload);
+        debug!(device = %self.device_id, rid = %answer.rid, status = answer.status, ?disposition, "method answer");
+        Ok(())
     }
 
     /// A device PUBACK completes the C2D delivery it acknowledges. A lost lock (it expired,

@@ -14,6 +14,7 @@
 //! | `connect.rs` | CONNECT validation, user-name parsing, the CONNACK code of every refusal |
 //! | `topics.rs` | subscription ACL and publish routes |
 //! | `twin.rs` | twin request topics, responses and desired notifications |
+//! | `methods.rs` | direct methods: the listening subscription, requests, answers |
 //! | `session.rs` | subscriptions, packet ids, the C2D in-flight window, DUP (no I/O) |
 //! | `store.rs` | persisted sessions (clean session 0), one slot per device |
 //! | `limits.rs` | sizes, timeouts, keep-alive, packet rate |
@@ -31,15 +32,18 @@
 //! - QoS 0 C2D subscriptions complete each message once it is written.
 //! - Clean session 1 withholds delivery until SUBSCRIBE; it does not purge the queue.
 //! - Twin GET and reported PATCH are answered on `$iothub/twin/res/...` and desired changes
-//!   pushed while the device subscribes to the desired filter (`twin.rs`); other twin topics
-//!   and method responses are acknowledged and dropped; any other topic outside the device's
-//!   events topic closes the connection.
+//!   pushed while the device subscribes to the desired filter (`twin.rs`); method responses go
+//!   to the hub (`methods.rs`); other twin topics are acknowledged and dropped; any other topic
+//!   outside the device's events topic closes the connection.
 //! - The retain flag of a device PUBLISH is ignored; wills are not sent.
 
 mod connect;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod listener;
+mod methods;
 mod session;
 mod store;
 mod topics;

@@ -151,8 +151,8 @@ impl Session {
         UnsubAck::new(unsubscribe.pkid)
     }
 
-    /// True when the session holds this twin or method filter.
-    pub fn has_filter(&self, filter: &str) -> bool {
+    /// True when the session holds the SDK filter `filter` (granted, or restored).
+    pub fn has_sdk_filter(&self, filter: &str) -> bool {
         self.sdk_filters.contains_key(filter)
     }
 

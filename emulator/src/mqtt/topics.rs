@@ -2,9 +2,9 @@
 //!
 //! IoT Hub is not a broker: every route is between one device and the hub, so the grammar is
 //! fixed. A device may subscribe to its own C2D filter and to the twin and method filters the
-//! SDKs ask for. It may publish telemetry on its own events topic and twin requests (`twin.rs`);
-//! other twin and method-response publishes are accepted and dropped. Anything else is a
-//! violation: the hub closes the connection.
+//! SDKs ask for. It may publish telemetry on its own events topic, twin requests (`twin.rs`) and
+//! method responses (`methods.rs`); other twin publishes are accepted and dropped. Anything else
+//! is a violation: the hub closes the connection.
 
 use iothub_protocol::Message;
 use iothub_protocol::property_bag::{self, BagError};
@@ -53,6 +53,8 @@ pub enum Route {
     Telemetry,
     /// A twin GET or reported-properties PATCH (`twin.rs`).
     Twin(super::twin::TwinRequest),
+    /// A direct-method answer (`$iothub/methods/res/...`), see `methods.rs`.
+    MethodResponse,
     /// A twin request or method response: acknowledged and dropped.
     Ignored,
     /// Not a topic this device may publish on: the connection is closed.
@@ -71,6 +73,9 @@ pub fn route_publish(device_id: &str, topic: &str) -> Route {
     }
     if let Some(req) = super::twin::parse_request(topic) {
         return Route::Twin(req);
+    }
+    if super::methods::is_response_topic(topic) {
+        return Route::MethodResponse;
     }
     if IGNORED_PREFIXES.iter().any(|p| topic.starts_with(p)) {
         return Route::Ignored;
@@ -148,7 +153,7 @@ mod tests {
         ));
         assert_eq!(
             route_publish("d1", "$iothub/methods/res/200/?$rid=3"),
-            Route::Ignored
+            Route::MethodResponse
         );
         for t in [
             "devices/d2/messages/events/",

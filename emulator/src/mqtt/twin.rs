@@ -13,27 +13,16 @@
 //! C SDK reads it as the first parameter. Responses go out at QoS 0, which every SDK accepts
 //! whatever QoS it subscribed with.
 
-use iothub_protocol::HubError;
-use iothub_protocol::twin::{device_error_body, reported_patch_from_json};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::Publish;
 
-use crate::driver::{DesiredPatch, HubHandle};
+use crate::driver::{DesiredPatch, DeviceTwinOp as TwinOp, HubHandle};
 use crate::hub::Identity;
 
 /// The filter a device subscribes to for desired-property notifications.
 pub const DESIRED_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
 
 const PREFIX: &str = "$iothub/twin/";
-
-/// What a twin request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TwinOp {
-    /// Read the device view of the twin.
-    Get,
-    /// Patch reported properties.
-    PatchReported,
-}
 
 /// A twin request PUBLISH.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,34 +52,8 @@ pub fn parse_request(topic: &str) -> Option<TwinRequest> {
 
 /// Serves one twin request for `identity` and returns the response PUBLISH.
 pub fn answer(hub: &HubHandle, identity: &Identity, req: &TwinRequest, payload: &[u8]) -> Publish {
-    let result = match req.op {
-        TwinOp::Get => hub
-            .read(|hub| hub.get_twin_properties(identity))
-            .and_then(|p| {
-                serde_json::to_vec(&p).map_err(|e| HubError::ServerError {
-                    detail: e.to_string(),
-                })
-            })
-            .map(|body| (200, None, body)),
-        TwinOp::PatchReported => serde_json::from_slice(payload)
-            .map_err(|e| {
-                HubError::argument(format!("the reported properties patch is not JSON: {e}"))
-            })
-            .and_then(|v| reported_patch_from_json(&v))
-            .and_then(|patch| {
-                hub.run(|hub, now| hub.update_reported_properties(identity, &patch, now))
-            })
-            .map(|version| (204, Some(version), Vec::new())),
-    };
-    match result {
-        Ok((status, version, body)) => response(status, &req.rid, version, body),
-        Err(e) => {
-            tracing::debug!(%identity, rid = %req.rid, error = %e, "twin request failed");
-            let tracking = uuid::Uuid::new_v4().simple().to_string();
-            let body = device_error_body(&e, &tracking, hub.now());
-            response(e.code().http_status(), &req.rid, None, body)
-        }
-    }
+    let r = hub.device_twin_request(identity, req.op, payload);
+    response(r.status, &req.rid, r.version, r.body)
 }
 
 /// `$iothub/twin/res/{status}/?$rid={rid}[&$version={v}]`.

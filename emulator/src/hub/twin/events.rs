@@ -16,7 +16,10 @@ use iothub_protocol::time_format::format_round_trip;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use iothub_protocol::{Message, MessageId};
+
 use super::super::Identity;
+use super::super::event_log::{EventSource as LogSource, NewEvent};
 
 /// `iothub-message-source` of a non-telemetry event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,6 +96,31 @@ impl NonTelemetryEvent {
     pub fn body_bytes(&self) -> Vec<u8> {
         // Serializing a `Value` cannot fail.
         serde_json::to_vec(&self.body).unwrap_or_default()
+    }
+
+    /// The event as the event log stores it: properties, application properties and body as
+    /// the module documentation lists them, with `correlation_id` as its `correlation-id`.
+    pub(crate) fn to_log_event(&self, correlation_id: String) -> NewEvent {
+        let mut message = Message::new(self.body_bytes());
+        let s = &mut message.system;
+        s.content_type = Some(Self::CONTENT_TYPE.to_owned());
+        s.content_encoding = Some(Self::CONTENT_ENCODING.to_owned());
+        s.correlation_id = Some(MessageId::from(correlation_id));
+        s.user_id = Some(self.hub_name.clone());
+        for (k, v) in self.application_properties() {
+            message.properties.insert(k, v);
+        }
+        let source = match self.source {
+            EventSource::TwinChangeEvents => LogSource::TwinChangeEvents,
+            EventSource::DeviceLifecycleEvents => LogSource::DeviceLifecycleEvents,
+            EventSource::DeviceConnectionStateEvents => LogSource::DeviceConnectionStateEvents,
+        };
+        NewEvent {
+            source,
+            origin: self.identity.clone(),
+            connection: None,
+            message,
+        }
     }
 }
 

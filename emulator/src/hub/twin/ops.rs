@@ -236,15 +236,18 @@ impl<S: Store> Hub<S> {
         body: Value,
         now: OffsetDateTime,
     ) {
-        self.events
-            .push_back(HubEvent::NonTelemetry(NonTelemetryEvent {
-                source,
-                identity: identity.clone(),
-                op_type,
-                operation_time: now,
-                hub_name: self.settings.hub_name.clone(),
-                body,
-            }));
+        let event = NonTelemetryEvent {
+            source,
+            identity: identity.clone(),
+            op_type,
+            operation_time: now,
+            hub_name: self.settings.hub_name.clone(),
+            body,
+        };
+        // Routed to the built-in endpoint as the route would: into the event log.
+        let correlation_id = uuid::Uuid::from_bytes(self.ids.bytes16()).to_string();
+        self.append_event(event.to_log_event(correlation_id), now);
+        self.events.push_back(HubEvent::NonTelemetry(event));
     }
 
     fn twin_entry(&self, identity: &Identity) -> Result<Twin, HubError> {

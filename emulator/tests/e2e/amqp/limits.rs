@@ -220,3 +220,119 @@ async fn a_sender_and_a_receiver_may_share_a_link_name() {
     );
     within(emu.shutdown()).await;
 }
+
+#[tokio::test]
+async fn links_past_the_session_limit_are_detached_with_resource_limit_exceeded() {
+    use fe2o3_amqp::Sender;
+    let emu = start().await;
+    let (mut c, mut s) = session(&emu).await;
+    let mut held = Vec::new();
+    for i in 0..1024 {
+        let sender = within(Sender::attach(&mut s, format!("l{i}"), "$cbs"))
+            .await
+            .expect("under the limit");
+        held.push(sender);
+    }
+    let mut refused = within(Sender::attach(&mut s, "one-too-many", "$cbs"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sender_closed_with(&mut refused).await,
+        "amqp:resource-limit-exceeded"
+    );
+    // Detached links make room again.
+    for sender in held.drain(..10) {
+        within(sender.close()).await.unwrap();
+    }
+    let again = within(Sender::attach(&mut s, "room-again", "$cbs")).await;
+    assert!(again.is_ok(), "{again:?}");
+    let _ = within(c.close()).await;
+    within(emu.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_connection_without_a_token_is_closed_after_the_deadline() {
+    let emu = start_virtual().await;
+    let (mut authorized_c, _s2, _cbs) = authorized(&emu, &owner_token(&emu)).await;
+    let (mut c, _s) = session(&emu).await;
+    emu.hub().advance_clock(std::time::Duration::from_secs(31));
+    let closed = within(c.on_close()).await;
+    match closed {
+        Err(fe2o3_amqp::connection::Error::RemoteClosedWithError(e)) => {
+            assert_eq!(condition(&e), "amqp:unauthorized-access")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A connection with a token stays.
+    let open =
+        tokio::time::timeout(std::time::Duration::from_secs(1), authorized_c.on_close()).await;
+    assert!(open.is_err(), "still open: {open:?}");
+    let _ = within(authorized_c.close()).await;
+    within(emu.shutdown()).await;
+}
+
+/// Resident set size of this process in KiB (Linux).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Figures for the README (issue 12): RSS before, during and after 50,000 `$cbs` attach/detach
+/// cycles on one connection, and under a flood of attaches that never detach. Prints; asserts
+/// only that memory comes back. `cargo test -p iothub-emulator --test e2e --release
+/// link_flood_rss -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "takes minutes; prints figures"]
+async fn link_flood_rss() {
+    use fe2o3_amqp::Sender;
+    let emu = start().await;
+    let (mut c, mut s, _cbs) = authorized(&emu, &owner_token(&emu)).await;
+    let before = rss_kib();
+    let mut peak = before;
+    for i in 0..50_000u32 {
+        let sender = within(Sender::attach(&mut s, format!("cycle{i}"), "$cbs"))
+            .await
+            .unwrap();
+        within(sender.close()).await.unwrap();
+        if i % 5_000 == 0 {
+            peak = peak.max(rss_kib());
+            println!("cycle {i}: RSS {} KiB", rss_kib());
+        }
+    }
+    let after_cycles = rss_kib();
+    // Attaches that never detach, until the limits refuse them.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..50_000u32 {
+        match within(Sender::attach(&mut s, format!("held{i}"), "$cbs")).await {
+            Ok(l) => held.push(l),
+            Err(_) => {
+                refused += 1;
+                if refused > 100 {
+                    break;
+                }
+            }
+        }
+    }
+    let flood = rss_kib();
+    drop(held);
+    let _ = within(c.close()).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let closed = rss_kib();
+    println!(
+        "RSS KiB: start {before}, peak during cycles {peak}, after 50,000 cycles {after_cycles}, \
+         holding {} links (then refused) {flood}, after close {closed}",
+        MAX_HELD
+    );
+    within(emu.shutdown()).await;
+    assert!(
+        after_cycles < before + 64 * 1024,
+        "cycles leak: {before} -> {after_cycles}"
+    );
+}
+
+const MAX_HELD: usize = 1024;

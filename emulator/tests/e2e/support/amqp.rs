@@ -71,6 +71,16 @@ impl Cbs {
 
     /// Sends a put-token with this message id; returns the reply.
     pub async fn put_token(&mut self, id: MessageId, token: &str) -> Message<Body<Value>> {
+        self.put_token_for(id, token, "localhost").await
+    }
+
+    /// Sends a put-token for `audience` (its `name`); returns the reply.
+    pub async fn put_token_for(
+        &mut self,
+        id: MessageId,
+        token: &str,
+        audience: &str,
+    ) -> Message<Body<Value>> {
         let request = Message::builder()
             .properties(Properties {
                 message_id: Some(id),
@@ -81,7 +91,7 @@ impl Cbs {
                 ApplicationProperties::builder()
                     .insert("operation", "put-token")
                     .insert("type", "servicebus.windows.net:sastoken")
-                    .insert("name", "localhost")
+                    .insert("name", audience)
                     .build(),
             )
             .value(token.to_owned())
