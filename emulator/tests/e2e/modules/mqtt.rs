@@ -165,3 +165,57 @@ async fn module_and_device_tokens_do_not_grant_each_other() {
     m.until_closed().await;
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_module_answers_its_own_method_calls_not_the_devices() {
+    let (emu, c) = crate::support::http::start_http().await;
+    let key = create_module(&emu, "d1", "m1");
+    let token = module_token(&emu, "d1", "m1", &key);
+    let mut m = connect(module_options(&emu, "d1", "m1", &token)).await;
+    m.client
+        .subscribe("$iothub/methods/POST/#", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    m.until(|p| matches!(p, Incoming::SubAck(_)).then_some(()))
+        .await;
+    let owner = owner_token(&emu);
+    let call = serde_json::json!({"methodName": "blink", "payload": {"n": 2}, "responseTimeoutInSeconds": 30});
+    // The device itself is not listening: the module's subscription does not serve it.
+    let r = c
+        .post("/twins/d1/methods")
+        .auth(&owner)
+        .json(&call)
+        .send()
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let module = async {
+        let p = m.next_publish().await;
+        let rest = p
+            .topic
+            .strip_prefix("$iothub/methods/POST/blink/?$rid=")
+            .expect("a method request for blink");
+        m.client
+            .publish(
+                format!("$iothub/methods/res/201/?$rid={rest}"),
+                QoS::AtLeastOnce,
+                false,
+                p.payload.to_vec(),
+            )
+            .await
+            .expect("publish queued");
+        m.until(|p| matches!(p, Incoming::PubAck(_)).then_some(()))
+            .await;
+    };
+    let invoke = c
+        .post("/twins/d1/modules/m1/methods?api-version=2021-04-12")
+        .auth(&owner)
+        .json(&call)
+        .send();
+    let (r, ()) = within(async { tokio::join!(invoke, module) }).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"status": 201, "payload": {"n": 2}})
+    );
+    emu.shutdown().await;
+}
