@@ -328,8 +328,13 @@ fn authorize_module(
 }
 
 fn verify_either(token: &SasToken, primary: &str, secondary: &str) -> Result<(), HubError> {
+    // The Event Hubs clients sign `sb://` audiences with the key text itself as the HMAC key.
+    let sb = token.is_service_bus_audience();
     for key in [primary, secondary] {
-        if !key.is_empty() && token.verify_signature(key).is_ok() {
+        if !key.is_empty()
+            && (token.verify_signature(key).is_ok()
+                || (sb && token.verify_signature_with_key_text(key).is_ok()))
+        {
             return Ok(());
         }
     }

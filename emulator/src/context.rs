@@ -26,6 +26,8 @@ pub struct Endpoints {
     pub http: u16,
     /// Plain-TCP MQTT, when enabled.
     pub mqtt_tcp: Option<u16>,
+    /// Plain AMQP for Event Hubs clients (`UseDevelopmentEmulator=true`).
+    pub eventhubs: u16,
 }
 
 /// Facts about the running server that health and control routes report.

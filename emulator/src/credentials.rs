@@ -200,6 +200,31 @@ pub fn service_connection_string(host: &str, policy: &Policy) -> String {
     )
 }
 
+/// The Event Hubs-compatible connection string of the built-in endpoint (iothub-beyond-c2d.md
+/// 3.2): `Endpoint=sb://<host>/;SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=<hub>`.
+/// With `development_port`, the `UseDevelopmentEmulator=true` form (plain AMQP); the port is
+/// written only when it is not the clients' default 5672, because `@azure/core-amqp` 4.3 does
+/// not split a port out of the endpoint.
+pub fn eventhub_connection_string(
+    host: &str,
+    hub_name: &str,
+    policy: &Policy,
+    development_port: Option<u16>,
+) -> String {
+    let endpoint = match development_port {
+        Some(p) if p != 5672 => format!("{host}:{p}"),
+        _ => host.to_owned(),
+    };
+    let mut cs = format!(
+        "Endpoint=sb://{endpoint}/;SharedAccessKeyName={};SharedAccessKey={};EntityPath={hub_name}",
+        policy.name, policy.primary_key
+    );
+    if development_port.is_some() {
+        cs.push_str(";UseDevelopmentEmulator=true");
+    }
+    cs
+}
+
 /// `HostName=<host>;DeviceId=<id>;SharedAccessKey=<key>` (iothub-protocol.md 7.5).
 pub fn device_connection_string(host: &str, device_id: &str, key: &str) -> String {
     format!("HostName={host};DeviceId={device_id};SharedAccessKey={key}")

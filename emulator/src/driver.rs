@@ -53,6 +53,9 @@ pub use twins::{
 mod methods;
 pub use methods::{MethodListener, MethodResponder, PendingMethod};
 
+mod observers;
+pub use observers::Changes;
+
 /// Wall-clock time for the hub, optionally movable by the control API.
 #[derive(Debug)]
 pub struct Clock {
@@ -128,6 +131,8 @@ struct Inner {
     twins: twins::DesiredSubscribers,
     /// Method listeners and the service requests waiting for their invocations.
     methods: methods::MethodRoutes,
+    /// Change counters for observers such as the dashboard.
+    observers: observers::Observers,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -244,6 +249,7 @@ impl HubHandle {
                 readers: DashMap::new(),
                 twins: twins::DesiredSubscribers::default(),
                 methods: methods::MethodRoutes::default(),
+                observers: observers::Observers::new(),
             }),
         }
     }
@@ -278,10 +284,17 @@ impl HubHandle {
         {
             self.inner.timer.notify_one();
         }
+        self.inner.observers.publish(&events);
         for e in events {
             self.dispatch(e);
         }
         result
+    }
+
+    /// Counters of the hub's changes, for observers that re-read views when something changed
+    /// (see [`Changes`]).
+    pub fn observe(&self) -> tokio::sync::watch::Receiver<Changes> {
+        self.inner.observers.subscribe()
     }
 
     /// Reads the hub without changing it.

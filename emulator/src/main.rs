@@ -119,6 +119,11 @@ fn print_banner(emulator: &RunningEmulator) {
         "  health        http://{host}:{}/health   CA: http://{host}:{}/_emulator/ca.pem",
         e.http, e.http
     );
+    println!(
+        "  Event Hubs    amqp://{host}:{}  (plain AMQP, UseDevelopmentEmulator=true; TLS on the AMQP port)",
+        e.eventhubs
+    );
+    println!("  dashboard     {}", emulator.dashboard_url());
     if let Some(p) = e.mqtt_tcp {
         println!("  MQTT (plain)  mqtt://{host}:{p}  (debugging only)");
     }
@@ -129,6 +134,15 @@ fn print_banner(emulator: &RunningEmulator) {
     println!();
     println!("Service connection string (iothubowner; development credentials, public by design):");
     println!("  {}", emulator.service_connection_string());
+    println!(
+        "Event Hubs-compatible endpoint (built-in events; name {}, policy service):",
+        c.hub_name()
+    );
+    for port in [None, Some(e.eventhubs)] {
+        if let Some(cs) = c.eventhub_connection_string(port) {
+            println!("  {cs}");
+        }
+    }
     if !c.devices.is_empty() {
         println!("Devices:");
         for d in &c.devices {

@@ -20,6 +20,7 @@ use crate::config::{Config, ConfigError, Ports, SeedDevice};
 use crate::context::{Context, Endpoints, ServerInfo};
 use crate::credentials;
 use crate::driver::{Clock, HubHandle};
+use crate::http::dashboard::{Dashboard, RandomFailed as DashboardRandomFailed};
 use crate::http::{WebSocketRoutes, WsPath};
 use crate::hub::{Entropy, Hub, HubSettings};
 use crate::mqtt::{MqttSettings, MqttState, SessionStore};
@@ -49,6 +50,9 @@ pub enum StartError {
     /// A seeded device could not be created.
     #[error("cannot seed device: {0}")]
     Seed(HubError),
+    /// The dashboard's secrets could not be drawn.
+    #[error(transparent)]
+    Dashboard(#[from] DashboardRandomFailed),
 }
 
 /// The entry point for embedding.
@@ -193,6 +197,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
     let mqtt = bind("mqtt", at(config.ports.mqtt)).await?;
     let amqp = bind("amqp", at(config.ports.amqp)).await?;
     let http = bind("http", at(config.ports.http)).await?;
+    let eventhubs = bind("eventhubs", at(config.ports.eventhubs)).await?;
     let mqtt_tcp = match config.ports.mqtt_tcp {
         Some(p) => Some(bind("mqtt-tcp", at(p)).await?),
         None => None,
@@ -203,6 +208,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         amqp: port_of(&amqp),
         http: port_of(&http),
         mqtt_tcp: mqtt_tcp.as_ref().map(port_of),
+        eventhubs: port_of(&eventhubs),
     };
 
     let clock = Clock::new(config.virtual_clock);
@@ -245,6 +251,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         max_inflight: usize::from(config.mqtt_max_inflight.max(1)),
     });
     let websockets = websocket_routes(&mqtt_state);
+    let dashboard = Arc::new(Dashboard::new(&config.hostname, endpoints.http)?);
 
     let https_tls = tls.server_config(&[b"h2", b"http/1.1"]);
     let plain_tls = tls.server_config(&[]);
@@ -256,7 +263,11 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         ctx.clone(),
         websockets,
     ));
-    t.spawn(crate::http::serve_plain(http, ctx.clone()));
+    t.spawn(crate::http::serve_plain(
+        http,
+        ctx.clone(),
+        Some(dashboard.clone()),
+    ));
     t.spawn(crate::mqtt::serve_tls(
         mqtt,
         plain_tls.clone(),
@@ -264,6 +275,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         mqtt_state.clone(),
     ));
     t.spawn(crate::amqp::serve_tls(amqp, plain_tls, ctx.clone()));
+    t.spawn(crate::amqp::serve_plain(eventhubs, ctx.clone()));
     if let Some(l) = mqtt_tcp {
         t.spawn(crate::mqtt::serve_tcp(l, ctx.clone(), mqtt_state.clone()));
     }
@@ -273,6 +285,7 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         config,
         tls,
         mqtt: mqtt_state,
+        dashboard,
     })
 }
 
@@ -300,9 +313,15 @@ pub struct RunningEmulator {
     config: Config,
     tls: TlsMaterial,
     mqtt: MqttState,
+    dashboard: Arc<Dashboard>,
 }
 
 impl RunningEmulator {
+    /// The web dashboard's URL on the plain-HTTP port, with this start's token.
+    pub fn dashboard_url(&self) -> &str {
+        self.dashboard.url()
+    }
+
     /// The bound ports.
     pub fn endpoints(&self) -> Endpoints {
         self.ctx.info.endpoints

@@ -289,6 +289,31 @@ impl SasToken {
             .map_err(|_| SasError::SignatureMismatch)
     }
 
+    /// Checks that the token was signed with the key's *text* as the HMAC key, the way the
+    /// Event Hubs and Service Bus clients sign (they never base64-decode the key). Use it only
+    /// for `sb://` audiences: an IoT Hub token signed so would be a forgery of nothing, but the
+    /// IoT SDKs never sign that way.
+    pub fn verify_signature_with_key_text(&self, key_text: &str) -> Result<(), SasError> {
+        if key_text.is_empty() {
+            return Err(SasError::InvalidKey);
+        }
+        let mut mac =
+            HmacSha256::new_from_slice(key_text.as_bytes()).map_err(|_| SasError::InvalidKey)?;
+        mac.update(format!("{}\n{}", self.raw_sr, self.raw_se).as_bytes());
+        let sig = STANDARD
+            .decode(&self.signature)
+            .map_err(|_| SasError::SignatureMismatch)?;
+        mac.verify_slice(&sig)
+            .map_err(|_| SasError::SignatureMismatch)
+    }
+
+    /// True when the token's audience is an `sb://` URI (an Event Hubs client signed it).
+    pub fn is_service_bus_audience(&self) -> bool {
+        self.resource
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("sb://"))
+    }
+
     /// Checks that the token has not expired at `now_unix`: it is expired once `se <= now`.
     pub fn check_expiry(&self, now_unix: u64) -> Result<(), SasError> {
         if self.expiry <= now_unix {

@@ -65,6 +65,8 @@ pub struct Conn {
     pub methods: methods::Responders,
     /// Links attached on this connection (see [`limits`]).
     pub links: LinkCount,
+    /// Event Hubs `$management` replies on their way to the management receiver link.
+    pub management: super::eventhubs::ManagementReplies,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -155,6 +157,7 @@ where
         twins: twin::Channels::default(),
         methods: methods::Responders::default(),
         links: LinkCount::default(),
+        management: Default::default(),
     });
     run(conn, connection).await;
 }
@@ -227,6 +230,7 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
         };
         let Some(attach) = attach else { break };
         let address = address_of(&attach);
+        let eventhubs = super::eventhubs::classify(&attach, address.as_deref());
         let acceptor = match attach.role {
             Role::Sender => &from_peer,
             Role::Receiver => &to_peer,
@@ -247,9 +251,19 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
             }
         };
         tracing::debug!(peer = %conn.peer, ?address, "link attached");
-        conn.ctx
-            .tasks
-            .spawn(serve_link(conn.clone(), link, address, slot));
+        match eventhubs {
+            Some(eh) => {
+                let conn = conn.clone();
+                conn.ctx.tasks.clone().spawn(async move {
+                    let _slot = slot;
+                    super::eventhubs::serve(conn, link, eh, address).await
+                })
+            }
+            None => conn
+                .ctx
+                .tasks
+                .spawn(serve_link(conn.clone(), link, address, slot)),
+        };
     }
     let _ = timeout(CLOSE_TIMEOUT, session.end()).await;
 }

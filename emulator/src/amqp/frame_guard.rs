@@ -73,6 +73,8 @@ pub struct ReadGuard {
     /// The peer's `open` was seen.
     opened: bool,
     channel_max: u16,
+    /// The peer's `open` listed every field ([`super::full_lists`]).
+    pub full_lists: bool,
     /// What went wrong; nothing is forwarded after it.
     pub violation: Option<Violation>,
 }
@@ -85,6 +87,7 @@ impl Default for ReadGuard {
             skip: 0,
             opened: false,
             channel_max: CHANNEL_MAX,
+            full_lists: false,
             violation: None,
         }
     }
@@ -212,6 +215,7 @@ impl ReadGuard {
         match performative {
             Performative::Open(mut open) if !self.opened => {
                 self.opened = true;
+                self.full_lists = super::full_lists::wants_full_lists(frame);
                 let max = open.max_frame_size.0;
                 if max < MIN_MAX_FRAME_SIZE {
                     return Err(Violation::NotAllowed(format!(

@@ -29,7 +29,9 @@ mod connection;
 mod convert;
 mod device;
 mod errors;
+mod eventhubs;
 mod frame_guard;
+mod full_lists;
 #[doc(hidden)]
 pub mod fuzzing;
 mod inbound;
@@ -58,6 +60,12 @@ pub const WEBSOCKET_SUBPROTOCOLS: &[&str] = &["AMQPWSB10", "amqp"];
 /// Accepts AMQP over TLS until shutdown.
 pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ctx: Context) {
     listener::run(listener, tls, ctx).await;
+}
+
+/// Accepts plain AMQP (no TLS) until shutdown: the Event Hubs clients' `UseDevelopmentEmulator`
+/// port.
+pub async fn serve_plain(listener: TcpListener, ctx: Context) {
+    eventhubs::listener::run(listener, ctx).await;
 }
 
 /// Serves one AMQP connection over any byte stream (TLS or a WebSocket): from the protocol

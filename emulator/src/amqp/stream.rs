@@ -108,6 +108,8 @@ struct WriteSide {
     close_sent: bool,
     /// An `open` performative was written.
     open_sent: bool,
+    /// Write every performative with all its fields ([`super::full_lists`]).
+    full_lists: bool,
 }
 
 impl WriteSide {
@@ -139,12 +141,14 @@ impl WriteSide {
             let frame = self.pending.split_to(size);
             self.close_sent |= is_close(&frame);
             self.open_sent |= frame_guard::is_open(&frame);
-            if let Some(named) = frame_guard::restore_link_name(&frame) {
-                self.out.extend_from_slice(&named);
-                continue;
-            }
-            match retag_transfer(&frame) {
-                Some(longer) => self.out.extend_from_slice(&longer),
+            let frame = frame_guard::restore_link_name(&frame).unwrap_or(frame);
+            let frame = retag_transfer(&frame).unwrap_or(frame);
+            match self
+                .full_lists
+                .then(|| super::full_lists::pad(&frame))
+                .flatten()
+            {
+                Some(full) => self.out.extend_from_slice(&full),
                 None => self.out.extend_from_slice(&frame),
             }
         }
@@ -346,6 +350,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HubStream<IO> {
             ready!(this.poll_drain(cx))?;
         }
         this.write.pending.extend_from_slice(buf);
+        this.write.full_lists = this.read.full_lists;
         this.write.process();
         if this.write.close_sent && this.close_grace.is_none() {
             this.close_grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));

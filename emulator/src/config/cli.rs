@@ -80,6 +80,16 @@ pub struct Cli {
     )]
     pub http_port: u16,
 
+    /// Plain AMQP port (no TLS) for Event Hubs clients whose connection string says
+    /// `UseDevelopmentEmulator=true` (0 picks a free port).
+    #[arg(
+        long,
+        env = "IOTHUB_EMULATOR_EVENTHUBS_PORT",
+        default_value_t = 5672,
+        global = true
+    )]
+    pub eventhubs_port: u16,
+
     /// Also serve MQTT over plain TCP on this port, for debugging [default: off].
     #[arg(long, env = "IOTHUB_EMULATOR_MQTT_TCP_PORT", global = true)]
     pub mqtt_tcp_port: Option<u16>,
@@ -184,6 +194,7 @@ impl Config {
                 amqp: cli.amqp_port,
                 http: cli.http_port,
                 mqtt_tcp: cli.mqtt_tcp_port,
+                eventhubs: cli.eventhubs_port,
             },
             data_dir: cli.data_dir.clone().unwrap_or_else(default_data_dir),
             user_cert,

@@ -14,6 +14,19 @@ impl Config {
             .map(|p| credentials::service_connection_string(&self.hostname, p))
     }
 
+    /// The Event Hubs-compatible connection string of the built-in endpoint, with the `service`
+    /// policy: the TLS form, or with `development_port` the `UseDevelopmentEmulator=true` form.
+    pub fn eventhub_connection_string(&self, development_port: Option<u16>) -> Option<String> {
+        self.policy(credentials::SERVICE).map(|p| {
+            credentials::eventhub_connection_string(
+                &self.hostname,
+                self.hub_name(),
+                p,
+                development_port,
+            )
+        })
+    }
+
     /// A seeded device's connection string, if its primary key is fixed in the configuration.
     pub fn device_connection_string(&self, device: &SeedDevice) -> Option<String> {
         device
@@ -37,6 +50,10 @@ impl Config {
         };
         if let Some(cs) = self.owner_connection_string() {
             export("IOTHUB_CONNECTION_STRING", &cs);
+        }
+        // Plain AMQP, so an Event Hubs client needs no CA (iothub-beyond-c2d.md 3.8).
+        if let Some(cs) = self.eventhub_connection_string(Some(self.ports.eventhubs)) {
+            export("EVENTHUB_CONNECTION_STRING", &cs);
         }
         let first_device = self.devices.first();
         if let Some(cs) = first_device.and_then(|d| self.device_connection_string(d)) {

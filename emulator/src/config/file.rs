@@ -35,6 +35,17 @@ struct RoutesTable {
     device_connection_state_events: Option<bool>,
 }
 
+/// The `[eventhubs]` table: the built-in Event Hubs-compatible endpoint's log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventHubsTable {
+    partition_count: Option<u32>,
+    retention_secs: Option<u64>,
+    max_events_per_partition: Option<usize>,
+    max_bytes_per_partition: Option<u64>,
+    consumer_groups: Option<Vec<String>>,
+}
+
 /// A `[policies.<name>]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +81,7 @@ struct FileConfig {
     hub: HubTable,
     #[serde(default)]
     routes: RoutesTable,
+    eventhubs: EventHubsTable,
     #[serde(default)]
     policies: BTreeMap<String, PolicyTable>,
     #[serde(default)]
@@ -118,6 +130,16 @@ impl Config {
             &mut routes.device_connection_state_events,
             r.device_connection_state_events,
         );
+        let e = file.eventhubs;
+        let log = &mut hub.event_log;
+        set(&mut log.partition_count, e.partition_count);
+        set(&mut log.retention, e.retention_secs.map(secs));
+        set(
+            &mut log.max_events_per_partition,
+            e.max_events_per_partition,
+        );
+        set(&mut log.max_bytes_per_partition, e.max_bytes_per_partition);
+        set(&mut log.consumer_groups, e.consumer_groups);
 
         for (name, keys) in file.policies {
             let known = self

@@ -20,6 +20,13 @@
 //! feedback_max_delivery_count = 10
 //! d2c_retention = 100
 //!
+//! [eventhubs]                       # the built-in Event Hubs-compatible endpoint
+//! partition_count = 4               # 1 to 32, fixed while the emulator runs
+//! retention_secs = 86400            # events older than this are dropped
+//! max_events_per_partition = 100000 # and the oldest go first beyond this many
+//! max_bytes_per_partition = 33554432
+//! consumer_groups = ["analytics"]   # besides $Default
+//!
 //! [policies.service]                # replaces a well-known policy's keys
 //! primary_key = "base64..."
 //! secondary_key = "base64..."
@@ -75,6 +82,8 @@ pub struct Ports {
     pub http: u16,
     /// MQTT over plain TCP, for debugging; off by default.
     pub mqtt_tcp: Option<u16>,
+    /// Plain AMQP for Event Hubs clients with `UseDevelopmentEmulator=true`; 5672 by default.
+    pub eventhubs: u16,
 }
 
 impl Default for Ports {
@@ -85,6 +94,7 @@ impl Default for Ports {
             amqp: 5671,
             http: 8088,
             mqtt_tcp: None,
+            eventhubs: 5672,
         }
     }
 }
@@ -98,6 +108,7 @@ impl Ports {
             amqp: 0,
             http: 0,
             mqtt_tcp: None,
+            eventhubs: 0,
         }
     }
 }

@@ -105,7 +105,7 @@ fn every_flag_has_an_env_var_named_after_it() {
         );
         count += 1;
     }
-    assert_eq!(count, 16);
+    assert_eq!(count, 17);
     let mqtt = cmd
         .get_arguments()
         .find(|a| a.get_id() == "mqtt_port")
@@ -162,7 +162,8 @@ fn flags_are_parsed() {
             mqtt: 0,
             amqp: 0,
             http: 9000,
-            mqtt_tcp: Some(1883)
+            mqtt_tcp: Some(1883),
+            eventhubs: 5672,
         }
     );
     assert_eq!(c.user_cert, Some(UserCert { cert, key }));
@@ -526,4 +527,42 @@ fn load_tls_uses_hostname_and_sans() {
     let material = c.load_tls().unwrap();
     assert_eq!(material.ca_path(), c.ca_path());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eventhubs_table_and_connection_strings() {
+    let mut c = Config::embedded("/data");
+    c.apply_toml(
+        "[eventhubs]\npartition_count = 8\nretention_secs = 60\nmax_events_per_partition = 10\nmax_bytes_per_partition = 2097152\nconsumer_groups = [\"analytics\"]",
+        "<inline>",
+    )
+    .unwrap();
+    let log = &c.hub.event_log;
+    assert_eq!(log.partition_count, 8);
+    assert_eq!(log.retention, Duration::from_secs(60));
+    assert_eq!(log.max_events_per_partition, 10);
+    assert_eq!(log.max_bytes_per_partition, 2_097_152);
+    assert_eq!(log.consumer_groups, ["analytics"]);
+    assert!(
+        c.apply_toml("[eventhubs]\npartitions = 2", "<inline>")
+            .is_err()
+    );
+
+    c.ports.eventhubs = 5672;
+    let service = c.policy("service").unwrap().primary_key.clone();
+    let out = c.env_exports(Path::new("/data/tls/ca.pem"));
+    assert!(out.contains(&format!(
+        "export EVENTHUB_CONNECTION_STRING='Endpoint=sb://localhost/;SharedAccessKeyName=service;SharedAccessKey={service};EntityPath=localhost;UseDevelopmentEmulator=true'\n"
+    )), "{out}");
+    assert_eq!(
+        c.eventhub_connection_string(None).unwrap(),
+        format!(
+            "Endpoint=sb://localhost/;SharedAccessKeyName=service;SharedAccessKey={service};EntityPath=localhost"
+        )
+    );
+    assert!(
+        c.eventhub_connection_string(Some(15672))
+            .unwrap()
+            .starts_with("Endpoint=sb://localhost:15672/;")
+    );
 }

@@ -20,6 +20,7 @@ use super::error::ApiError;
 use super::extract::{DeviceIdParam, Query};
 use crate::auth::Need;
 use crate::credentials::Permissions;
+use crate::driver::HubHandle;
 use crate::hub::views::{C2dMessageView, D2cRecordView, DeviceSummary};
 
 const OWNER: Need<'static> = Need::Permissions(Permissions::ALL);
@@ -88,36 +89,41 @@ pub async fn advance_clock(
 ) -> Result<Json<Value>, ApiError> {
     token.authorize(&st.ctx, OWNER)?;
     let hub = &st.ctx.hub;
+    let raw = query.get("seconds").unwrap_or_default();
+    let seconds = raw.trim().parse::<f64>().unwrap_or(f64::NAN);
+    let by = checked_advance(hub, seconds, raw)?;
+    hub.advance_clock(by);
+    Ok(Json(json!({
+        "advancedSeconds": seconds,
+        "now": format_millis(hub.now()),
+    })))
+}
+
+/// How far `seconds` moves the clock, if the clock is virtual and the step is allowed (0 to
+/// [`MAX_ADVANCE_SECONDS`], and not past the year 9000). Shared with the dashboard.
+/// `raw` is what the caller sent, for the error message.
+pub fn checked_advance(hub: &HubHandle, seconds: f64, raw: &str) -> Result<Duration, HubError> {
     if !hub.clock().is_virtual() {
         return Err(HubError::InvalidOperation {
             detail: "the clock is real; start the emulator with --virtual-clock to move it".into(),
-        }
-        .into());
+        });
     }
-    let raw = query.get("seconds").unwrap_or_default();
-    let seconds = raw
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && (0.0..=MAX_ADVANCE_SECONDS).contains(s))
-        .ok_or_else(|| {
-            HubError::argument(format!(
-                "seconds must be a number from 0 to {MAX_ADVANCE_SECONDS} (got '{raw}')"
-            ))
-        })?;
+    if !(seconds.is_finite() && (0.0..=MAX_ADVANCE_SECONDS).contains(&seconds)) {
+        return Err(HubError::argument(format!(
+            "seconds must be a number from 0 to {MAX_ADVANCE_SECONDS} (got '{raw}')"
+        )));
+    }
     let by = Duration::from_secs_f64(seconds);
     let fits = time::Duration::try_from(by)
         .ok()
         .and_then(|d| hub.now().checked_add(d))
         .is_some_and(|t| t.year() < 9000);
     if !fits {
-        return Err(HubError::argument("the clock cannot be moved past the year 9000").into());
+        return Err(HubError::argument(
+            "the clock cannot be moved past the year 9000",
+        ));
     }
-    hub.advance_clock(by);
-    Ok(Json(json!({
-        "advancedSeconds": seconds,
-        "now": format_millis(hub.now()),
-    })))
+    Ok(by)
 }
 
 /// `POST /_emulator/devices/{id}/disconnect`: closes the device's MQTT and AMQP connections.

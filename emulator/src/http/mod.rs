@@ -41,8 +41,8 @@
 //! | `POST /_emulator/clock/advance?seconds=N` | iothubowner | 200 `{advancedSeconds, now}`; 400 unless started with `--virtual-clock` |
 //! | `POST /_emulator/devices/{id}/disconnect` | iothubowner | 200 `{deviceId, connectionsClosed}`: close its MQTT/AMQP connections |
 //!
-//! Plain-HTTP port (8088 by default): `GET /health`, `GET /ready`, and `GET /_emulator/ca.pem`
-//! (the CA certificate to trust).
+//! Plain-HTTP port (8088 by default): `GET /health`, `GET /ready`, `GET /_emulator/ca.pem`
+//! (the CA certificate to trust), and the web dashboard at `/` (see [`dashboard`]).
 //!
 //! Sending C2D with curl (the hub itself has no HTTPS send; the SDKs use AMQP):
 //!
@@ -68,6 +68,7 @@
 mod auth;
 mod control;
 mod d2c;
+pub mod dashboard;
 mod devicebound;
 pub mod error;
 mod extract;
@@ -257,9 +258,12 @@ pub fn https_app(state: AppState, limits: Limits) -> App {
     finish(routes, state, limits)
 }
 
-/// The application of the plain-HTTP port.
-pub fn plain_app(state: AppState, limits: Limits) -> App {
-    let routes = health_routes().route("/_emulator/ca.pem", get(health::ca_pem));
+/// The application of the plain-HTTP port, with the dashboard when one is given.
+pub fn plain_app(state: AppState, limits: Limits, dash: Option<Arc<dashboard::Dashboard>>) -> App {
+    let mut routes = health_routes().route("/_emulator/ca.pem", get(health::ca_pem));
+    if let Some(d) = dash {
+        routes = routes.merge(dashboard::routes(d));
+    }
     finish(routes, state, limits)
 }
 
@@ -278,10 +282,14 @@ pub async fn serve_https(
     server::serve(listener, Some(TlsAcceptor::from(tls)), app, ctx, limits).await;
 }
 
-/// Serves the plain-HTTP port (health, readiness, CA download) until shutdown.
-pub async fn serve_plain(listener: TcpListener, ctx: Context) {
+/// Serves the plain-HTTP port (health, readiness, CA download, the dashboard) until shutdown.
+pub async fn serve_plain(
+    listener: TcpListener,
+    ctx: Context,
+    dash: Option<Arc<dashboard::Dashboard>>,
+) {
     let limits = Limits::default();
-    let app = plain_app(AppState::new(ctx.clone()), limits);
+    let app = plain_app(AppState::new(ctx.clone()), limits, dash);
     server::serve(listener, None, app, ctx, limits).await;
 }
 

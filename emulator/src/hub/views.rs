@@ -246,6 +246,32 @@ impl<S: Store> Hub<S> {
             .collect()
     }
 
+    /// Up to `limit` devices in id order after `after`, whose id contains `filter` (ignoring
+    /// ASCII case), for paging through large registries without copying them whole.
+    pub fn device_summaries_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        filter: Option<&str>,
+    ) -> Vec<DeviceSummary> {
+        let needle = filter.map(str::to_ascii_lowercase).unwrap_or_default();
+        if needle.is_empty() {
+            return self
+                .store
+                .list(after, limit)
+                .into_iter()
+                .map(DeviceSummary::of)
+                .collect();
+        }
+        self.store
+            .list(after, usize::MAX)
+            .into_iter()
+            .filter(|e| e.device.device_id.to_ascii_lowercase().contains(&needle))
+            .take(limit)
+            .map(DeviceSummary::of)
+            .collect()
+    }
+
     /// The device's pending C2D messages, oldest first, with their state.
     pub fn c2d_view(&self, device_id: &str) -> Result<Vec<C2dMessageView>, HubError> {
         Ok(self
@@ -386,6 +412,16 @@ mod tests {
         assert_eq!(fb.batches[0].lock_token, None);
         assert_eq!(fb.batches[0].records.len(), 1, "only m1 asked for feedback");
         assert_eq!(fb.batches[0].records[0].original_message_id, "m1");
+
+        hub.create_device(Device::new("a2"), T0).unwrap();
+        hub.create_device(Device::new("b3"), T0).unwrap();
+        let ids = |v: Vec<DeviceSummary>| v.into_iter().map(|d| d.device_id).collect::<Vec<_>>();
+        assert_eq!(ids(hub.device_summaries_page(None, 2, None)), ["a2", "b3"]);
+        assert_eq!(
+            ids(hub.device_summaries_page(Some("a2"), 5, None)),
+            ["b3", "d1"]
+        );
+        assert_eq!(ids(hub.device_summaries_page(None, 5, Some("D"))), ["d1"]);
 
         assert!(matches!(
             hub.c2d_view("ghost"),

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod device;
+mod eventhubs;
 mod limits;
 mod service;
 mod websocket;
