@@ -33,6 +33,11 @@ pub enum Need<'a> {
         /// The resource path without host, `/`-separated (`devices/dev1`).
         resource: &'a str,
     },
+    /// Module access for `(device, module)`: the module's own key (a token for
+    /// `{host}/devices/{id}/modules/{mid}`), or a policy with DeviceConnect whose scope covers
+    /// it. The device's key never grants its modules, and a module's key never grants the
+    /// device (its scope does not cover `devices/{id}`) or another module.
+    Module(&'a str, &'a str),
 }
 
 impl Need<'_> {
@@ -44,6 +49,7 @@ impl Need<'_> {
             Need::Permissions(_) => String::new(),
             Need::Device(id) => format!("devices/{id}"),
             Need::Scoped { resource, .. } => (*resource).to_owned(),
+            Need::Module(d, m) => format!("devices/{d}/modules/{m}"),
         }
     }
 }
@@ -63,6 +69,13 @@ pub enum Grant {
         /// The device.
         device_id: String,
     },
+    /// Signed with a module's own key.
+    Module {
+        /// The device.
+        device_id: String,
+        /// The module.
+        module_id: String,
+    },
 }
 
 impl Grant {
@@ -72,6 +85,7 @@ impl Grant {
         match self {
             Grant::Policy { .. } => AuthMethod::HUB_SAS,
             Grant::Device { .. } => AuthMethod::DEVICE_SAS,
+            Grant::Module { .. } => AuthMethod::MODULE_SAS,
         }
     }
 }
@@ -202,6 +216,20 @@ impl Authenticator {
                 // The scope (hub-wide, `/devices`, or the device) was checked before.
                 check_device_enabled(hub, device_id)?;
             }
+            Need::Module(device_id, module_id) => {
+                if !policy.permissions.contains(Permissions::DEVICE_CONNECT) {
+                    return Err(HubError::unauthorized(format!(
+                        "policy '{}' has no DeviceConnect permission",
+                        policy.name
+                    )));
+                }
+                check_device_enabled(hub, device_id)?;
+                hub.get_module(device_id, module_id).map_err(|_| {
+                    HubError::unauthorized(format!(
+                        "module '{device_id}/{module_id}' is not registered"
+                    ))
+                })?;
+            }
         }
         Ok(Grant::Policy {
             name: policy.name.clone(),
@@ -216,6 +244,10 @@ impl Authenticator {
         need: Need<'_>,
     ) -> Result<Grant, HubError> {
         let segs = token.path_segments();
+        if let Need::Module(device_id, module_id) = need {
+            self.check_scope(token, &need)?;
+            return authorize_module(hub, token, &segs, device_id, module_id);
+        }
         let token_device = match segs.as_slice() {
             ["devices", id, ..] => *id,
             _ => {
@@ -226,7 +258,7 @@ impl Authenticator {
         };
         let device_id = match need {
             Need::Device(id) => id,
-            Need::Permissions(_) | Need::Scoped { .. } => {
+            Need::Module(..) | Need::Permissions(_) | Need::Scoped { .. } => {
                 return Err(HubError::unauthorized(
                     "a device token cannot be used for registry or service operations; use a shared access policy",
                 ));
@@ -255,6 +287,44 @@ impl Authenticator {
             device_id: device_id.to_owned(),
         })
     }
+}
+
+/// A token without `skn` for a module: scoped to exactly this module, signed with its key.
+fn authorize_module(
+    hub: &Hub,
+    token: &SasToken,
+    segs: &[&str],
+    device_id: &str,
+    module_id: &str,
+) -> Result<Grant, HubError> {
+    match segs {
+        ["devices", d, "modules", m, ..] if *d == device_id && *m == module_id => {}
+        ["devices", d, "modules", m, ..] => {
+            return Err(HubError::unauthorized(format!(
+                "the token is for module '{d}/{m}', not '{device_id}/{module_id}'"
+            )));
+        }
+        _ => {
+            return Err(HubError::unauthorized(format!(
+                "a module connects with a token for {{host}}/devices/{device_id}/modules/{module_id}, signed with the module's key; a device token does not grant its modules"
+            )));
+        }
+    }
+    let module = hub.get_module(device_id, module_id).map_err(|_| {
+        HubError::unauthorized(format!(
+            "module '{device_id}/{module_id}' is not registered"
+        ))
+    })?;
+    verify_either(
+        token,
+        module.primary_key().unwrap_or_default(),
+        module.secondary_key().unwrap_or_default(),
+    )?;
+    check_device_enabled(hub, device_id)?;
+    Ok(Grant::Module {
+        device_id: device_id.to_owned(),
+        module_id: module_id.to_owned(),
+    })
 }
 
 fn verify_either(token: &SasToken, primary: &str, secondary: &str) -> Result<(), HubError> {
@@ -382,6 +452,81 @@ mod tests {
             auth.authorize(&hub, &t, Need::Device("dev1"), NOW),
             Err(HubError::DeviceDisabled { .. })
         ));
+    }
+
+    #[test]
+    fn module_tokens_grant_only_their_module_and_device_tokens_no_module() {
+        let (auth, mut hub, device_key) = setup();
+        let t0 = datetime!(2026-01-01 0:00 UTC);
+        let m1 = hub
+            .create_module(iothub_protocol::module::Module::new("dev1", "m1"), t0)
+            .unwrap();
+        hub.create_module(iothub_protocol::module::Module::new("dev1", "m2"), t0)
+            .unwrap();
+        let mkey = m1.primary_key().unwrap().to_owned();
+        let own = build_token(
+            "myhub.azure-devices.net/devices/dev1/modules/m1",
+            &mkey,
+            None,
+            NOW + 60,
+        )
+        .unwrap();
+        let grant = auth.authorize(&hub, &own, Need::Module("dev1", "m1"), NOW);
+        assert_eq!(
+            grant,
+            Ok(Grant::Module {
+                device_id: "dev1".into(),
+                module_id: "m1".into()
+            })
+        );
+        assert_eq!(grant.unwrap().auth_method(), AuthMethod::MODULE_SAS);
+        let refused = |t: &str, need: Need<'_>| {
+            matches!(
+                auth.authorize(&hub, t, need, NOW),
+                Err(HubError::Unauthorized { .. })
+            )
+        };
+        // A module token never grants the device or another module.
+        assert!(refused(&own, Need::Device("dev1")));
+        assert!(refused(&own, Need::Module("dev1", "m2")));
+        // A module-scoped token signed with the device key is not the module's.
+        let wrong_key = build_token(
+            "myhub.azure-devices.net/devices/dev1/modules/m1",
+            &device_key,
+            None,
+            NOW + 60,
+        )
+        .unwrap();
+        assert!(refused(&wrong_key, Need::Module("dev1", "m1")));
+        // A device token never grants its modules.
+        let device = build_token(
+            "myhub.azure-devices.net/devices/dev1",
+            &device_key,
+            None,
+            NOW + 60,
+        )
+        .unwrap();
+        assert!(refused(&device, Need::Module("dev1", "m1")));
+        assert!(
+            auth.authorize(&hub, &device, Need::Device("dev1"), NOW)
+                .is_ok()
+        );
+        // Policy tokens: hub-wide or scoped to the module grant it; scoped to another doesn't.
+        let hubwide = policy_token(&auth, "device", "myhub.azure-devices.net", NOW + 60);
+        assert!(
+            auth.authorize(&hub, &hubwide, Need::Module("dev1", "m1"), NOW)
+                .is_ok()
+        );
+        let other = policy_token(
+            &auth,
+            "device",
+            "myhub.azure-devices.net/devices/dev1/modules/m2",
+            NOW + 60,
+        );
+        assert!(refused(&other, Need::Module("dev1", "m1")));
+        assert!(refused(&other, Need::Device("dev1")));
+        // An unregistered module is refused like an unregistered device.
+        assert!(refused(&hubwide, Need::Module("dev1", "m9")));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::event_log::{Cursor, Event, Reader, ReaderRequest};
-use crate::hub::{EventLogError, Hub, HubEvent};
+use crate::hub::{EventLogError, Hub, HubEvent, Identity};
 
 mod twins;
 
@@ -94,6 +94,15 @@ impl Clock {
         }
         *lock(&self.advanced) += by;
         true
+    }
+}
+
+/// The identity a connection key names: `{device}` or `{device}/{module}` (device ids cannot
+/// contain `/`, so the split is unambiguous).
+fn client_identity(key: &str) -> Identity {
+    match key.split_once('/') {
+        Some((d, m)) => Identity::module(d, m),
+        None => Identity::device(key),
     }
 }
 
@@ -166,8 +175,9 @@ impl Drop for ConnectionGuard {
             inner
                 .connections
                 .remove_if(&self.device_id, |_, c| c.is_empty());
-            self.handle
-                .run(|hub, now| hub.set_connection_state(&self.device_id, false, now));
+            self.handle.run(|hub, now| {
+                hub.set_identity_connection_state(&client_identity(&self.device_id), false, now)
+            });
         }
     }
 }
@@ -302,9 +312,13 @@ impl HubHandle {
             HubEvent::FeedbackAvailable => self.inner.feedback.notify_waiters(),
             HubEvent::DeviceGone { device_id } => {
                 self.disconnect_device(&device_id);
+                self.disconnect_modules_of(&device_id);
                 if let Some(n) = self.inner.c2d.get(&device_id) {
                     n.notify_waiters();
                 }
+            }
+            HubEvent::ModuleGone { identity } => {
+                self.disconnect_device(&identity.to_string());
             }
             HubEvent::C2dSettled {
                 device_id,
@@ -401,7 +415,9 @@ impl HubHandle {
             .entry(device_id.to_owned())
             .or_default()
             .insert(id, token.clone());
-        self.run(|hub, now| hub.set_connection_state(device_id, true, now));
+        self.run(|hub, now| {
+            hub.set_identity_connection_state(&client_identity(device_id), true, now)
+        });
         ConnectionGuard {
             handle: self.clone(),
             device_id: device_id.to_owned(),
@@ -428,6 +444,18 @@ impl HubHandle {
             n += 1;
         }
         n
+    }
+
+    /// Closes the connections of the device's modules (keyed `{device}/{module}`).
+    fn disconnect_modules_of(&self, device_id: &str) {
+        let prefix = format!("{device_id}/");
+        for conns in self.inner.connections.iter() {
+            if conns.key().starts_with(&prefix) {
+                for token in conns.values() {
+                    token.cancel();
+                }
+            }
+        }
     }
 
     /// Closes every connection of the device (control API, delete, disable).

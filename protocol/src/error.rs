@@ -129,6 +129,16 @@ pub enum HubError {
         /// The id that already exists.
         device_id: String,
     },
+    /// A create named a module that already exists on the device.
+    #[error(
+        "module '{module_id}' already exists on device '{device_id}'; update it with an If-Match header or delete it first"
+    )]
+    ModuleAlreadyExistsOnDevice {
+        /// The device.
+        device_id: String,
+        /// The module id that already exists.
+        module_id: String,
+    },
     /// The device is disabled in the registry.
     #[error("device '{device_id}' is disabled; set its status to enabled in the registry")]
     DeviceDisabled {
@@ -290,6 +300,7 @@ impl HubError {
                 ErrorCode::DeviceConnectionClosedRemotely
             }
             HubError::ModuleNotFound { .. } => ErrorCode::ModuleNotFound,
+            HubError::ModuleAlreadyExistsOnDevice { .. } => ErrorCode::ModuleAlreadyExistsOnDevice,
             // The REST side answers 400 (iothub-beyond-c2d.md 1.3).
             HubError::TwinTooLarge { .. } => ErrorCode::ArgumentInvalid,
             HubError::TooManyDevices { .. } => ErrorCode::TooManyDevices,

@@ -34,6 +34,7 @@ pub mod event_position;
 pub mod feedback;
 pub mod message;
 pub mod method;
+pub mod module;
 pub mod property_bag;
 pub mod query;
 pub mod registry;

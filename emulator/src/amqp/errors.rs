@@ -21,7 +21,9 @@ pub const PRECONDITION_FAILED: &str = "com.microsoft:precondition-failed";
 /// exception, and the error's text as description.
 pub fn error_for(e: &HubError) -> Error {
     let condition: ErrorCondition = match e {
-        HubError::DeviceNotFound { .. } => AmqpError::NotFound.into(),
+        HubError::DeviceNotFound { .. } | HubError::ModuleNotFound { .. } => {
+            AmqpError::NotFound.into()
+        }
         HubError::DeviceMaximumQueueDepthExceeded { .. } => AmqpError::ResourceLimitExceeded.into(),
         HubError::MessageTooLarge { .. } => LinkError::MessageSizeExceeded.into(),
         HubError::ArgumentInvalid { .. } => custom(ARGUMENT_ERROR),
@@ -30,9 +32,9 @@ pub fn error_for(e: &HubError) -> Error {
         }
         HubError::DeviceMessageLockLost { .. } => custom(MESSAGE_LOCK_LOST),
         HubError::PreconditionFailed { .. } => custom(PRECONDITION_FAILED),
-        HubError::DeviceAlreadyExists { .. } | HubError::InvalidOperation { .. } => {
-            AmqpError::NotAllowed.into()
-        }
+        HubError::DeviceAlreadyExists { .. }
+        | HubError::ModuleAlreadyExistsOnDevice { .. }
+        | HubError::InvalidOperation { .. } => AmqpError::NotAllowed.into(),
         _ => AmqpError::InternalError.into(),
     };
     Error::new(condition, e.to_string(), None)

@@ -18,7 +18,7 @@ use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
 
-async fn path_param<S: Send + Sync>(
+pub(super) async fn path_param<S: Send + Sync>(
     parts: &mut Parts,
     state: &S,
     name: &str,

@@ -14,7 +14,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use iothub_protocol::HubError;
 use iothub_protocol::method::{
     CONNECT_TIMEOUT_SECS, CloudToDeviceMethod, CloudToDeviceMethodResult, MAX_PAYLOAD_BYTES,
     RESPONSE_TIMEOUT_SECS,
@@ -66,25 +65,22 @@ pub async fn invoke(
     Ok(Json(pending.outcome().await?))
 }
 
-/// `POST /twins/{id}/modules/{moduleId}/methods`: the hub's answer for a module that is not
-/// registered, which until the module registry exists is every module.
+/// `POST /twins/{id}/modules/{mid}/methods`: as [`invoke`], for a module (404010
+/// `ModuleNotFound` when it is not registered).
 pub async fn invoke_module(
     State(st): State<AppState>,
     token: Token,
-    DeviceIdParam(id): DeviceIdParam,
-    axum::extract::Path(params): axum::extract::Path<Vec<(String, String)>>,
+    path: super::modules::ModulePath,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<CloudToDeviceMethodResult>, ApiError> {
     token.authorize(&st.ctx, SERVICE)?;
-    st.ctx.hub.read(|hub| hub.get_device(&id).map(|_| ()))?;
-    let module_id = params
-        .into_iter()
-        .find(|(k, _)| k == "mid")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
-    Err(ApiError(HubError::ModuleNotFound {
-        device_id: id,
-        module_id,
-    }))
+    require_json(&headers)?;
+    let bytes = read_body(body, &headers, MAX_BODY).await?;
+    let call = CloudToDeviceMethod::from_json(&bytes)?.into_call()?;
+    let identity = Identity::module(path.device_id, path.module_id);
+    let pending = st.ctx.hub.invoke_method(&identity, call)?;
+    Ok(Json(pending.outcome().await?))
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@
 //! | `POST /devices/{id}/messages/events` | device | 204; single message, or a batch with `Content-Type: application/vnd.microsoft.iothub.json` |
 //! | `GET/PATCH/PUT /twins/{id}`, `POST /devices/query`, `POST /devices` (bulk) | see [`twins`] | twins, queries, bulk registry writes |
 //! | `POST /twins/{id}/methods` | ServiceConnect | 200 `{status, payload}` as the device answered; 404103 `DeviceNotOnline`, 504101 `GatewayTimeout` (direct methods, [`methods`]) |
-//! | `POST /twins/{id}/modules/{mid}/methods` | ServiceConnect | 404010 `ModuleNotFound` until modules exist |
+//! | `POST /twins/{id}/modules/{mid}/methods` | ServiceConnect | as `/twins/{id}/methods`, for a module (404010 `ModuleNotFound` when it is not registered) |
+//! | `PUT/GET/DELETE /devices/{id}/modules/{mid}`, `GET /devices/{id}/modules`, `GET/PATCH/PUT /twins/{id}/modules/{mid}` | see [`modules`] | module identities and module twins |
 //! | `GET /$iothub/websocket` | (in-protocol) | WebSocket: `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` (as registered by the server) |
 //! | `GET /$servicebus/websocket` | (in-protocol) | WebSocket: `AMQPWSB10` (as registered by the server) |
 //! | `GET /health` | — | 200 `{"status":"ok"}` |
@@ -78,6 +79,7 @@ mod health;
 mod layers;
 mod message_headers;
 mod methods;
+mod modules;
 mod registry;
 pub mod server;
 mod service;
@@ -174,6 +176,7 @@ fn hub_routes() -> Router<AppState> {
         )
         .route("/devices/{id}/messages/events", post(d2c::send_event))
         .merge(twin_routes())
+        .merge(module_routes())
         .route("/twins/{id}/methods", post(methods::invoke))
         .route(
             "/twins/{id}/modules/{mid}/methods",
@@ -193,6 +196,24 @@ fn twin_routes() -> Router<AppState> {
                 .put(twins::put_twin),
         )
         .route("/devices/query", post(twins::query))
+}
+
+/// Module identities and module twins (`modules.rs`, which lists them).
+fn module_routes() -> Router<AppState> {
+    Router::new()
+        .route("/devices/{id}/modules", get(modules::list_modules))
+        .route(
+            "/devices/{id}/modules/{mid}",
+            get(modules::get_module)
+                .put(modules::put_module)
+                .delete(modules::delete_module),
+        )
+        .route(
+            "/twins/{id}/modules/{mid}",
+            get(modules::get_module_twin)
+                .patch(modules::patch_module_twin)
+                .put(modules::put_module_twin),
+        )
 }
 
 fn control_routes() -> Router<AppState> {

@@ -42,7 +42,11 @@ pub const BULK_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// Largest query body.
 pub const QUERY_BODY_LIMIT: usize = 512 * 1024;
 
-fn authorize_either(st: &AppState, token: &Token, a: Permissions) -> Result<(), HubError> {
+pub(super) fn authorize_either(
+    st: &AppState,
+    token: &Token,
+    a: Permissions,
+) -> Result<(), HubError> {
     match token.authorize(&st.ctx, Need::Permissions(a)) {
         Ok(_) => Ok(()),
         Err(first) => token
@@ -53,7 +57,7 @@ fn authorize_either(st: &AppState, token: &Token, a: Permissions) -> Result<(), 
 }
 
 /// 200 with the twin and `ETag: "<etag>"`.
-fn twin_response(t: Twin) -> Response {
+pub(super) fn twin_response(t: Twin) -> Response {
     let etag = t.etag.as_deref().map(|e| format!("\"{e}\""));
     let mut r = Json(t).into_response();
     if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
@@ -83,7 +87,7 @@ pub async fn get_twin(
     Ok(twin_response(t))
 }
 
-async fn write_body(headers: &HeaderMap, body: Body) -> Result<TwinWrite, HubError> {
+pub(super) async fn write_body(headers: &HeaderMap, body: Body) -> Result<TwinWrite, HubError> {
     require_json(headers)?;
     let bytes = read_body(body, headers, TWIN_BODY_LIMIT).await?;
     let v: Value = parse_json(&bytes, "twin JSON")?;

@@ -23,6 +23,7 @@
 //! | file | what |
 //! |---|---|
 //! | `registry.rs` | device identities: create, read, update, delete, connection state |
+//! | `modules.rs` | module identities under a device: create, read, update, delete, list |
 //! | `identity.rs` | [`Identity`]: a device or a module, the key of per-identity tables |
 //! | `c2d.rs`, `c2d_ops.rs` | a device's C2D queue; enqueue, receive, settle, purge |
 //! | `feedback.rs`, `feedback_ops.rs` | the feedback queue; the service's receive and settle |
@@ -42,6 +43,7 @@ mod feedback_ops;
 mod identity;
 mod ids;
 mod methods;
+mod modules;
 pub mod query;
 mod registry;
 pub mod settings;
@@ -72,6 +74,7 @@ pub use methods::{
     ConnectionId, HTTP_TIMEOUT_MARGIN, InvocationId, MethodOutcome, MethodRequest, RequestId,
     ResponseDisposition,
 };
+pub use modules::ModuleEntry;
 pub use registry::if_match_allows;
 pub use settings::{DeliveryCountRule, EventLogSettings, EventRoutes, HubSettings, SettingsError};
 pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
@@ -104,6 +107,11 @@ pub enum HubEvent {
     DeviceGone {
         /// The device.
         device_id: String,
+    },
+    /// The module was deleted: its connections must close (its device's stay open).
+    ModuleGone {
+        /// The module.
+        identity: Identity,
     },
     /// A direct method request to deliver on `request.connection`.
     MethodRequest(MethodRequest),

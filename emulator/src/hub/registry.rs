@@ -39,7 +39,7 @@ fn check_if_match(device: &Device, if_match: &str) -> Result<(), HubError> {
     })
 }
 
-fn check_key(name: &str, key: &str) -> Result<(), HubError> {
+pub(super) fn check_key(name: &str, key: &str) -> Result<(), HubError> {
     match STANDARD.decode(key) {
         Ok(raw) if (16..=64).contains(&raw.len()) => Ok(()),
         _ => Err(HubError::argument(format!(

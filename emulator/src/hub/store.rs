@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::c2d::C2dQueue;
 use super::feedback::FeedbackQueue;
+use super::modules::ModuleEntry;
 use super::twin::TwinState;
 
 /// A device-to-cloud message kept for inspection.
@@ -38,6 +39,8 @@ pub struct DeviceEntry {
     pub d2c_count: u64,
     /// Its twin.
     pub twin: TwinState,
+    /// Its module identities, by module id; they go with the device.
+    pub modules: BTreeMap<String, ModuleEntry>,
 }
 
 impl DeviceEntry {
@@ -55,6 +58,7 @@ impl DeviceEntry {
             d2c: VecDeque::new(),
             d2c_count: 0,
             twin: TwinState::new(now),
+            modules: BTreeMap::new(),
         }
     }
 }

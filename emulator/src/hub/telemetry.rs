@@ -106,6 +106,8 @@ impl<S: Store> Hub<S> {
     }
 
     /// Checks that the sender may send, and what the hub stamps about its connection.
+    /// A module's messages carry the module's generation id, as its connection is the
+    /// module's.
     fn sender_stamp(&self, origin: &Origin) -> Result<ConnectionStamp, HubError> {
         let device_id = &origin.identity.device_id;
         let entry = self.entry(device_id)?;
@@ -114,9 +116,17 @@ impl<S: Store> Hub<S> {
                 device_id: device_id.clone(),
             });
         }
+        let generation_id = match &origin.identity.module_id {
+            Some(m) => self
+                .module_entry(device_id, m)?
+                .module
+                .generation_id
+                .clone(),
+            None => entry.device.generation_id.clone(),
+        };
         Ok(ConnectionStamp {
             auth: origin.auth,
-            generation_id: entry.device.generation_id.clone(),
+            generation_id,
         })
     }
 
@@ -145,6 +155,11 @@ impl<S: Store> Hub<S> {
             }
         }
         self.set_connection_state_activity(device_id, now);
+        if let Some(m) = &origin.identity.module_id
+            && let Ok(e) = self.module_entry_mut(device_id, m)
+        {
+            e.module.last_activity_time = Some(now);
+        }
         self.append_event(
             NewEvent {
                 source: EventSource::Telemetry,

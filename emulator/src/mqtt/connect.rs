@@ -5,7 +5,7 @@
 //! `{host}/{deviceId}/api-version=...`, and `{host}/{deviceId}/` or `{host}/{deviceId}` without a
 //! query); any host is accepted (gateways, `localhost`); the password is a SAS token. Device
 //! ids may contain `?`, `=`, `%` and `#`, so the user name is matched against the client id
-//! instead of being split at the first `?`. Module identities are not supported.
+//! instead of being split at the first `?`. A client id `{deviceId}/{moduleId}` is a module.
 //!
 //! CONNACK codes are chosen in one place, [`Refusal::code`] (the SDKs' mapping: C and C# treat
 //! 0x04/0x05 as bad credentials, 0x03 as "server unavailable / device disabled", 0x02 as a
@@ -19,8 +19,10 @@ use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
 /// A CONNECT that is well-formed for IoT Hub; the token is not checked yet.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectRequest {
-    /// The device id (the client id).
+    /// The device id (the client id, or its part before `/` for a module).
     pub device_id: String,
+    /// The module id, for a module client id `{deviceId}/{moduleId}`.
+    pub module_id: Option<String>,
     /// The SAS token (the password). Never logged.
     pub token: String,
     /// Clean session flag.
@@ -62,8 +64,8 @@ pub enum Refusal {
     /// No client id.
     #[error("the client id is empty; it must be the device id")]
     EmptyClientId,
-    /// A module identity (`{deviceId}/{moduleId}`).
-    #[error("module identities ('{client_id}') are not supported; connect as the device")]
+    /// A client id with a `/` that is not `{deviceId}/{moduleId}`.
+    #[error("the client id '{client_id}' is neither a device id nor '{{deviceId}}/{{moduleId}}'")]
     Module {
         /// The client id that was sent.
         client_id: String,
@@ -129,11 +131,13 @@ pub fn validate(connect: &Connect) -> Result<ConnectRequest, Refusal> {
     if client_id.is_empty() {
         return Err(Refusal::EmptyClientId);
     }
-    if client_id.contains('/') {
-        return Err(Refusal::Module {
-            client_id: client_id.to_owned(),
-        });
-    }
+    let ids = super::module::split_client_id(client_id).map_err(|()| Refusal::Module {
+        client_id: client_id.to_owned(),
+    })?;
+    let (device_id, module_id) = match ids {
+        Some((d, m)) => (d.to_owned(), Some(m.to_owned())),
+        None => (client_id.to_owned(), None),
+    };
     let login = connect.login.as_ref().ok_or(Refusal::NoCredentials)?;
     let client =
         parse_username(&login.username, client_id).ok_or_else(|| Refusal::UsernameMismatch {
@@ -143,7 +147,8 @@ pub fn validate(connect: &Connect) -> Result<ConnectRequest, Refusal> {
         return Err(Refusal::MissingPassword);
     }
     Ok(ConnectRequest {
-        device_id: client_id.to_owned(),
+        device_id,
+        module_id,
         token: login.password.clone(),
         clean_session: connect.clean_session,
         keep_alive: connect.keep_alive,
@@ -267,7 +272,7 @@ mod tests {
             ConnectReturnCode::BadClientId
         );
         assert_eq!(
-            code(connect("d1/m1", Some(("h/d1/m1/?api-version=1", "t")))),
+            code(connect("d1/m1/x", Some(("h/d1/m1/x/?api-version=1", "t")))),
             ConnectReturnCode::BadClientId
         );
         assert_eq!(

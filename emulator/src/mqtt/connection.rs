@@ -228,7 +228,13 @@ async fn serve_device<IO>(
         token_expiry,
         auth,
     } = admitted;
-    let device_id = req.device_id.as_str();
+    let identity = match &req.module_id {
+        Some(m) => Identity::module(&req.device_id, m),
+        None => Identity::device(&req.device_id),
+    };
+    // The client id: connections, takeovers and sessions are per identity.
+    let client_id = identity.to_string();
+    let device_id = client_id.as_str();
 
     // Takeover: close the device's other connections, then wait for the session they hold.
     let guard = ctx.hub.register_connection(device_id);
@@ -254,16 +260,13 @@ async fn serve_device<IO>(
         t,
         ctx,
         limits,
-        device_id,
+        device_id: &req.device_id,
         guard: &guard,
         session,
         idle: idle_timeout(req.keep_alive),
         token_expiry,
         flood: FloodGuard::new(limits.max_packets_per_second, Instant::now()),
-        origin: Origin {
-            identity: Identity::device(device_id),
-            auth,
-        },
+        origin: Origin { identity, auth },
         desired: None,
         methods: None,
     };
@@ -343,13 +346,21 @@ fn admit(ctx: &Context, connect: &Connect) -> Result<Admitted, Refusal> {
     let req = connect::validate(connect)?;
     let now = ctx.now_unix();
     let (generation, auth) = ctx.hub.read(|hub| -> Result<_, HubError> {
-        let grant = ctx
-            .auth
-            .authorize(hub, &req.token, Need::Device(&req.device_id), now)?;
-        let generation = hub
-            .get_device(&req.device_id)
-            .ok()
-            .and_then(|d| d.generation_id);
+        let (need, generation) = match &req.module_id {
+            Some(m) => (
+                Need::Module(&req.device_id, m),
+                hub.get_module(&req.device_id, m)
+                    .ok()
+                    .and_then(|m| m.generation_id),
+            ),
+            None => (
+                Need::Device(&req.device_id),
+                hub.get_device(&req.device_id)
+                    .ok()
+                    .and_then(|d| d.generation_id),
+            ),
+        };
+        let grant = ctx.auth.authorize(hub, &req.token, need, now)?;
         Ok((generation, grant.auth_method()))
     })?;
     let token_expiry = SasToken::parse(&req.token).map_or(now, |t| t.expiry());
@@ -600,7 +611,9 @@ where
             )));
         }
         let mut twin_response = None;
-        match topics::route_publish(self.device_id, &p.topic) {
+        let topic = super::module::device_form(&self.origin.identity, &p.topic)
+            .map_err(Close::Violation)?;
+        match topics::route_publish(self.device_id, &topic) {
             Route::Refused(reason) => return Err(Close::Violation(reason)),
             Route::Twin(req) => {
                 let identity = &self.origin.identity;
@@ -611,7 +624,7 @@ where
             }
             Route::MethodResponse => self.on_method_response(&p)?,
             Route::Telemetry => {
-                let message = topics::telemetry(&p.topic, &p.payload)
+                let message = topics::telemetry(&topic, &p.payload)
                     .map_err(|e| Close::Violation(e.to_string()))?;
                 let origin = &self.origin;
                 let placed = self
@@ -717,6 +730,10 @@ where
     /// Sends queued C2D messages while subscribed and the window has room: every PUBLISH the
     /// window allows goes into the write buffer, then one flush writes them all.
     async fn pump_c2d(&mut self) -> Result<(), Close> {
+        if self.origin.identity.is_module() {
+            // IoT Hub has no C2D for modules: a module never receives its device's messages.
+            return Ok(());
+        }
         let mut fed = false;
         let mut qos0 = Vec::new();
         let r = self.fill_c2d(&mut fed, &mut qos0).await;

@@ -45,6 +45,7 @@ pub mod fuzzing;
 mod limits;
 mod listener;
 mod methods;
+mod module;
 mod session;
 mod store;
 mod topics;

@@ -8,6 +8,7 @@ mod connections;
 mod http;
 mod hub_model;
 mod methods;
+mod modules;
 mod mqtt;
 mod secrets;
 mod support;

@@ -120,6 +120,8 @@ fn a_devices_messages_and_its_modules_share_one_partition() {
     let mut h = hub(&["d1"]);
     let home = partition_for_device("d1", 4);
     let a = send(&mut h, "d1", "a", T0);
+    h.create_module(iothub_protocol::module::Module::new("d1", "m1"), T0)
+        .unwrap();
     let module = Origin {
         identity: Identity::module("d1", "m1"),
         auth: AuthMethod::MODULE_SAS,

@@ -196,8 +196,8 @@ impl<S: Store> Hub<S> {
     /// own rule violations (`ArgumentInvalid`, `MessageTooLarge`), and `DeviceNotOnline` when
     /// nothing is subscribed and the connect timeout is 0.
     ///
-    /// Module identities are accepted when their device exists; checking the module itself
-    /// comes with the module registry (issue 17).
+    /// A module identity must be registered on its device (`ModuleNotFound` otherwise); like a
+    /// device, it is reached only through a connection of its own that subscribed.
     pub fn invoke_method(
         &mut self,
         identity: &Identity,
@@ -206,11 +206,7 @@ impl<S: Store> Hub<S> {
     ) -> Result<InvocationId, HubError> {
         self.handle_timeout(now);
         call.check()?;
-        if self.store.get(&identity.device_id).is_none() {
-            return Err(HubError::DeviceNotFound {
-                device_id: identity.device_id.clone(),
-            });
-        }
+        self.check_identity(identity)?;
         let target = self.methods.target(identity);
         if target.is_none() && call.connect_timeout_secs == 0 {
             return Err(HubError::DeviceNotOnline {
@@ -265,6 +261,7 @@ impl<S: Store> Hub<S> {
                 device_id: identity.device_id.clone(),
             });
         }
+        self.check_identity(identity)?;
         self.methods.subscribe(connection, identity);
         for id in self.methods.waiting_for(identity) {
             self.send_method(id, connection, now);
@@ -367,6 +364,25 @@ impl<S: Store> Hub<S> {
                 device_id: device_id.to_owned(),
             };
             self.end_method(id, Err(not_found));
+        }
+    }
+
+    /// The module was deleted: its subscriptions go, and every invocation for it ends with
+    /// `ModuleNotFound`.
+    pub(super) fn methods_module_deleted(&mut self, identity: &Identity) {
+        self.methods.unsubscribe_identity(identity);
+        for id in self.methods.for_device(&identity.device_id) {
+            if self
+                .methods
+                .get(id)
+                .is_some_and(|inv| inv.identity == *identity)
+            {
+                let not_found = HubError::ModuleNotFound {
+                    device_id: identity.device_id.clone(),
+                    module_id: identity.module_id.clone().unwrap_or_default(),
+                };
+                self.end_method(id, Err(not_found));
+            }
         }
     }
 

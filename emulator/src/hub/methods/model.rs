@@ -270,11 +270,23 @@ impl Model {
     }
 }
 
+/// Registers the modules [`WHO`] names on `device`, so a module identity exists exactly when
+/// its device does (the model tracks devices only).
+fn with_modules(hub: &mut Hub, device: &str, now: OffsetDateTime) {
+    for (d, m) in WHO {
+        if let (true, Some(m)) = (d == device, m) {
+            hub.create_module(iothub_protocol::module::Module::new(d, m), now)
+                .unwrap_or_else(|e| panic!("module {d}/{m}: {e}"));
+        }
+    }
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut hub = Hub::new(HubSettings::default(), 9);
     let mut model = Model::default();
     for d in DEVICES {
         hub.create_device(Device::new(d), T0).unwrap();
+        with_modules(&mut hub, d, T0);
         model.devices.insert(d, true);
     }
     let mut now = T0;
@@ -455,6 +467,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let name = DEVICES[dev];
                 let got = hub.create_device(Device::new(name), now);
                 prop_assert_eq!(got.is_ok(), !model.devices.contains_key(name));
+                if got.is_ok() {
+                    with_modules(&mut hub, name, now);
+                }
                 model.devices.entry(name).or_insert(true);
             }
         }

@@ -121,6 +121,13 @@ impl MethodTable {
         }
     }
 
+    /// Forgets every subscription of `identity`.
+    pub fn unsubscribe_identity(&mut self, identity: &Identity) {
+        for c in self.subscribers.remove(identity).unwrap_or_default() {
+            self.connections.remove(&c);
+        }
+    }
+
     /// Forgets every subscription.
     pub fn unsubscribe_all(&mut self) {
         self.subscribers.clear();

@@ -25,6 +25,8 @@ pub(super) fn hub() -> Hub {
     for d in ["d1", "d2"] {
         hub.create_device(Device::new(d), T0).unwrap();
     }
+    hub.create_module(iothub_protocol::module::Module::new("d1", "m1"), T0)
+        .unwrap();
     hub
 }
 

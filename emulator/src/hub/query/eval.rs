@@ -17,13 +17,13 @@ use std::collections::HashMap;
 use iothub_protocol::twin::{JsonObject, METADATA_KEY, VERSION_KEY};
 use serde_json::{Value, json};
 
+use super::super::modules::ModuleEntry;
 use super::super::store::DeviceEntry;
-use super::super::twin::{Section, service_view};
+use super::super::twin::{Section, TwinState, module_service_view, service_view};
 use super::ast::{CmpOp, Column, ColumnValue, Expr, Literal, Operand, Path};
 use super::parser::output_name;
 
-/// One twin as a query sees it. Devices implement it now; module twins (issue 17) implement it
-/// the same way and nothing else in the evaluator changes.
+/// One twin as a query sees it: a device's ([`DeviceRow`]) or a module's ([`ModuleRow`]).
 pub(crate) trait Row {
     /// The value at `path`, or `None` when it is not defined.
     fn resolve(&self, path: &Path) -> Option<Cow<'_, Value>>;
@@ -36,32 +36,55 @@ pub(crate) struct DeviceRow<'a>(pub &'a DeviceEntry);
 
 impl Row for DeviceRow<'_> {
     fn resolve(&self, path: &Path) -> Option<Cow<'_, Value>> {
-        let (root, rest) = path.0.split_first()?;
-        let twin = &self.0.twin;
-        match root.to_ascii_lowercase().as_str() {
-            "tags" => object_path(twin.tags(), rest),
-            "properties" => {
-                let Some((section, rest)) = rest.split_first() else {
-                    return Some(Cow::Owned(json!({
-                        "desired": twin.desired().render(),
-                        "reported": twin.reported().render(),
-                    })));
-                };
-                match section.to_ascii_lowercase().as_str() {
-                    "desired" => section_path(twin.desired(), rest),
-                    "reported" => section_path(twin.reported(), rest),
-                    _ => None,
-                }
-            }
-            field => {
-                let v = identity_field(self.0, field)?;
-                walk_ci(v, rest).map(Cow::Owned)
-            }
-        }
+        resolve_in(&self.0.twin, path, |field| identity_field(self.0, field))
     }
 
     fn twin(&self) -> Value {
         serde_json::to_value(service_view(self.0)).unwrap_or(Value::Null)
+    }
+}
+
+/// A module twin, with its device (whose status it shows).
+pub(crate) struct ModuleRow<'a>(pub &'a DeviceEntry, pub &'a ModuleEntry);
+
+impl Row for ModuleRow<'_> {
+    fn resolve(&self, path: &Path) -> Option<Cow<'_, Value>> {
+        resolve_in(&self.1.twin, path, |field| {
+            module_field(self.0, self.1, field)
+        })
+    }
+
+    fn twin(&self) -> Value {
+        serde_json::to_value(module_service_view(self.0, self.1)).unwrap_or(Value::Null)
+    }
+}
+
+/// The value at `path` in a twin whose top-level identity fields `field` gives.
+fn resolve_in<'a>(
+    twin: &'a TwinState,
+    path: &Path,
+    field: impl Fn(&str) -> Option<Value>,
+) -> Option<Cow<'a, Value>> {
+    let (root, rest) = path.0.split_first()?;
+    match root.to_ascii_lowercase().as_str() {
+        "tags" => object_path(twin.tags(), rest),
+        "properties" => {
+            let Some((section, rest)) = rest.split_first() else {
+                return Some(Cow::Owned(json!({
+                    "desired": twin.desired().render(),
+                    "reported": twin.reported().render(),
+                })));
+            };
+            match section.to_ascii_lowercase().as_str() {
+                "desired" => section_path(twin.desired(), rest),
+                "reported" => section_path(twin.reported(), rest),
+                _ => None,
+            }
+        }
+        lower => {
+            let v = field(lower)?;
+            walk_ci(v, rest).map(Cow::Owned)
+        }
     }
 }
 
@@ -83,6 +106,29 @@ fn identity_field(e: &DeviceEntry, lower: &str) -> Option<Value> {
         "x509thumbprint" => serde_json::to_value(&d.authentication.x509_thumbprint).ok()?,
         "capabilities" => serde_json::to_value(d.capabilities).ok()?,
         "version" => json!(e.twin.version()),
+        _ => return None,
+    })
+}
+
+/// A top-level identity field of a module twin, by lower-case name: the module's own, and
+/// the device's status (a module has none of its own).
+fn module_field(d: &DeviceEntry, e: &ModuleEntry, lower: &str) -> Option<Value> {
+    let m = &e.module;
+    let time = |t: &Option<time::OffsetDateTime>| Value::String(super::super::twin::wire_time(*t));
+    Some(match lower {
+        "moduleid" => Value::String(m.module_id.clone()),
+        "etag" => Value::String(e.twin.etag()),
+        "deviceetag" => Value::String(m.etag.clone()?),
+        "connectionstate" => serde_json::to_value(m.connection_state).ok()?,
+        "lastactivitytime" => time(&m.last_activity_time),
+        "cloudtodevicemessagecount" => json!(0),
+        "authenticationtype" => Value::String(m.authentication.kind.clone()),
+        "x509thumbprint" => serde_json::to_value(&m.authentication.x509_thumbprint).ok()?,
+        "version" => json!(e.twin.version()),
+        "capabilities" => return None,
+        "deviceid" | "status" | "statusreason" | "statusupdatetime" => {
+            return identity_field(d, lower);
+        }
         _ => return None,
     })
 }

@@ -36,8 +36,8 @@ pub use ast::{
 pub use parser::{MAX_NESTING, parse};
 
 use super::Hub;
-use super::store::Store;
-use eval::{DeviceRow, Groups, Row, matches, project};
+use super::store::{DeviceEntry, Store};
+use eval::{DeviceRow, Groups, ModuleRow, Row, matches, project};
 
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 256 * 1024;
@@ -270,6 +270,49 @@ impl<S: Store> Hub<S> {
         (page, next)
     }
 
+    /// Calls `f` with every module twin keyed after `after` (`deviceId/moduleId`, ordered by
+    /// device, then module), until it breaks.
+    fn for_each_module_row(
+        &self,
+        after: Option<String>,
+        mut f: impl FnMut(&str, &dyn Row) -> ControlFlow<()>,
+    ) {
+        let mut visit = |e: &DeviceEntry, after_module: Option<&str>| {
+            for (mid, m) in &e.modules {
+                if after_module.is_some_and(|a| mid.as_str() <= a) {
+                    continue;
+                }
+                let key = format!("{}/{mid}", e.device.device_id);
+                f(&key, &ModuleRow(e, m))?;
+            }
+            ControlFlow::Continue(())
+        };
+        // A page that ended inside a device resumes after its last module.
+        let mut cursor = match after.as_deref().and_then(|a| a.split_once('/')) {
+            Some((d, m)) => {
+                if let Some(e) = self.store.get(d)
+                    && visit(e, Some(m)).is_break()
+                {
+                    return;
+                }
+                Some(d.to_owned())
+            }
+            None => None,
+        };
+        loop {
+            let batch = self.store.list(cursor.as_deref(), SCAN_CHUNK);
+            for e in &batch {
+                if visit(e, None).is_break() {
+                    return;
+                }
+            }
+            if batch.len() < SCAN_CHUNK {
+                return;
+            }
+            cursor = batch.last().map(|e| e.device.device_id.clone());
+        }
+    }
+
     /// Calls `f` with every twin of the collection after `after`, in key order, until it
     /// breaks.
     fn for_each_row(
@@ -279,9 +322,7 @@ impl<S: Store> Hub<S> {
         mut f: impl FnMut(&str, &dyn Row) -> ControlFlow<()>,
     ) {
         match from {
-            // Module twins arrive with issue 17: a module row type implementing `Row`, keyed
-            // `deviceId/moduleId`, scanned here.
-            Collection::Modules => {}
+            Collection::Modules => self.for_each_module_row(after, f),
             Collection::Devices => {
                 let mut cursor = after;
                 loop {

@@ -35,7 +35,7 @@ pub use limits::{
     MAX_DEPTH, MAX_INTEGER, MAX_KEY_BYTES, MAX_STRING_BYTES, MIN_INTEGER, SectionKind, object_size,
 };
 pub use section::{Section, apply_merge_patch};
-pub(crate) use view::{service_view, wire_time};
+pub(crate) use view::{module_service_view, service_view, wire_time};
 
 use limits::{check_patch, check_size};
 use section::{replacement_patch, without_nulls};

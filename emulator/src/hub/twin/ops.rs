@@ -10,10 +10,10 @@ use iothub_protocol::twin::{JsonObject, Twin, TwinProperties, TwinWrite};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::super::store::{DeviceEntry, Store};
+use super::super::store::Store;
 use super::super::{Hub, HubEvent, Identity, if_match_allows};
 use super::events::{EventSource, NonTelemetryEvent};
-use super::{ServiceWriteOutcome, WriteMode, service_view};
+use super::{ServiceWriteOutcome, TwinState, WriteMode, module_service_view, service_view};
 
 impl<S: Store> Hub<S> {
     /// The twin as the service sees it (`GET /twins/{id}`).
@@ -37,13 +37,13 @@ impl<S: Store> Hub<S> {
     /// assert_eq!(twin.properties.desired_version(), Some(2));
     /// ```
     pub fn get_twin(&self, identity: &Identity) -> Result<Twin, HubError> {
-        Ok(service_view(self.twin_entry(identity)?))
+        self.twin_entry(identity)
     }
 
     /// The twin as the device sees it (MQTT/AMQP GET): `{"desired":{..,"$version":n},
     /// "reported":{..,"$version":m}}`, without tags or `$metadata`.
     pub fn get_twin_properties(&self, identity: &Identity) -> Result<TwinProperties, HubError> {
-        Ok(self.twin_entry(identity)?.twin.properties(false))
+        Ok(self.twin_state(identity)?.properties(false))
     }
 
     /// `PATCH /twins/{id}`: merges tags and desired properties (`null` removes a key; a
@@ -81,9 +81,9 @@ impl<S: Store> Hub<S> {
         now: OffsetDateTime,
     ) -> Result<i64, HubError> {
         self.handle_timeout(now);
-        let entry = self.twin_entry_mut(identity)?;
-        let reported = entry.twin.patch_reported(patch, now)?;
-        let (version, reported_version) = (entry.twin.version(), entry.twin.reported().version());
+        let twin = self.twin_state_mut(identity)?;
+        let reported = twin.patch_reported(patch, now)?;
+        let (version, reported_version) = (twin.version(), twin.reported().version());
         self.store.commit(&[&identity.device_id]);
         if self.settings.routes.twin_change_events {
             let body = json!({"version": version, "properties": {"reported": reported}});
@@ -109,9 +109,9 @@ impl<S: Store> Hub<S> {
         now: OffsetDateTime,
     ) -> Result<Twin, HubError> {
         self.handle_timeout(now);
-        let entry = self.twin_entry_mut(identity)?;
+        let twin = self.twin_state_mut(identity)?;
         if let Some(m) = if_match {
-            let etag = entry.twin.etag();
+            let etag = twin.etag();
             if !if_match_allows(m, &etag) {
                 return Err(HubError::PreconditionFailed {
                     detail: format!(
@@ -120,8 +120,8 @@ impl<S: Store> Hub<S> {
                 });
             }
         }
-        if let Some(outcome) = entry.twin.write(write, mode, now)? {
-            let version = entry.twin.version();
+        if let Some(outcome) = twin.write(write, mode, now)? {
+            let version = twin.version();
             self.store.commit(&[&identity.device_id]);
             self.twin_written(identity, version, outcome, now);
         }
@@ -250,33 +250,25 @@ impl<S: Store> Hub<S> {
         self.events.push_back(HubEvent::NonTelemetry(event));
     }
 
-    fn twin_entry(&self, identity: &Identity) -> Result<&DeviceEntry, HubError> {
-        no_modules_yet(identity)?;
-        self.store
-            .get(&identity.device_id)
-            .ok_or_else(|| HubError::DeviceNotFound {
-                device_id: identity.device_id.clone(),
-            })
+    fn twin_entry(&self, identity: &Identity) -> Result<Twin, HubError> {
+        let device = self.entry(&identity.device_id)?;
+        Ok(match &identity.module_id {
+            None => service_view(device),
+            Some(m) => module_service_view(device, self.module_entry(&identity.device_id, m)?),
+        })
     }
 
-    fn twin_entry_mut(&mut self, identity: &Identity) -> Result<&mut DeviceEntry, HubError> {
-        no_modules_yet(identity)?;
-        self.store
-            .get_mut(&identity.device_id)
-            .ok_or_else(|| HubError::DeviceNotFound {
-                device_id: identity.device_id.clone(),
-            })
+    fn twin_state(&self, identity: &Identity) -> Result<&TwinState, HubError> {
+        Ok(match &identity.module_id {
+            None => &self.entry(&identity.device_id)?.twin,
+            Some(m) => &self.module_entry(&identity.device_id, m)?.twin,
+        })
     }
-}
 
-/// Module identities arrive with issue 17; until then no module exists. This is the one place
-/// module twins are looked up.
-fn no_modules_yet(identity: &Identity) -> Result<(), HubError> {
-    match &identity.module_id {
-        Some(m) => Err(HubError::ModuleNotFound {
-            device_id: identity.device_id.clone(),
-            module_id: m.clone(),
-        }),
-        None => Ok(()),
+    fn twin_state_mut(&mut self, identity: &Identity) -> Result<&mut TwinState, HubError> {
+        Ok(match &identity.module_id {
+            None => &mut self.entry_mut(&identity.device_id)?.twin,
+            Some(m) => &mut self.module_entry_mut(&identity.device_id, m)?.twin,
+        })
     }
 }

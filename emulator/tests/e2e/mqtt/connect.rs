@@ -100,11 +100,22 @@ async fn connect_failures_get_their_codes() {
             ConnectReturnCode::BadClientId,
         ),
         (
-            "module client id",
+            "module client id with the device's token",
             options(
                 &emu,
                 "dev1/mod1",
                 "localhost/dev1/mod1/?api-version=2021-04-12",
+                &device_token(&emu, "dev1", &key),
+                true,
+            ),
+            ConnectReturnCode::NotAuthorized,
+        ),
+        (
+            "client id that is neither device nor module",
+            options(
+                &emu,
+                "dev1/mod1/x",
+                "localhost/dev1/mod1/x/?api-version=2021-04-12",
                 &device_token(&emu, "dev1", &key),
                 true,
             ),
