@@ -133,6 +133,7 @@ mod amqp;
 mod client;
 mod config;
 pub mod error;
+pub mod events;
 pub mod feedback;
 mod https;
 pub mod methods;
@@ -146,6 +147,7 @@ pub use config::{
     DEFAULT_AMQP_PORT, DEFAULT_HTTPS_PORT, DangerousServiceClientBuilder, ServiceClientBuilder,
 };
 pub use error::Error;
+pub use events::{EventConsumer, EventConsumerBuilder, EventPosition, EventStream};
 pub use feedback::{FeedbackBatch, FeedbackReceiver};
 pub use iothub_protocol::bulk::{BulkRegistryOperationResult, ExportImportDevice, ImportMode};
 pub use iothub_protocol::client::{

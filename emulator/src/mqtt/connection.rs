@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use iothub_protocol::HubError;
 use iothub_protocol::sas::SasToken;
-use rumqttc::mqttbytes::v4::{Codec, ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -159,10 +159,7 @@ pub(crate) async fn run<IO>(io: IO, ctx: Context, state: MqttState, limits: Limi
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let codec = StrictCodec(Codec {
-        max_incoming_size: limits.max_packet_size,
-        max_outgoing_size: limits.max_packet_size,
-    });
+    let codec = StrictCodec::new(limits.max_packet_size);
     // Buffers grow on demand: an idle device should not pin 16 KiB (tokio-util's default 8 KiB
     // read + 8 KiB write); writes still coalesce up to 16 KiB before backpressure.
     let mut t = Framed::with_capacity(io, codec, 512);
