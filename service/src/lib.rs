@@ -131,6 +131,7 @@ pub mod events;
 pub mod feedback;
 mod https;
 pub mod methods;
+mod modules;
 pub mod registry;
 mod token;
 mod twins;
@@ -148,6 +149,7 @@ pub use iothub_protocol::client::{
     DEFAULT_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, display_chain,
 };
 pub use iothub_protocol::connection_string::{self, ConnectionStringError};
+pub use iothub_protocol::module::Module;
 pub use iothub_protocol::query::{QueryItemType, QueryPage};
 pub use iothub_protocol::registry::{Device, DeviceStatus, PurgeMessageQueueResult};
 pub use iothub_protocol::twin::{Twin, TwinProperties};

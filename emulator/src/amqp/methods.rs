@@ -35,7 +35,7 @@ use super::errors::error_for;
 use super::inbound::{self, DETACH_TIMEOUT, revoked_error};
 use super::outbound;
 use super::tokens::Access;
-use crate::driver::MethodResponder;
+use crate::driver::{DeviceProtocol, MethodResponder};
 use crate::hub::{Identity, MethodRequest};
 
 /// Application property naming the method of a request.
@@ -65,7 +65,7 @@ pub async fn serve_requests(conn: Arc<Conn>, mut sender: Sender, device_id: Stri
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
     };
     let hub = conn.ctx.hub.clone();
-    let registration = hub.register_connection(&device_id);
+    let registration = hub.register_connection(&device_id, DeviceProtocol::Amqp);
     let mut listener = match hub.listen_methods(&Identity::device(device_id.as_str())) {
         Ok(l) => l,
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
@@ -136,7 +136,10 @@ pub async fn serve_responses(conn: Arc<Conn>, receiver: Receiver, device_id: Str
         Ok(auth) => auth,
         Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
     };
-    let registration = conn.ctx.hub.register_connection(&device_id);
+    let registration = conn
+        .ctx
+        .hub
+        .register_connection(&device_id, DeviceProtocol::Amqp);
     let revoked = registration.cancelled().clone();
     let answers = conn.clone();
     inbound::run(&conn, receiver, Some(auth), revoked, |m: Incoming| {

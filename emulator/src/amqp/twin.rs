@@ -32,7 +32,7 @@ use super::errors::error_for;
 use super::inbound;
 use super::outbound;
 use super::tokens::Access;
-use crate::driver::{DeviceTwinOp, TwinReply};
+use crate::driver::{DeviceProtocol, DeviceTwinOp, TwinReply};
 use crate::hub::Identity;
 
 /// Responses and notifications waiting for a device's twin receiver link.
@@ -155,7 +155,7 @@ pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver, device_id: Stri
         Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
     };
     let hub = conn.ctx.hub.clone();
-    let registration = hub.register_connection(&device_id);
+    let registration = hub.register_connection(&device_id, DeviceProtocol::Amqp);
     let revoked = registration.cancelled().clone();
     let tx = conn.twins.with(&device_id, |ch| ch.tx.clone());
     let identity = Identity::device(device_id.as_str());
