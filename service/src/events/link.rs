@@ -32,6 +32,8 @@ use super::connection_string::EventHubCredential;
 use crate::Error;
 use crate::amqp::cbs::{Cbs, simple_int};
 use crate::amqp::errors::{from_amqp_error, receiver_attach_error, sender_attach_error};
+use fe2o3_amqp::link::ReceiverAttachError;
+use fe2o3_amqp::types::definitions;
 
 /// The filter-set key of the start position, and the descriptor `azure-eventhub` uses.
 pub(crate) const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
@@ -169,6 +171,7 @@ impl Conn {
         let limit = settings.connect_timeout;
         match timeout(limit, builder.attach(&mut self.session)).await {
             Ok(Ok(r)) => Ok(r),
+            Ok(Err(ReceiverAttachError::RemoteClosedWithError(e))) => Err(event_hub_error(&e)),
             Ok(Err(e)) => Err(receiver_attach_error(e, &what)),
             Err(_) => Err(Error::Timeout {
                 operation: "attaching a partition receiver link",
@@ -462,6 +465,28 @@ fn reply_body(message: AmqpMessage<Body<Value>>) -> Result<OrderedMap<Value, Val
     }
 }
 
+/// The error for what the endpoint sent: as for the hub's other links, except that
+/// `amqp:not-found` names a consumer group or event hub here, not a device, and
+/// `amqp:resource-limit-exceeded` the readers of a partition, not a device queue.
+pub(crate) fn event_hub_error(e: &definitions::Error) -> Error {
+    match from_amqp_error(e) {
+        Error::DeviceNotFound { message } => Error::Hub {
+            status: None,
+            code: None,
+            condition: Some("amqp:not-found".to_owned()),
+            message,
+        },
+        // Too many readers on one partition of a consumer group (five, as on Event Hubs).
+        Error::DeviceMaximumQueueDepthExceeded { message } => Error::Hub {
+            status: None,
+            code: None,
+            condition: Some("amqp:resource-limit-exceeded".to_owned()),
+            message,
+        },
+        other => other,
+    }
+}
+
 /// The error for a remote detach or other failure of a partition receiver.
 pub(crate) fn recv_error(e: fe2o3_amqp::link::RecvError, partition_id: &str) -> Error {
     use fe2o3_amqp::link::{LinkStateError, RecvError};
@@ -469,7 +494,7 @@ pub(crate) fn recv_error(e: fe2o3_amqp::link::RecvError, partition_id: &str) -> 
         RecvError::LinkStateError(
             LinkStateError::RemoteDetachedWithError(err)
             | LinkStateError::RemoteClosedWithError(err),
-        ) => from_amqp_error(&err),
+        ) => event_hub_error(&err),
         other => Error::connection(
             format!("the receiver link on partition {partition_id} failed"),
             other,

@@ -25,8 +25,8 @@ use tokio::time::timeout;
 
 use super::connection_string::EventHubCredential;
 use super::link::Endpoint;
+use super::link::event_hub_error;
 use crate::Error;
-use crate::amqp::errors::from_amqp_error;
 use crate::token::TokenSource;
 
 /// The condition of a link redirect.
@@ -113,7 +113,7 @@ fn endpoint_from_redirect(
     cs: &ServiceConnectionString,
 ) -> Result<Endpoint, Error> {
     if condition_name(&error.condition) != REDIRECT {
-        return Err(from_amqp_error(error));
+        return Err(event_hub_error(error));
     }
     let empty = Fields::new();
     let info: &Fields = error.info.as_deref().unwrap_or(&empty);
