@@ -14,7 +14,7 @@ use super::errors::error_for;
 use super::outbound::{Outbox, Settle, Wake};
 use super::tokens::Access;
 use super::{inbound, outbound};
-use crate::driver::HubHandle;
+use crate::driver::{DeviceProtocol, HubHandle};
 use crate::hub::{Identity, Origin};
 
 /// Serves a device's receiver: C2D messages are locked as they are transferred, and the
@@ -26,7 +26,7 @@ pub async fn serve_c2d(conn: Arc<Conn>, sender: Sender, device_id: String) {
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
     };
     let hub = conn.ctx.hub.clone();
-    let registration = hub.register_connection(&device_id);
+    let registration = hub.register_connection(&device_id, DeviceProtocol::Amqp);
     let outbox = DeviceOutbox {
         wake: hub.c2d_notify(&device_id),
         hub,
@@ -50,7 +50,7 @@ pub async fn serve_telemetry(conn: Arc<Conn>, receiver: Receiver, identity: Iden
     };
     let hub = conn.ctx.hub.clone();
     // Keyed `{device}` or `{device}/{module}`, as the MQTT client id.
-    let registration = hub.register_connection(&identity.to_string());
+    let registration = hub.register_connection(&identity.to_string(), DeviceProtocol::Amqp);
     let origin = Origin {
         identity,
         auth: auth.grant().auth_method(),

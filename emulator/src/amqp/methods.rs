@@ -35,7 +35,7 @@ use super::errors::error_for;
 use super::inbound::{self, DETACH_TIMEOUT, revoked_error};
 use super::outbound;
 use super::tokens::Access;
-use crate::driver::MethodResponder;
+use crate::driver::{DeviceProtocol, MethodResponder};
 use crate::hub::{Identity, MethodRequest};
 
 /// Application property naming the method of a request.
@@ -66,7 +66,7 @@ pub async fn serve_requests(conn: Arc<Conn>, mut sender: Sender, identity: Ident
     let hub = conn.ctx.hub.clone();
     // Keyed `{device}` or `{device}/{module}`, as the MQTT client id.
     let device_id = identity.to_string();
-    let registration = hub.register_connection(&device_id);
+    let registration = hub.register_connection(&device_id, DeviceProtocol::Amqp);
     let mut listener = match hub.listen_methods(&identity) {
         Ok(l) => l,
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
@@ -135,7 +135,10 @@ pub async fn serve_responses(conn: Arc<Conn>, receiver: Receiver, identity: Iden
         Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
     };
     let device_id = identity.to_string();
-    let registration = conn.ctx.hub.register_connection(&device_id);
+    let registration = conn
+        .ctx
+        .hub
+        .register_connection(&device_id, DeviceProtocol::Amqp);
     let revoked = registration.cancelled().clone();
     let answers = conn.clone();
     inbound::run(&conn, receiver, Some(auth), revoked, |m: Incoming| {

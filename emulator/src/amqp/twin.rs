@@ -32,7 +32,7 @@ use super::errors::error_for;
 use super::inbound;
 use super::outbound;
 use super::tokens::Access;
-use crate::driver::{DeviceTwinOp, TwinReply};
+use crate::driver::{DeviceProtocol, DeviceTwinOp, TwinReply};
 use crate::hub::Identity;
 
 /// Responses and notifications waiting for a device's twin receiver link.
@@ -154,7 +154,7 @@ pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver, identity: Ident
     let hub = conn.ctx.hub.clone();
     // Keyed `{device}` or `{device}/{module}`, as the MQTT client id.
     let key = identity.to_string();
-    let registration = hub.register_connection(&key);
+    let registration = hub.register_connection(&key, DeviceProtocol::Amqp);
     let revoked = registration.cancelled().clone();
     let tx = conn.twins.with(&key, |ch| ch.tx.clone());
     // The desired-notification forwarder while subscribed; cancelled on DELETE or link end.
