@@ -7,6 +7,7 @@
 //! Screenshots of the main screens land in `$CARGO_TARGET_TMPDIR/dashboard/` (the README's
 //! `docs/dashboard-*.png` are copies of them).
 
+mod modules;
 mod webdriver;
 
 use std::time::Duration;

@@ -49,6 +49,7 @@ mod api;
 mod assets;
 pub mod guard;
 mod live;
+mod modules;
 mod pages;
 #[cfg(test)]
 mod tests;
@@ -149,6 +150,7 @@ pub fn routes(dashboard: Arc<Dashboard>) -> Router<AppState> {
         .route("/dashboard/api/twin", get(twins::twin))
         .route("/dashboard/api/twin/desired", post(twins::patch_desired))
         .route("/dashboard/api/method/invoke", post(twins::invoke_method))
+        .route("/dashboard/api/modules", get(modules::modules))
         .layer(axum::middleware::from_fn(guard::security_headers))
         .layer(axum::Extension(dashboard))
 }

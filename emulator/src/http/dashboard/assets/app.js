@@ -487,9 +487,48 @@ const methodPanel = {
   },
 };
 
+// ---- modules --------------------------------------------------------------------------------
+
+// The device's module identities, each with its twin (read-only: the service API edits them).
+const modulePanel = {
+  build() {
+    const box = $("modules-section");
+    box.hidden = false;
+    box.append(
+      el("h3", { id: "modules-title" }, "Modules ", el("span", { id: "modules-count", class: "muted" })),
+      el("div", { id: "modules-list" }));
+  },
+  async refresh(id) {
+    let r;
+    try { r = await api("modules?" + new URLSearchParams({ id })); } catch (e) { if (e.status === 404) return; throw e; }
+    if (state.selected !== id) return;
+    const modules = r.modules || [];
+    $("modules-count").textContent = `(${modules.length})`;
+    const json = (v) => JSON.stringify(v || {}, null, 2);
+    const rows = modules.map((m) => {
+      const p = (m.twin && m.twin.properties) || {};
+      const info = [m.connectionState, m.managedBy ? "managed by " + m.managedBy : null].filter(Boolean).join(" · ");
+      return el("details", { class: "module", open: true, dataset: { moduleId: m.moduleId } },
+        el("summary", {}, el("strong", { text: m.moduleId }), " ", el("span", { class: "muted", text: info })),
+        el("div", { class: "cols" },
+          el("div", {},
+            el("h4", { text: "Desired properties" }),
+            el("pre", { class: "twin-json module-desired", tabindex: 0, text: json(withoutMeta(p.desired)) })),
+          el("div", {},
+            el("h4", { text: "Reported properties" }),
+            el("pre", { class: "twin-json module-reported", tabindex: 0, text: json(withoutMeta(p.reported)) }),
+            el("h4", { text: "Tags" }),
+            el("pre", { class: "twin-json module-tags", tabindex: 0, text: json(m.twin && m.twin.tags) }))));
+    });
+    $("modules-list").replaceChildren(...(rows.length ? rows : [el("p", { class: "muted", text: "No modules on this device." })]));
+  },
+};
+
 twinPanel.build();
 methodPanel.build();
+modulePanel.build();
 state.hooks.push({ refresh: (id) => twinPanel.refresh(id) });
+state.hooks.push({ refresh: (id) => modulePanel.refresh(id) });
 
 // Further panels (modules, say) register here: `hooks.push({ render(detail), refresh(id) })`.
 window.dashboard = { state, api, act, el, hooks: state.hooks, toast };
