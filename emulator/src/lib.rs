@@ -91,6 +91,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod mqtt;
+pub mod persist;
 pub mod server;
 pub mod tls;
 
