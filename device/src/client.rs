@@ -464,6 +464,7 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
         Transport::Https => {
             let params = https::Params {
                 device_id: device_id.clone(),
+                module_id: module_id.clone(),
                 host,
                 port,
                 tls: roots.client_config(&[b"http/1.1"])?,

@@ -296,11 +296,6 @@ impl DeviceClientBuilder {
 
     fn validate(self) -> Result<Options, Error> {
         let o = self.options;
-        if o.conn.module_id.is_some() && o.transport == Transport::Https {
-            return Err(Error::Unsupported {
-                what: "a module identity (ModuleId) over Transport::Https (the hub's HTTPS device API serves devices only); use Transport::Mqtt or Transport::MqttWebSocket",
-            });
-        }
         if matches!(o.conn.credential, DeviceCredential::X509) {
             return Err(Error::Unsupported {
                 what: "X.509 authentication (x509=true)",
@@ -404,15 +399,11 @@ mod tests {
     }
 
     #[test]
-    fn modules_need_mqtt_and_x509_is_unsupported() {
+    fn modules_are_accepted_and_x509_is_unsupported() {
         let m = || DeviceClientBuilder::new(&format!("{CS};ModuleId=m")).unwrap();
-        assert!(opts(m()).is_ok());
-        assert!(opts(m().transport(Transport::MqttWebSocket)).is_ok());
-        let err = opts(m().transport(Transport::Https)).unwrap_err();
-        assert!(
-            matches!(err, Error::Unsupported { what } if what.contains("Transport::Mqtt")),
-            "{err}"
-        );
+        for t in [Transport::Mqtt, Transport::MqttWebSocket, Transport::Https] {
+            assert!(opts(m().transport(t)).is_ok(), "{t}");
+        }
         let x = DeviceClientBuilder::new("HostName=h.example.net;DeviceId=d1;x509=true").unwrap();
         assert!(matches!(opts(x), Err(Error::Unsupported { .. })));
     }

@@ -60,8 +60,9 @@
 //! ([`DeviceClient::twin`], [`DeviceClient::update_reported`],
 //! [`DeviceClient::desired_updates`]) and direct methods ([`DeviceClient::on_method`]) are the
 //! module's own. IoT Hub has no cloud-to-device messages for modules, so
-//! [`DeviceClient::recv`] answers [`Error::NotSupportedForModule`]; HTTPS is refused at
-//! connect ([`Error::Unsupported`]).
+//! [`DeviceClient::recv`] answers [`Error::NotSupportedForModule`]. Over [`Transport::Https`]
+//! a module sends telemetry (`POST /devices/{deviceId}/modules/{moduleId}/messages/events`);
+//! twins and methods need MQTT there as for devices.
 //!
 //! ```no_run
 //! use iothub_device::{DeviceClient, Message, MethodResponse};

@@ -24,17 +24,14 @@ fn header(name: &str, value: &str, what: &str) -> Result<(HeaderName, HeaderValu
     Ok((name, value))
 }
 
-/// The headers of a D2C `POST .../messages/events` for `msg`.
+/// The headers of a D2C `POST .../messages/events` for `msg`; `to` is the route's path
+/// (`/devices/{id}/messages/events`, or the module's), unencoded, as the SDKs send it.
 pub(crate) fn d2c_headers(
-    device_id: &str,
+    to: &str,
     msg: &Message,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
     let sys = &msg.system;
-    let mut out = vec![header(
-        "iothub-to",
-        &format!("/devices/{device_id}/messages/events"),
-        "iothub-to",
-    )?];
+    let mut out = vec![header("iothub-to", to, "iothub-to")?];
     let mut add = |name: &str, value: Option<String>| -> Result<(), Error> {
         if let Some(v) = value {
             out.push(header(name, &v, name)?);
@@ -164,7 +161,7 @@ mod tests {
         m.system.content_encoding = Some("utf-8".into());
         m.system.absolute_expiry = Some(datetime!(2030-01-02 03:04:05 UTC));
         m.properties.insert("Temp", "21.5 C");
-        let h = d2c_headers("d1", &m).unwrap();
+        let h = d2c_headers("/devices/d1/messages/events", &m).unwrap();
         let got: Vec<(String, String)> = h
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
@@ -191,12 +188,12 @@ mod tests {
         let mut m = Message::new("x");
         m.properties.insert("bad name", "v");
         assert!(matches!(
-            d2c_headers("d", &m),
+            d2c_headers("/devices/d/messages/events", &m),
             Err(Error::ArgumentInvalid { .. })
         ));
         let mut m = Message::new("x");
         m.properties.insert("k", "line\nbreak");
-        let err = d2c_headers("d", &m).unwrap_err();
+        let err = d2c_headers("/devices/d/messages/events", &m).unwrap_err();
         assert!(err.to_string().contains("property 'k'"), "{err}");
     }
 

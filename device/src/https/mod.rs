@@ -37,6 +37,9 @@ pub(crate) use poll::{Demand, poll_loop};
 /// Fixed facts about the HTTPS endpoint.
 pub(crate) struct Params {
     pub device_id: String,
+    /// The module id, when the client is a module identity (telemetry only: the hub has no
+    /// C2D for modules, and the client never polls for it).
+    pub module_id: Option<String>,
     pub host: String,
     pub port: u16,
     pub tls: Arc<rustls::ClientConfig>,
@@ -54,6 +57,7 @@ struct Answer {
 /// The HTTPS side of a client; shared by the client, the poller and received messages.
 pub(crate) struct Https {
     device_id: String,
+    module_id: Option<String>,
     host: String,
     port: u16,
     authority: String,
@@ -76,6 +80,7 @@ impl Https {
         Ok(Https {
             server_name: server_name(&params.host)?,
             device_id: params.device_id,
+            module_id: params.module_id,
             host: params.host,
             port: params.port,
             authority,
@@ -270,10 +275,25 @@ impl Https {
         headers::error_from_response(a.status, &a.headers, &a.body, &self.device_id, sent)
     }
 
-    /// Sends telemetry; resolves when the hub answered 2xx.
+    /// Sends telemetry; resolves when the hub answered 2xx. A module posts to
+    /// `/devices/{id}/modules/{mid}/messages/events`.
     pub async fn send_event(&self, msg: &Message) -> Result<(), Error> {
-        let extra = headers::d2c_headers(&self.device_id, msg)?;
-        let path = format!("{}/events?api-version={API_VERSION}", self.base());
+        let (to, base) = match &self.module_id {
+            None => (
+                format!("/devices/{}/messages/events", self.device_id),
+                self.base(),
+            ),
+            Some(m) => (
+                format!("/devices/{}/modules/{m}/messages/events", self.device_id),
+                format!(
+                    "/devices/{}/modules/{}/messages",
+                    segment(&self.device_id),
+                    segment(m)
+                ),
+            ),
+        };
+        let extra = headers::d2c_headers(&to, msg)?;
+        let path = format!("{base}/events?api-version={API_VERSION}");
         let a = self
             .request(Method::POST, path, extra, Bytes::from(msg.body.clone()))
             .await?;

@@ -249,11 +249,50 @@ async fn a_module_key_cannot_act_as_the_device_nor_the_reverse() {
             .is_err()
     );
 
-    // HTTPS has no module routes in this client: refused before connecting.
-    let err = builder(&emu, &module_cs, Transport::Https)
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_telemetry_over_https() {
+    let emu = start().await;
+    let module_cs = create_module(&emu, "d1", "m1");
+    let client = builder(&emu, &module_cs, Transport::Https)
         .connect()
         .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+        .expect("connects");
+    let mut m = Message::new("over https");
+    m.properties.insert("k", "v");
+    client.send_event(m).await.expect("accepted");
+    let partition = partition_for_device("d1", 4).to_string();
+    let events = emu.hub().read(|h| {
+        let mut c = h
+            .cursor(&partition, &EventPosition::Earliest)
+            .expect("cursor");
+        h.read_events(&mut c, 100)
+    });
+    let e = events
+        .iter()
+        .find(|e| e.message.body == b"over https")
+        .expect("the event");
+    assert_eq!(e.origin.module_id.as_deref(), Some("m1"));
+    assert_eq!(e.message.properties.get("k"), Some("v"));
+
+    // No C2D over HTTPS either, and the client does not poll for it.
+    let err = client.recv().await.unwrap_err();
+    assert!(matches!(err, Error::NotSupportedForModule { .. }), "{err}");
+    // The module's key does not post as the device.
+    let key = module_cs.split("SharedAccessKey=").nth(1).unwrap();
+    let as_device = format!(
+        "HostName={};DeviceId=d1;SharedAccessKey={key}",
+        emu.config().hostname
+    );
+    let device = builder(&emu, &as_device, Transport::Https)
+        .connect()
+        .await
+        .expect("HTTPS checks credentials on the first request");
+    let err = device.send_event(Message::new("x")).await.unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    device.close().await;
+    client.close().await;
     emu.shutdown().await;
 }
