@@ -92,6 +92,7 @@ pub mod http;
 pub mod hub;
 pub mod monitor;
 pub mod mqtt;
+pub mod persist;
 pub mod server;
 pub mod tls;
 

@@ -16,6 +16,12 @@
 //!   send. See the `amqp` module notes in the source for the details.
 //! * **Feedback** arrives as batches on a receiver link ([`ServiceClient::feedback`]); each
 //!   batch must be completed or abandoned explicitly ([`feedback`] explains what dropping does).
+//! * **Modules**: [`ServiceClient::create_module`], [`ServiceClient::get_module`],
+//!   [`ServiceClient::list_modules`], [`ServiceClient::update_module`],
+//!   [`ServiceClient::delete_module`], module twins ([`ServiceClient::get_module_twin`],
+//!   [`ServiceClient::update_module_twin`], [`ServiceClient::replace_module_twin`]) and
+//!   [`ServiceClient::invoke_module_method`], with the device calls' [`IfMatch`] rules and
+//!   errors ([`Error::ModuleNotFound`], [`Error::ModuleAlreadyExistsOnDevice`]).
 //! * **Registry** calls ([`ServiceClient::create_device`] and friends) use a pooled HTTPS
 //!   client with the same token source; every REST route goes through one request helper, so
 //!   new routes (twins, direct methods) are added the same way.

@@ -11,6 +11,8 @@ use iothub_emulator::hub::event_log::partition_for_device;
 use iothub_protocol::EventPosition;
 use iothub_protocol::method::{JsonPayload, MethodCall};
 use iothub_protocol::module::Module;
+use iothub_protocol::registry::ConnectionState;
+use iothub_protocol::sas::build_token;
 use iothub_protocol::twin::TwinWrite;
 use serde_json::json;
 
@@ -49,6 +51,18 @@ async fn module_telemetry_twin_and_methods(transport: Transport) {
     let emu = start().await;
     let client = connect_module(&emu, "d1", "m1", transport).await;
     assert_eq!((client.device_id(), client.module_id()), ("d1", Some("m1")));
+    // The registry shows the module connected, and not its device.
+    until("the module shows connected", || {
+        emu.hub()
+            .read(|h| h.get_module("d1", "m1").map(|m| m.connection_state))
+            == Ok(ConnectionState::Connected)
+    })
+    .await;
+    assert_eq!(
+        emu.hub()
+            .read(|h| h.get_device("d1").map(|d| d.connection_state)),
+        Ok(ConnectionState::Disconnected)
+    );
 
     // Telemetry lands in the event log with the module's id.
     let mut m = Message::new("from m1");
@@ -195,6 +209,33 @@ async fn a_module_key_cannot_act_as_the_device_nor_the_reverse() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+
+    // A ready-made module token does not pass for the device either.
+    let se = emu.context().now_unix() + 3600;
+    let module_token = build_token(
+        &format!("{host}/devices/d1/modules/m1"),
+        &key(&module_cs),
+        None,
+        se,
+    )
+    .unwrap();
+    let as_device = format!("HostName={host};DeviceId=d1;SharedAccessSignature={module_token}");
+    let err = builder(&emu, &as_device, Transport::Mqtt)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
+    // ... while the same token as the module works.
+    let as_module =
+        format!("HostName={host};DeviceId=d1;ModuleId=m1;SharedAccessSignature={module_token}");
+    let m1 = builder(&emu, &as_module, Transport::Mqtt)
+        .connect()
+        .await
+        .expect("the module's own token is accepted");
+    m1.send_event(Message::new("ok"))
+        .await
+        .expect("acknowledged");
+    m1.close().await;
 
     // An unknown module is refused the same way.
     let ghost = format!(

@@ -43,7 +43,8 @@ pub const METHOD_NAME: &str = "IoThub-methodname";
 /// Application property carrying the status of an answer.
 pub const STATUS: &str = "IoThub-status";
 
-/// The answering side of each device's request link on one connection.
+/// The answering side of each device's (or module's, `{device}/{module}`) request link on
+/// one connection.
 #[derive(Default)]
 pub struct Responders(Mutex<HashMap<String, MethodResponder>>);
 
@@ -55,18 +56,18 @@ impl Responders {
 
 type OutcomeFut = Pin<Box<dyn Future<Output = Result<Outcome, SendError>> + Send>>;
 
-/// Serves a device's method receiver: requests go out as the hub hands them to this link.
-pub async fn serve_requests(conn: Arc<Conn>, mut sender: Sender, device_id: String) {
-    let mut auth = match conn
-        .tokens
-        .authorize_link(&conn.ctx, Access::Device(device_id.clone()))
-    {
+/// Serves the method receiver of a device or module: requests go out as the hub hands them
+/// to this link.
+pub async fn serve_requests(conn: Arc<Conn>, mut sender: Sender, identity: Identity) {
+    let mut auth = match conn.tokens.authorize_link(&conn.ctx, Access::of(&identity)) {
         Ok(auth) => auth,
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
     };
     let hub = conn.ctx.hub.clone();
+    // Keyed `{device}` or `{device}/{module}`, as the MQTT client id.
+    let device_id = identity.to_string();
     let registration = hub.register_connection(&device_id, DeviceProtocol::Amqp);
-    let mut listener = match hub.listen_methods(&Identity::device(device_id.as_str())) {
+    let mut listener = match hub.listen_methods(&identity) {
         Ok(l) => l,
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
     };
@@ -127,15 +128,13 @@ pub async fn serve_requests(conn: Arc<Conn>, mut sender: Sender, device_id: Stri
     }
 }
 
-/// Serves a device's method sender: each answer goes to the hub.
-pub async fn serve_responses(conn: Arc<Conn>, receiver: Receiver, device_id: String) {
-    let auth = match conn
-        .tokens
-        .authorize_link(&conn.ctx, Access::Device(device_id.clone()))
-    {
+/// Serves the method sender of a device or module: each answer goes to the hub.
+pub async fn serve_responses(conn: Arc<Conn>, receiver: Receiver, identity: Identity) {
+    let auth = match conn.tokens.authorize_link(&conn.ctx, Access::of(&identity)) {
         Ok(auth) => auth,
         Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
     };
+    let device_id = identity.to_string();
     let registration = conn
         .ctx
         .hub
