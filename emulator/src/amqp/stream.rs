@@ -16,6 +16,8 @@
 //! * **Ending.** fe2o3 runs each connection on a task of its own that the emulator does not
 //!   track. When the token given to [`HubStream::new`] is cancelled (the connection's task is
 //!   done), every read and write fails, so that task ends too and the socket is dropped.
+//! * **Batching.** fe2o3 flushes after every frame; the frames go to a writer task that writes
+//!   whatever has gathered in one go ([`super::batch_writer`]).
 //!
 //! Only the first AMQP frame from the peer (its `open`) and the transfer frames fe2o3 writes are
 //! decoded; everything else passes through byte for byte. Anything this layer does not
@@ -33,10 +35,11 @@ use fe2o3_amqp_types::primitives::Value;
 use serde::{Deserialize, Serialize};
 use serde_amqp::described::Described;
 use serde_amqp::descriptor::Descriptor;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use super::batch_writer::Outbox;
 use super::convert::{LOCK_TOKEN, lock_token_tag};
 use super::frame_guard::{self, ReadGuard};
 
@@ -47,8 +50,6 @@ pub const HEADROOM: u32 = 32;
 pub const TAG_GROWTH: u32 = 18;
 /// How long the peer may take to answer our `close` before the stream reads as ended.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Bytes waiting for the peer before [`HubStream::poll_write`] pushes back.
-const HIGH_WATER: usize = 256 * 1024;
 const FRAME_TYPE_AMQP: u8 = 0;
 /// The container id of the `open` sent ahead of a refusal when fe2o3 has not sent its own.
 const REFUSAL_CONTAINER: &str = "iothub-emulator";
@@ -58,7 +59,9 @@ const _: () = assert!(TAG_GROWTH <= HEADROOM);
 
 /// A stream with the AMQP adjustments described in the module docs.
 pub struct HubStream<IO> {
-    io: IO,
+    io: ReadHalf<IO>,
+    /// Where framed bytes go; a task of their own writes them.
+    outbox: Outbox,
     read: ReadGuard,
     write: WriteSide,
     /// Runs from the moment our `close` was written.
@@ -79,14 +82,16 @@ impl<IO> std::fmt::Debug for HubStream<IO> {
     }
 }
 
-impl<IO> HubStream<IO> {
+impl<IO: AsyncRead + AsyncWrite + Send + 'static> HubStream<IO> {
     /// Wraps `io`; `prefix` is what was already read from it (the protocol header) and is read
-    /// again first. Cancelling `ended` makes all further I/O fail.
+    /// again first. Cancelling `ended` makes all further I/O fail. Starts the writer task.
     pub fn new(io: IO, prefix: &[u8], ended: CancellationToken) -> Self {
         let mut read = ReadGuard::default();
         read.push(prefix);
+        let (io, write) = tokio::io::split(io);
         HubStream {
             io,
+            outbox: Outbox::spawn(write, ended.clone()),
             read,
             write: WriteSide::default(),
             close_grace: None,
@@ -100,7 +105,7 @@ impl<IO> HubStream<IO> {
 struct WriteSide {
     /// Bytes from fe2o3 not yet framed.
     pending: BytesMut,
-    /// Bytes ready for the peer.
+    /// Bytes ready for the peer, on their way to the outbox.
     out: BytesMut,
     /// Framing was lost: pass everything through.
     raw: bool,
@@ -249,7 +254,7 @@ fn lock_token_in(mut payload: &[u8]) -> Option<[u8; 16]> {
     None
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for HubStream<IO> {
+impl<IO: AsyncRead> AsyncRead for HubStream<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -271,7 +276,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for HubStream<IO> {
                 return Poll::Ready(Ok(()));
             }
             if let Some(v) = r.violation.clone() {
-                return this.poll_refuse(cx, v);
+                return this.poll_refuse(v);
             }
             let mut chunk = [0u8; 4096];
             let mut buf = ReadBuf::new(&mut chunk);
@@ -295,14 +300,10 @@ impl<IO> HubStream<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> HubStream<IO> {
+impl<IO> HubStream<IO> {
     /// Sends the peer why its bytes are refused (once), then fails every read: fe2o3 ends the
     /// connection without ever decoding the bad frame.
-    fn poll_refuse(
-        &mut self,
-        cx: &mut Context<'_>,
-        v: frame_guard::Violation,
-    ) -> Poll<io::Result<()>> {
+    fn poll_refuse(&mut self, v: frame_guard::Violation) -> Poll<io::Result<()>> {
         if !self.refused {
             self.refused = true;
             tracing::debug!(violation = ?v, "AMQP peer refused");
@@ -313,28 +314,16 @@ impl<IO: AsyncWrite + Unpin> HubStream<IO> {
                 self.write.close_sent = true;
             }
         }
-        ready!(self.poll_drain(cx))?;
-        let _ = Pin::new(&mut self.io).poll_flush(cx)?;
+        // The writer task gets it out, also after this stream is dropped.
+        self.outbox.push(&mut self.write.out);
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{v:?}"),
         )))
     }
-
-    /// Writes `out` to the peer until it is empty or the peer pushes back.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.write.out.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write.out))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.write.out.advance(n);
-        }
-        Poll::Ready(Ok(()))
-    }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for HubStream<IO> {
+impl<IO> AsyncWrite for HubStream<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -346,33 +335,31 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HubStream<IO> {
             // Our `close` went out already; whatever fe2o3 says after it is not sent.
             return Poll::Ready(Ok(buf.len()));
         }
-        if this.write.out.len() >= HIGH_WATER {
-            ready!(this.poll_drain(cx))?;
-        }
+        ready!(this.outbox.poll_ready(cx))?;
         this.write.pending.extend_from_slice(buf);
         this.write.full_lists = this.read.full_lists;
         this.write.process();
         if this.write.close_sent && this.close_grace.is_none() {
             this.close_grace = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
         }
-        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-            return Poll::Ready(Err(e));
-        }
+        this.outbox.push(&mut this.write.out);
         Poll::Ready(Ok(buf.len()))
     }
 
+    /// Ready at once: the writer task writes what the outbox holds without being asked, so a
+    /// flush after every frame no longer means a write after every frame.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_alive(cx))?;
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        this.outbox.push(&mut this.write.out);
+        Poll::Ready(this.outbox.check())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_alive(cx))?;
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        this.outbox.push(&mut this.write.out);
+        this.outbox.poll_shutdown(cx)
     }
 }
 

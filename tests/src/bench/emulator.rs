@@ -80,6 +80,10 @@ pub struct Emulator {
     pub mqtt_port: u16,
     pub amqp_port: u16,
     pub https_port: u16,
+    /// The plain AMQP port (`--eventhubs-port`, picked by the OS).
+    pub eventhubs_port: u16,
+    /// The hub name: the Event Hubs-compatible entity name.
+    pub hub_name: String,
     pub ca_pem: String,
     pub service_connection_string: String,
     /// From spawning the process to reading the ready line.
@@ -104,6 +108,11 @@ fn config_toml(o: &Options) -> String {
         s,
         "[hub]\nqueue_depth = {}\nfeedback_window_ms = {}\n",
         o.queue_depth, o.feedback_window_ms
+    );
+    let _ = writeln!(
+        s,
+        "[eventhubs]\npartition_count = {}\n",
+        super::events::PARTITIONS
     );
     for i in 0..o.devices {
         let _ = writeln!(
@@ -132,6 +141,8 @@ impl Emulator {
             .args(["--host", "127.0.0.1", "--hostname", "localhost"])
             .args(["--https-port", "0", "--mqtt-port", "0"])
             .args(["--amqp-port", "0", "--http-port", "0"])
+            // Not 5672: other emulators on this machine (the SDK suite) may hold it.
+            .args(["--eventhubs-port", "0"])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--config")
@@ -159,6 +170,8 @@ impl Emulator {
             mqtt_port: 0,
             amqp_port: 0,
             https_port: 0,
+            eventhubs_port: 0,
+            hub_name: String::new(),
             ca_pem: String::new(),
             service_connection_string: String::new(),
             ready_after: Duration::ZERO,
@@ -188,6 +201,10 @@ impl Emulator {
                 emu.mqtt_port = port_in(rest).unwrap_or(0);
             } else if let Some(rest) = t.strip_prefix("AMQP (TLS)") {
                 emu.amqp_port = port_in(rest).unwrap_or(0);
+            } else if let Some(rest) = t.strip_prefix("hub name") {
+                emu.hub_name = rest.trim().to_owned();
+            } else if let Some(rest) = t.strip_prefix("Event Hubs ") {
+                emu.eventhubs_port = port_in(rest).unwrap_or(0);
             } else if let Some(rest) = t.strip_prefix("HTTPS") {
                 emu.https_port = port_in(rest).unwrap_or(0);
             } else if let Some(rest) = t.strip_prefix("CA file") {

@@ -9,6 +9,7 @@
 //! | `load.rs` | the load generator: device fleets, C2D senders, the C2D and D2C engines |
 //! | `scenarios/` | the scenarios, one file each (each a table and a JSON line) |
 //! | `hubops.rs` | the hub without sockets: per-operation cost and the memory bound |
+//! | `events.rs` | D2C read back: the Event Hubs consumer, the mosquitto subscriber, the engine |
 //! | `eventlog.rs` | the event log without sockets: append and start-position cost at 10k vs 1M events |
 //!
 //! The emulator always runs as its own process (`target/release/iothub-emulator`), so its
@@ -17,6 +18,7 @@
 
 mod emulator;
 mod eventlog;
+mod events;
 mod hubops;
 mod load;
 mod mosquitto;
@@ -38,6 +40,9 @@ pub enum Scenario {
     Capacity,
     /// D2C: QoS 1 telemetry as fast as PUBACKs allow.
     D2c,
+    /// D2C end to end: MQTT/TLS devices -> hub -> an Event Hubs consumer over AMQP, beside
+    /// mosquitto -> an MQTT subscriber.
+    D2cE2e,
     /// Start-up: process start to ready line, and to the first C2D delivered.
     Startup,
     /// The anchor: mosquitto on this machine, same client code, and the ratios.
@@ -144,7 +149,7 @@ pub fn main() -> ExitCode {
     }
     let Some(scenario) = cli.scenario else {
         eprintln!(
-            "bench: name a scenario: c2d, capacity, d2c, startup, mosquitto, hub, twin or all"
+            "bench: name a scenario: c2d, capacity, d2c, d2c-e2e, startup, mosquitto, hub, twin, methods or all"
         );
         return ExitCode::from(2);
     };

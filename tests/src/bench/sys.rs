@@ -111,6 +111,9 @@ pub struct CpuSplit {
     pub load: f64,
     /// Share of all the machine's CPUs busy (anyone), percent.
     pub machine_busy: f64,
+    /// Write-type system calls of the server process (`syscw` in `/proc/<pid>/io`): how well
+    /// its writes coalesce, whatever else runs on the machine.
+    pub server_writes: u64,
 }
 
 impl CpuSplit {
@@ -158,6 +161,7 @@ impl CpuSplit {
             "load_pct_of_core": round1(self.load_pct()),
             "machine_busy_pct": round1(self.machine_busy),
             "other_pct_of_core": round1(self.other_pct()),
+            "server_write_syscalls": self.server_writes,
         })
     }
 }
@@ -180,7 +184,16 @@ pub struct CpuMeter {
     server0: f64,
     load0: f64,
     machine0: (u64, u64),
+    writes0: u64,
     t0: Instant,
+}
+
+/// Write-type system calls of `pid` so far (`syscw`).
+pub fn write_syscalls(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl CpuMeter {
@@ -190,6 +203,7 @@ impl CpuMeter {
             server0: cpu_seconds(server_pid).unwrap_or(0.0),
             load0: cpu_seconds(std::process::id()).unwrap_or(0.0),
             machine0: machine_jiffies().unwrap_or((0, 0)),
+            writes0: write_syscalls(server_pid).unwrap_or(0),
             t0: Instant::now(),
         }
     }
@@ -207,6 +221,9 @@ impl CpuMeter {
             wall: self.t0.elapsed().as_secs_f64(),
             server: cpu_seconds(self.server_pid).unwrap_or(0.0) - self.server0,
             load: cpu_seconds(std::process::id()).unwrap_or(0.0) - self.load0,
+            server_writes: write_syscalls(self.server_pid)
+                .unwrap_or(0)
+                .saturating_sub(self.writes0),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `c2d.rs` | 1: C2D end to end (AMQP senders, MQTT/TLS devices, feedback) |
 //! | `capacity.rs` | 2: connection capacity and memory per idle device |
 //! | `d2c.rs` | 3: D2C telemetry at QoS 1 |
+//! | `d2c_e2e.rs` | D2C end to end: MQTT devices → Event Hubs consumer, beside mosquitto (issue 14) |
 //! | `startup.rs` | 4: start to ready, and to the first C2D delivered |
 //! | `anchor.rs` | 5: mosquitto on the same machine, and the ratios |
 //! | `twin.rs` | 7: desired round trip, reported patches, twin query pages |
@@ -18,6 +19,7 @@ mod anchor;
 mod c2d;
 mod capacity;
 mod d2c;
+mod d2c_e2e;
 mod methods;
 mod startup;
 mod twin;
@@ -39,6 +41,7 @@ pub async fn run(cli: &Cli, scenario: Scenario) -> BenchResult<()> {
         Scenario::C2d => c2d::c2d(cli).await,
         Scenario::Capacity => capacity::capacity(cli).await,
         Scenario::D2c => d2c::d2c(cli).await,
+        Scenario::D2cE2e => d2c_e2e::d2c_e2e(cli).await,
         Scenario::Startup => startup::startup(cli).await,
         Scenario::Mosquitto => anchor::anchor(cli).await,
         Scenario::Hub => hubops::run(cli),
@@ -49,6 +52,7 @@ pub async fn run(cli: &Cli, scenario: Scenario) -> BenchResult<()> {
                 Scenario::C2d,
                 Scenario::Capacity,
                 Scenario::D2c,
+                Scenario::D2cE2e,
                 Scenario::Startup,
                 Scenario::Mosquitto,
                 Scenario::Hub,
@@ -75,6 +79,7 @@ fn run_each(list: &[Scenario]) -> BenchResult<()> {
             Scenario::C2d => "c2d",
             Scenario::Capacity => "capacity",
             Scenario::D2c => "d2c",
+            Scenario::D2cE2e => "d2c-e2e",
             Scenario::Startup => "startup",
             Scenario::Mosquitto => "mosquitto",
             Scenario::Hub => "hub",
