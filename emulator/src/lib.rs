@@ -90,6 +90,7 @@ pub mod driver;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod monitor;
 pub mod mqtt;
 pub mod persist;
 pub mod server;

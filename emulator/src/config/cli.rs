@@ -178,7 +178,7 @@ pub struct Cli {
 }
 
 /// The subcommands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Print shell `export` lines: connection strings and CA paths (`eval "$(iothub-emulator env)"`).
     Env,
@@ -186,6 +186,9 @@ pub enum Command {
     Healthcheck,
     /// Delete the hub's state (devices, twins, queues) in the data directory; the CA is kept.
     Reset,
+    /// Print device telemetry as it arrives, like `az iot hub monitor-events` (read from the
+    /// built-in Event Hubs-compatible endpoint with the Rust events consumer).
+    Monitor(crate::monitor::MonitorArgs),
 }
 
 impl Config {

@@ -15,6 +15,17 @@ use tokio_util::codec::{Decoder, Encoder};
 #[derive(Debug, Clone)]
 pub struct StrictCodec(pub Codec);
 
+impl StrictCodec {
+    /// The codec a connection uses, with the same size limit both ways; the fuzz target builds
+    /// its decoder here too, so it fuzzes exactly what the server runs.
+    pub fn new(max_packet_size: usize) -> Self {
+        StrictCodec(Codec {
+            max_incoming_size: max_packet_size,
+            max_outgoing_size: max_packet_size,
+        })
+    }
+}
+
 /// Whether a first byte has the flags its packet type requires.
 pub fn flags_valid(first: u8) -> bool {
     let flags = first & 0x0f;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use iothub_protocol::HubError;
 use iothub_protocol::sas::SasToken;
-use rumqttc::mqttbytes::v4::{Codec, ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -30,7 +30,9 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Need;
 use crate::context::Context;
-use crate::driver::{ConnectionGuard, DesiredSubscription, MethodListener, next_desired};
+use crate::driver::{
+    ConnectionGuard, DesiredSubscription, DeviceProtocol, MethodListener, next_desired,
+};
 use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
@@ -157,10 +159,7 @@ pub(crate) async fn run<IO>(io: IO, ctx: Context, state: MqttState, limits: Limi
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let codec = StrictCodec(Codec {
-        max_incoming_size: limits.max_packet_size,
-        max_outgoing_size: limits.max_packet_size,
-    });
+    let codec = StrictCodec::new(limits.max_packet_size);
     // Buffers grow on demand: an idle device should not pin 16 KiB (tokio-util's default 8 KiB
     // read + 8 KiB write); writes still coalesce up to 16 KiB before backpressure.
     let mut t = Framed::with_capacity(io, codec, 512);
@@ -237,7 +236,7 @@ async fn serve_device<IO>(
     let device_id = client_id.as_str();
 
     // Takeover: close the device's other connections, then wait for the session they hold.
-    let guard = ctx.hub.register_connection(device_id);
+    let guard = ctx.hub.register_connection(device_id, DeviceProtocol::Mqtt);
     let took_over = ctx.hub.disconnect_device_except(device_id, Some(&guard));
     let acquired = tokio::select! {
         biased;

@@ -2,18 +2,18 @@
 //! path up to the emulator's CONNECT handling, topics and property bags.
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{Codec, Packet};
+use rumqttc::mqttbytes::v4::Packet;
 use tokio_util::codec::Decoder;
 
+use super::codec::StrictCodec;
+use super::limits::Limits;
 use super::{connect, topics};
 
-/// Decodes `data` as a stream of MQTT 3.1.1 packets (as the connection does) and runs each
-/// CONNECT through the emulator's checks and each PUBLISH through its topic routing.
+/// Decodes `data` as a stream of MQTT 3.1.1 packets with the codec the connection uses (the
+/// strict one, which refuses bad fixed-header flags) and runs each CONNECT through the
+/// emulator's checks and each PUBLISH through its topic routing.
 pub fn packets(data: &[u8]) {
-    let mut codec = Codec {
-        max_incoming_size: 256 * 1024,
-        max_outgoing_size: 256 * 1024,
-    };
+    let mut codec = StrictCodec::new(Limits::default().max_packet_size);
     let mut buf = BytesMut::from(data);
     while let Ok(Some(packet)) = codec.decode(&mut buf) {
         match packet {

@@ -6,6 +6,7 @@ mod amqp;
 mod cli;
 mod connections;
 mod durable;
+mod events;
 mod http;
 mod hub_model;
 mod methods;
