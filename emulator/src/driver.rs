@@ -133,6 +133,8 @@ struct Inner {
     methods: methods::MethodRoutes,
     /// Change counters for observers such as the dashboard.
     observers: observers::Observers,
+    /// The durable store's writer; `None` keeps everything in memory (`crate::persist`).
+    persist: Option<crate::persist::Persister>,
 }
 
 /// A cheap, cloneable handle to the running hub.
@@ -247,7 +249,20 @@ impl Drop for ReaderGuard {
 
 impl HubHandle {
     /// Wraps a hub. Spawn [`HubHandle::run_timers`] to make deadlines fire on time.
-    pub fn new(mut hub: Hub, clock: Clock) -> Self {
+    pub fn new(hub: Hub, clock: Clock) -> Self {
+        Self::with_persister(hub, clock, None)
+    }
+
+    /// Wraps a hub whose changes `persist` writes to disk (see `crate::persist`): every
+    /// operation's changes are queued for it, and [`HubHandle::synced`] waits for them.
+    pub fn with_persister(
+        mut hub: Hub,
+        clock: Clock,
+        persist: Option<crate::persist::Persister>,
+    ) -> Self {
+        if persist.is_some() {
+            hub.track_changes();
+        }
         // The hub's first moment is its creation time (reported to Event Hubs clients).
         hub.handle_timeout(clock.now());
         let partitions = (0..hub.event_log().partition_count())
@@ -267,6 +282,7 @@ impl HubHandle {
                 twins: twins::DesiredSubscribers::default(),
                 methods: methods::MethodRoutes::default(),
                 observers: observers::Observers::new(),
+                persist,
             }),
         }
     }
@@ -289,6 +305,9 @@ impl HubHandle {
             let before = hub.poll_timeout();
             let now = self.inner.clock.now();
             let result = op(&mut hub, now);
+            if let Some(p) = &self.inner.persist {
+                p.submit(&mut hub);
+            }
             while let Some(e) = hub.poll_event() {
                 events.push(e);
             }
@@ -306,6 +325,29 @@ impl HubHandle {
             self.dispatch(e);
         }
         result
+    }
+
+    /// Returns once every change made before the call is on disk; at once for an in-memory
+    /// hub. Adapters await it between an operation and its acknowledgement (PUBACK, AMQP
+    /// disposition, HTTP response), so acknowledged means durable.
+    pub async fn synced(&self) -> Result<(), crate::persist::PersistError> {
+        match &self.inner.persist {
+            Some(p) => p.synced().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes what is queued and closes the state file (at shutdown).
+    pub async fn close_store(&self) {
+        if self.inner.persist.is_some() {
+            let h = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(p) = &h.inner.persist {
+                    p.close();
+                }
+            })
+            .await;
+        }
     }
 
     /// Counters of the hub's changes, for observers that re-read views when something changed

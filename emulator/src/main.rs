@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Env) => env(&config),
         Some(Command::Healthcheck) => runtime.block_on(healthcheck(&config)),
+        Some(Command::Reset) => reset(&config),
         Some(Command::Monitor(args)) => runtime.block_on(monitor(&args, &config)),
         None => runtime.block_on(run(config)),
     }
@@ -44,6 +45,28 @@ fn env(config: &Config) -> ExitCode {
     match config.load_tls() {
         Ok(tls) => {
             print!("{}", config.env_exports(tls.ca_path()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iothub-emulator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Deletes the state file in the data directory, keeping the CA.
+fn reset(config: &Config) -> ExitCode {
+    let dir = &config.data_dir;
+    match iothub_emulator::persist::reset(dir) {
+        Ok(true) => {
+            println!(
+                "iothub-emulator: removed the hub state in {} (the CA is kept)",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("iothub-emulator: no hub state in {}", dir.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

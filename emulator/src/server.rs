@@ -53,6 +53,9 @@ pub enum StartError {
     /// The dashboard's secrets could not be drawn.
     #[error(transparent)]
     Dashboard(#[from] DashboardRandomFailed),
+    /// The hub's state file cannot be used.
+    #[error(transparent)]
+    State(#[from] crate::persist::PersistError),
 }
 
 /// The entry point for embedding.
@@ -91,6 +94,15 @@ impl EmulatorBuilder {
     /// Where TLS files are kept (reused across starts).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.data_dir = dir.into();
+        self
+    }
+
+    /// Keeps the hub's state (devices, twins, queues, feedback) in `dir`, as the command line
+    /// does by default: a later start on the same directory continues where this one stopped.
+    /// Without it an embedded emulator keeps everything in memory.
+    pub fn durable(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self.config.in_memory = false;
         self
     }
 
@@ -184,6 +196,10 @@ fn seed(
     now: time::OffsetDateTime,
 ) -> Result<(), StartError> {
     for d in devices {
+        // Kept from an earlier start (durable state): the stored device, keys and all, wins.
+        if hub.get_device(&d.id).is_ok() {
+            continue;
+        }
         let mut device = Device::new(d.id.clone());
         device.authentication.symmetric_key.primary_key = d.primary_key.clone();
         device.authentication.symmetric_key.secondary_key = d.secondary_key.clone();
@@ -224,8 +240,29 @@ async fn start(config: Config) -> Result<RunningEmulator, StartError> {
         .unwrap_or(0x5eed);
     // Ids replay from the seed; keys and lock tokens must not, so they come from the OS.
     let mut hub = Hub::new(config.hub.clone(), seed_value).with_entropy(Entropy::os());
+    let persister = if config.in_memory {
+        None
+    } else {
+        let started = std::time::Instant::now();
+        let (persister, restored) = crate::persist::open(&config.data_dir)?;
+        let devices = restored.devices.len();
+        let messages: usize = restored.devices.iter().map(|d| d.queue.len()).sum();
+        hub.restore(restored, clock.now());
+        // From here on changes are written: the seeded devices below are the first.
+        hub.track_changes();
+        tracing::info!(
+            devices,
+            messages,
+            ms = started.elapsed().as_millis() as u64,
+            dir = %config.data_dir.display(),
+            "hub state loaded"
+        );
+        Some(persister)
+    };
     seed(&mut hub, &config.devices, clock.now())?;
-    let handle = HubHandle::new(hub, clock);
+    let handle = HubHandle::with_persister(hub, clock, persister);
+    // Seeded devices are written like any other change.
+    handle.run(|_, _| ());
 
     let info = Arc::new(ServerInfo::new(
         endpoints,
@@ -391,6 +428,7 @@ impl RunningEmulator {
         self.ctx.shutdown.cancel();
         self.ctx.tasks.close();
         self.ctx.tasks.wait().await;
+        self.ctx.hub.close_store().await;
     }
 }
 

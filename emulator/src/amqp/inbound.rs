@@ -104,6 +104,18 @@ pub async fn run(
             _ = conn.cancel.cancelled() => break Ending::Close(None),
             v = handle(message) => v,
         };
+        // Acknowledged means durable: `accepted` waits until the change is on disk.
+        let verdict = match verdict {
+            Ok(()) => conn
+                .ctx
+                .hub
+                .synced()
+                .await
+                .map_err(|e| HubError::ServerError {
+                    detail: e.to_string(),
+                }),
+            Err(e) => Err(e),
+        };
         let settled = match verdict {
             Ok(()) => receiver.accept(info).await,
             Err(e) => receiver.reject(info, error_for(&e)).await,

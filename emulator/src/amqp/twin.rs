@@ -212,7 +212,12 @@ pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver, identity: Ident
         };
         let out = response(&m, reply);
         let tx = tx.clone();
+        let hub = hub.clone();
         Box::pin(async move {
+            // Acknowledged means durable: the answer waits for the disk.
+            hub.synced().await.map_err(|e| HubError::ServerError {
+                detail: e.to_string(),
+            })?;
             // The receiver link may not be attached yet; the queue holds the answer.
             let _ = tx.send(out).await;
             Ok(())

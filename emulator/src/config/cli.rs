@@ -99,6 +99,16 @@ pub struct Cli {
     #[arg(long, env = "IOTHUB_EMULATOR_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
+    /// Keep devices, twins and queues in memory only: nothing is read from or written to the
+    /// data directory's state file (the CA is still kept there).
+    #[arg(
+        long,
+        env = "IOTHUB_EMULATOR_IN_MEMORY",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        global = true
+    )]
+    pub in_memory: bool,
+
     /// Server certificate chain (PEM) to use instead of the generated one; needs --key.
     #[arg(long, env = "IOTHUB_EMULATOR_CERT", global = true)]
     pub cert: Option<PathBuf>,
@@ -174,6 +184,8 @@ pub enum Command {
     Env,
     /// Exit 0 when a running emulator answers ready on the plain HTTP port (for Docker HEALTHCHECK).
     Healthcheck,
+    /// Delete the hub's state (devices, twins, queues) in the data directory; the CA is kept.
+    Reset,
     /// Print device telemetry as it arrives, like `az iot hub monitor-events` (read from the
     /// built-in Event Hubs-compatible endpoint with the Rust events consumer).
     Monitor(crate::monitor::MonitorArgs),
@@ -218,6 +230,7 @@ impl Config {
                 eventhubs: cli.eventhubs_port,
             },
             data_dir: cli.data_dir.clone().unwrap_or_else(default_data_dir),
+            in_memory: cli.in_memory,
             user_cert,
             extra_sans: cli
                 .san
@@ -246,6 +259,8 @@ impl Config {
                 source,
             })?;
             config.apply_toml(&text, &path.display().to_string())?;
+            // The command line wins over the file.
+            config.in_memory |= cli.in_memory;
         }
         config.validate()?;
         Ok(config)

@@ -82,9 +82,18 @@ struct DeviceTable {
 }
 
 /// The whole file.
+/// `[state]`: where the hub's state lives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateTable {
+    in_memory: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    #[serde(default)]
+    state: StateTable,
     #[serde(default)]
     hub: HubTable,
     #[serde(default)]
@@ -107,6 +116,7 @@ impl Config {
             origin: origin.to_owned(),
             source: Box::new(e),
         })?;
+        set(&mut self.in_memory, file.state.in_memory);
         let h = file.hub;
         let hub = &mut self.hub;
         let secs = Duration::from_secs;

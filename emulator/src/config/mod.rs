@@ -165,6 +165,8 @@ pub struct Config {
     pub ports: Ports,
     /// Directory for TLS files and state.
     pub data_dir: PathBuf,
+    /// Keep the hub's state in memory only; otherwise it lives in `data_dir` (`crate::persist`).
+    pub in_memory: bool,
     /// The user's certificate and key; `None` generates a development CA.
     pub user_cert: Option<UserCert>,
     /// Extra certificate names besides the host name and the defaults.
@@ -204,6 +206,8 @@ impl Config {
             hostname: "localhost".to_owned(),
             ports: Ports::ephemeral(),
             data_dir: data_dir.into(),
+            // Tests want a clean hub; `EmulatorBuilder::durable` turns the state file on.
+            in_memory: true,
             user_cert: None,
             extra_sans: Vec::new(),
             hub: HubSettings {

@@ -105,7 +105,7 @@ fn every_flag_has_an_env_var_named_after_it() {
         );
         count += 1;
     }
-    assert_eq!(count, 19);
+    assert_eq!(count, 20);
     let mqtt = cmd
         .get_arguments()
         .find(|a| a.get_id() == "mqtt_port")

@@ -71,6 +71,7 @@ mod control;
 mod d2c;
 pub mod dashboard;
 mod devicebound;
+mod durable;
 pub mod error;
 mod extract;
 mod feedback;
@@ -259,7 +260,8 @@ fn finish(routes: Router<AppState>, state: AppState, limits: Limits) -> App {
         .with_state(state.clone());
     let service = ServiceBuilder::new()
         .layer(from_fn_with_state(state.clone(), layers::access_log))
-        .layer(from_fn_with_state(state, layers::stamp_errors))
+        .layer(from_fn_with_state(state.clone(), layers::stamp_errors))
+        .layer(from_fn_with_state(state, durable::synced))
         .layer(from_fn_with_state(limits.request, layers::request_timeout))
         .map_request(layers::normalize_request::<Body>)
         .service(router);

@@ -639,6 +639,14 @@ where
                 );
             }
         }
+        // Acknowledged means durable: the PUBACK and the twin answer wait for the disk.
+        if p.qos == QoS::AtLeastOnce || twin_response.is_some() {
+            self.ctx.hub.synced().await.map_err(|e| {
+                Close::Hub(HubError::ServerError {
+                    detail: e.to_string(),
+                })
+            })?;
+        }
         if p.qos == QoS::AtLeastOnce {
             self.feed(Packet::PubAck(PubAck::new(p.pkid))).await?;
         }

@@ -271,3 +271,40 @@ proptest! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The ready-time figure: 10,000 devices with 50 queued messages each, reopened.
+/// Ignored in the normal suite (it writes ~500,000 messages); run with
+/// `cargo test --release -p iothub-emulator --lib ready_time -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, prints the figure"]
+fn ready_time_with_10k_devices_by_50_messages() {
+    let dir = temp_dir("ready");
+    let (p, mut hub) = open_hub(&dir, t(0));
+    for d in 0..10_000 {
+        let id = format!("dev-{d:05}");
+        hub.create_device(Device::new(id.clone()), t(0)).unwrap();
+        for _ in 0..50 {
+            hub.enqueue_c2d(&id, Message::new(vec![b'x'; 64]), t(0))
+                .unwrap();
+        }
+        if d % 500 == 0 {
+            p.submit(&mut hub);
+        }
+    }
+    p.submit(&mut hub);
+    block_on(p.synced()).unwrap();
+    p.close();
+    drop(p);
+    drop(hub);
+    let size = std::fs::metadata(dir.join(FILE_NAME)).unwrap().len();
+    let started = std::time::Instant::now();
+    let (p, hub) = open_hub(&dir, t(1));
+    let elapsed = started.elapsed();
+    assert_eq!(hub.device_count(), 10_000);
+    println!(
+        "ready time: {elapsed:?} for 10,000 devices x 50 messages; file {size} bytes = {} bytes per queued message",
+        size / 500_000
+    );
+    p.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,6 +5,7 @@
 mod amqp;
 mod cli;
 mod connections;
+mod durable;
 mod events;
 mod http;
 mod hub_model;
