@@ -34,6 +34,7 @@ mod frame_guard;
 mod full_lists;
 #[doc(hidden)]
 pub mod fuzzing;
+mod handles;
 mod inbound;
 mod limits;
 mod listener;

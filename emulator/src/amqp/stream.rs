@@ -13,6 +13,8 @@
 //! * **Closing.** After fe2o3 sends `close` it waits for the peer's `close`, which a broken peer
 //!   never sends. Once a `close` has gone out, the peer has [`CLOSE_GRACE`] to answer; then the
 //!   stream reads as ended and fe2o3 lets the connection go.
+//! * **Detached handles.** No `flow` or `transfer` goes out for a link handle after its
+//!   `detach` (fe2o3 can queue one; see [`super::handles`]).
 //! * **Ending.** fe2o3 runs each connection on a task of its own that the emulator does not
 //!   track. When the token given to [`HubStream::new`] is cancelled (the connection's task is
 //!   done), every read and write fails, so that task ends too and the socket is dropped.
@@ -110,6 +112,8 @@ struct WriteSide {
     open_sent: bool,
     /// Write every performative with all its fields ([`super::full_lists`]).
     full_lists: bool,
+    /// Link handles attached, so nothing goes out for a detached one.
+    handles: super::handles::OutgoingHandles,
 }
 
 impl WriteSide {
@@ -139,6 +143,9 @@ impl WriteSide {
                 return;
             }
             let frame = self.pending.split_to(size);
+            if !self.handles.admit(&frame) {
+                continue;
+            }
             self.close_sent |= is_close(&frame);
             self.open_sent |= frame_guard::is_open(&frame);
             let frame = frame_guard::restore_link_name(&frame).unwrap_or(frame);
