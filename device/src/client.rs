@@ -35,6 +35,8 @@ enum Backend {
 
 struct Inner {
     device_id: String,
+    /// Set when the client is a module identity.
+    module_id: Option<String>,
     transport: Transport,
     completion: CompletionMode,
     backend: Backend,
@@ -71,6 +73,7 @@ impl std::fmt::Debug for DeviceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceClient")
             .field("device_id", &self.inner.device_id)
+            .field("module_id", &self.inner.module_id)
             .field("transport", &self.inner.transport)
             .field("state", &self.inner.runtime.state.current())
             .finish_non_exhaustive()
@@ -99,9 +102,15 @@ impl DeviceClient {
         DeviceClientBuilder::new(connection_string)
     }
 
-    /// The device id.
+    /// The device id (for a module identity, the device the module belongs to).
     pub fn device_id(&self) -> &str {
         &self.inner.device_id
+    }
+
+    /// The module id when the connection string named one (`ModuleId=`): the client is then
+    /// that module identity, with its own twin, methods and telemetry; `None` for a device.
+    pub fn module_id(&self) -> Option<&str> {
+        self.inner.module_id.as_deref()
     }
 
     /// The transport in use.
@@ -131,7 +140,11 @@ impl DeviceClient {
         }
         match &self.inner.backend {
             Backend::Mqtt { cmd } => {
-                let topic = mqtt::d2c_topic(&self.inner.device_id, &message)?;
+                let topic = mqtt::d2c_topic(
+                    &self.inner.device_id,
+                    self.inner.module_id.as_deref(),
+                    &message,
+                )?;
                 let (reply, rx) = oneshot::channel();
                 cmd.send(Command::Send {
                     topic,
@@ -223,11 +236,18 @@ impl DeviceClient {
     /// [`CompletionMode::Automatic`] the message is completed as it is returned.
     ///
     /// Fails with [`Error::Closed`] once the client is closed, or with the error that
-    /// stopped it (for example [`Error::Unauthorized`] or [`Error::TokenExpired`]).
+    /// stopped it (for example [`Error::Unauthorized`] or [`Error::TokenExpired`]). A module
+    /// identity gets [`Error::NotSupportedForModule`]: IoT Hub has no C2D for modules.
     ///
     /// Cancel-safe: if the future is dropped before it resolves, no message is lost.
     pub async fn recv(&self) -> Result<ReceivedMessage, Error> {
         self.check_open()?;
+        if let Some(module_id) = &self.inner.module_id {
+            return Err(Error::NotSupportedForModule {
+                operation: "receiving cloud-to-device messages",
+                module: format!("{}/{module_id}", self.inner.device_id),
+            });
+        }
         self.enable_c2d();
         let inner = &self.inner;
         let _waiting = match &inner.backend {
@@ -268,7 +288,7 @@ impl DeviceClient {
     /// The cloud-to-device messages as a [`Stream`], for use with `StreamExt` or
     /// [`Messages::next`]. Each item is what [`recv`](Self::recv) would return; the stream
     /// ends when the client closes or stops (see [`connection_state`](Self::connection_state)
-    /// for why).
+    /// for why). For a module identity the stream ends at once (see [`recv`](Self::recv)).
     ///
     /// ```no_run
     /// # async fn run(client: iothub_device::DeviceClient) {
@@ -389,6 +409,7 @@ impl DeviceClient {
 /// Starts a client for validated options.
 pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
     let device_id = options.conn.device_id.clone();
+    let module_id = options.conn.module_id.clone();
     let auth = Auth::new(&options.conn, options.tokens)?;
     let trust = options.trust.clone();
     // Reading files and the platform store blocks; keep it off the async workers.
@@ -411,7 +432,7 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
 
     let backend = match options.transport {
         Transport::Mqtt | Transport::MqttWebSocket => {
-            mqtt::check_device_id(&device_id)?;
+            mqtt::check_device_id(&device_id, module_id.as_deref())?;
             let alpn: &[&[u8]] = if options.transport == Transport::MqttWebSocket {
                 &[b"http/1.1"]
             } else {
@@ -419,6 +440,7 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
             };
             let params = mqtt::Params {
                 device_id: device_id.clone(),
+                module_id: module_id.clone(),
                 host_name: options.conn.host_name.clone(),
                 host,
                 port,
@@ -468,6 +490,7 @@ pub(crate) async fn start(options: Options) -> Result<DeviceClient, Error> {
     Ok(DeviceClient {
         inner: Arc::new(Inner {
             device_id,
+            module_id,
             transport: options.transport,
             completion: options.completion,
             backend,

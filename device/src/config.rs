@@ -296,9 +296,9 @@ impl DeviceClientBuilder {
 
     fn validate(self) -> Result<Options, Error> {
         let o = self.options;
-        if o.conn.module_id.is_some() {
+        if o.conn.module_id.is_some() && o.transport == Transport::Https {
             return Err(Error::Unsupported {
-                what: "a module identity (ModuleId)",
+                what: "a module identity (ModuleId) over Transport::Https (the hub's HTTPS device API serves devices only); use Transport::Mqtt or Transport::MqttWebSocket",
             });
         }
         if matches!(o.conn.credential, DeviceCredential::X509) {
@@ -404,9 +404,15 @@ mod tests {
     }
 
     #[test]
-    fn modules_and_x509_are_unsupported() {
-        let m = DeviceClientBuilder::new(&format!("{CS};ModuleId=m")).unwrap();
-        assert!(matches!(opts(m), Err(Error::Unsupported { .. })));
+    fn modules_need_mqtt_and_x509_is_unsupported() {
+        let m = || DeviceClientBuilder::new(&format!("{CS};ModuleId=m")).unwrap();
+        assert!(opts(m()).is_ok());
+        assert!(opts(m().transport(Transport::MqttWebSocket)).is_ok());
+        let err = opts(m().transport(Transport::Https)).unwrap_err();
+        assert!(
+            matches!(err, Error::Unsupported { what } if what.contains("Transport::Mqtt")),
+            "{err}"
+        );
         let x = DeviceClientBuilder::new("HostName=h.example.net;DeviceId=d1;x509=true").unwrap();
         assert!(matches!(opts(x), Err(Error::Unsupported { .. })));
     }

@@ -146,6 +146,18 @@ pub enum Error {
         transport: Transport,
     },
 
+    /// The client is a module identity (`ModuleId` in the connection string) and the operation
+    /// exists only for devices: IoT Hub has no cloud-to-device messages for modules.
+    #[error(
+        "{operation} is not available to module '{module}': IoT Hub sends cloud-to-device messages only to devices; connect as the device to receive them, or have the service invoke a module method"
+    )]
+    NotSupportedForModule {
+        /// The operation that was called.
+        operation: &'static str,
+        /// The module, as `{deviceId}/{moduleId}`.
+        module: String,
+    },
+
     /// The message was completed automatically when it was taken from the stream, so it
     /// cannot be rejected or abandoned any more.
     #[error(

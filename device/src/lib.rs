@@ -46,8 +46,41 @@
 //! the connection string, sockets and TLS (and the HTTP `Host`) go to the gateway on every
 //! transport, while the user name and the token keep `HostName`. A `:port` written in
 //! `HostName` or `GatewayHostName` is the port to connect to (as in the Node SDK), unless
-//! [`DeviceClientBuilder::port`] overrides it. Module identities (`ModuleId`) and X.509
-//! authentication are not supported ([`Error::Unsupported`]).
+//! [`DeviceClientBuilder::port`] overrides it. X.509 authentication is not supported
+//! ([`Error::Unsupported`]); module identities are (see [Modules](#modules)).
+//!
+//! # Modules
+//!
+//! A connection string with `ModuleId=` makes the client that module identity
+//! (iothub-beyond-c2d.md 4), over [`Transport::Mqtt`] or [`Transport::MqttWebSocket`]: MQTT
+//! client id `{deviceId}/{moduleId}`, user name `{HostName}/{deviceId}/{moduleId}/?...`, tokens
+//! for `{HostName}/devices/{deviceId}/modules/{moduleId}` signed with the module's key.
+//! Telemetry goes to `devices/{deviceId}/modules/{moduleId}/messages/events/` and reaches the
+//! Event Hubs-compatible endpoint with `iothub-connection-module-id`; the twin
+//! ([`DeviceClient::twin`], [`DeviceClient::update_reported`],
+//! [`DeviceClient::desired_updates`]) and direct methods ([`DeviceClient::on_method`]) are the
+//! module's own. IoT Hub has no cloud-to-device messages for modules, so
+//! [`DeviceClient::recv`] answers [`Error::NotSupportedForModule`]; HTTPS is refused at
+//! connect ([`Error::Unsupported`]).
+//!
+//! ```no_run
+//! use iothub_device::{DeviceClient, Message, MethodResponse};
+//!
+//! # async fn run() -> Result<(), iothub_device::Error> {
+//! let module = DeviceClient::from_connection_string(
+//!     "HostName=myhub.azure-devices.net;DeviceId=dev1;ModuleId=filter;SharedAccessKey=...",
+//! )
+//! .await?;
+//! assert_eq!(module.module_id(), Some("filter"));
+//! module.send_event(Message::new(r#"{"filtered": true}"#)).await?;
+//! module
+//!     .update_reported(&serde_json::json!({"threshold": 10}))
+//!     .await?;
+//! module
+//!     .on_method("reset", |_req| async { MethodResponse::new(200, "{}") })
+//!     .await?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Trust
 //!
@@ -60,7 +93,8 @@
 //!
 //! # Tokens
 //!
-//! With a `SharedAccessKey`, the client signs tokens for `{HostName}/devices/{deviceId}` that
+//! With a `SharedAccessKey`, the client signs tokens for `{HostName}/devices/{deviceId}` (a
+//! module: `.../modules/{moduleId}`) that
 //! live one hour ([`DeviceClientBuilder::token_lifetime`]) and replaces each two minutes (at
 //! most half its lifetime) before it expires
 //! ([`DeviceClientBuilder::token_renewal_margin`]); over MQTT that means

@@ -19,7 +19,8 @@ enum Source {
     Fixed(SasToken),
 }
 
-/// Issues tokens scoped to `{HostName}/devices/{deviceId}`.
+/// Issues tokens scoped to `{HostName}/devices/{deviceId}`, or for a module to
+/// `{HostName}/devices/{deviceId}/modules/{moduleId}` (iothub-beyond-c2d.md 4).
 #[derive(Clone)]
 pub(crate) struct Auth {
     source: Source,
@@ -52,7 +53,10 @@ impl Auth {
     /// Token issuing for this connection string. The credential must be a key or a token
     /// (X.509 is refused earlier).
     pub fn new(conn: &DeviceConnectionString, policy: TokenPolicy) -> Result<Auth, Error> {
-        let resource = format!("{}/devices/{}", conn.host_name, conn.device_id);
+        let resource = match &conn.module_id {
+            None => format!("{}/devices/{}", conn.host_name, conn.device_id),
+            Some(m) => format!("{}/devices/{}/modules/{m}", conn.host_name, conn.device_id),
+        };
         let source =
             match &conn.credential {
                 DeviceCredential::SharedAccessKey { key, key_name } => Source::Key(
@@ -196,6 +200,27 @@ mod tests {
         // Renewal is due `margin` before the exact expiry instant.
         assert_eq!(t.valid_for, Duration::from_millis(3_599_750));
         assert_eq!(t.renew_after, Some(Duration::from_millis(3_479_750)));
+    }
+
+    #[test]
+    fn a_module_signs_for_its_own_resource() {
+        let a = auth(
+            &format!("HostName=hub.example.net;DeviceId=d1;ModuleId=m1;SharedAccessKey={KEY}"),
+            3600,
+            120,
+        );
+        assert_eq!(a.resource(), "hub.example.net/devices/d1/modules/m1");
+        let t = a.issue(at(1_700_000_000, 0)).unwrap();
+        assert!(
+            t.text
+                .contains("sr=hub.example.net%2Fdevices%2Fd1%2Fmodules%2Fm1&"),
+            "{}",
+            t.text
+        );
+        assert_eq!(
+            SasToken::parse(&t.text).unwrap().verify_signature(KEY),
+            Ok(())
+        );
     }
 
     #[test]

@@ -119,7 +119,7 @@ struct Inner {
     /// Woken when a feedback batch may be available.
     feedback: Notify,
     /// Open connections per device, cancelled when the device goes away.
-    connections: DashMap<String, HashMap<u64, CancellationToken>>,
+    connections: DashMap<String, HashMap<u64, OpenConnection>>,
     next_connection: AtomicU64,
     /// Woken when the earliest deadline may have moved earlier.
     timer: Notify,
@@ -180,6 +180,23 @@ impl Drop for ConnectionGuard {
             });
         }
     }
+}
+
+/// The device-facing protocol a connection speaks (WebSockets included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum DeviceProtocol {
+    /// MQTT 3.1.1, over TLS or WebSockets.
+    #[serde(rename = "MQTT")]
+    Mqtt,
+    /// AMQP 1.0, over TLS or WebSockets.
+    #[serde(rename = "AMQP")]
+    Amqp,
+}
+
+/// One registered connection: how to close it and what it speaks.
+struct OpenConnection {
+    token: CancellationToken,
+    protocol: DeviceProtocol,
 }
 
 /// An attached event log reader (a receiver link); detaches on drop.
@@ -407,14 +424,24 @@ impl HubHandle {
     }
 
     /// Registers a device connection (MQTT or AMQP) and marks the device connected.
-    pub fn register_connection(&self, device_id: &str) -> ConnectionGuard {
+    pub fn register_connection(
+        &self,
+        device_id: &str,
+        protocol: DeviceProtocol,
+    ) -> ConnectionGuard {
         let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
         self.inner
             .connections
             .entry(device_id.to_owned())
             .or_default()
-            .insert(id, token.clone());
+            .insert(
+                id,
+                OpenConnection {
+                    token: token.clone(),
+                    protocol,
+                },
+            );
         self.run(|hub, now| {
             hub.set_identity_connection_state(&client_identity(device_id), true, now)
         });
@@ -436,11 +463,11 @@ impl HubHandle {
             return 0;
         };
         let mut n = 0;
-        for (id, token) in conns.iter() {
+        for (id, open) in conns.iter() {
             if keep.is_some_and(|k| k.id == *id) {
                 continue;
             }
-            token.cancel();
+            open.token.cancel();
             n += 1;
         }
         n
@@ -451,8 +478,8 @@ impl HubHandle {
         let prefix = format!("{device_id}/");
         for conns in self.inner.connections.iter() {
             if conns.key().starts_with(&prefix) {
-                for token in conns.values() {
-                    token.cancel();
+                for open in conns.values() {
+                    open.token.cancel();
                 }
             }
         }
@@ -461,6 +488,22 @@ impl HubHandle {
     /// Closes every connection of the device (control API, delete, disable).
     pub fn disconnect_device(&self, device_id: &str) -> usize {
         self.disconnect_device_except(device_id, None)
+    }
+
+    /// The protocols the identity (`{device}` or `{device}/{module}`) is connected over now,
+    /// sorted and without repeats; empty when it is not connected. The hub records only
+    /// connected or not: which protocol carries a connection is the adapters' business, shown
+    /// by the dashboard.
+    pub fn connection_protocols(&self, identity: &str) -> Vec<DeviceProtocol> {
+        let mut protocols: Vec<DeviceProtocol> = self
+            .inner
+            .connections
+            .get(identity)
+            .map(|conns| conns.values().map(|c| c.protocol).collect())
+            .unwrap_or_default();
+        protocols.sort_unstable();
+        protocols.dedup();
+        protocols
     }
 
     /// Number of open device connections.
@@ -669,12 +712,31 @@ mod tests {
         let h = handle(false);
         h.run(|hub, now| hub.create_device(Device::new("d1"), now))
             .unwrap();
-        let conn = h.register_connection("d1");
+        let conn = h.register_connection("d1", DeviceProtocol::Amqp);
         assert_eq!(h.connection_count(), 1);
         h.run(|hub, now| hub.delete_device("d1", None, now))
             .unwrap();
         assert!(conn.cancelled().is_cancelled());
         drop(conn);
         assert_eq!(h.connection_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn connection_protocols_follow_the_open_connections() {
+        let h = handle(false);
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now))
+            .unwrap();
+        assert!(h.connection_protocols("d1").is_empty());
+        let amqp = h.register_connection("d1", DeviceProtocol::Amqp);
+        let mqtt = h.register_connection("d1", DeviceProtocol::Mqtt);
+        let again = h.register_connection("d1", DeviceProtocol::Amqp);
+        assert_eq!(
+            h.connection_protocols("d1"),
+            [DeviceProtocol::Mqtt, DeviceProtocol::Amqp]
+        );
+        drop(mqtt);
+        assert_eq!(h.connection_protocols("d1"), [DeviceProtocol::Amqp]);
+        drop((amqp, again));
+        assert!(h.connection_protocols("d1").is_empty());
     }
 }

@@ -90,7 +90,9 @@ pub mod driver;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod monitor;
 pub mod mqtt;
+pub mod persist;
 pub mod server;
 pub mod tls;
 

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Env) => env(&config),
         Some(Command::Healthcheck) => runtime.block_on(healthcheck(&config)),
+        Some(Command::Monitor(args)) => runtime.block_on(monitor(&args, &config)),
         None => runtime.block_on(run(config)),
     }
 }
@@ -47,6 +48,23 @@ fn env(config: &Config) -> ExitCode {
         }
         Err(e) => {
             eprintln!("iothub-emulator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints telemetry until interrupted, `--count` or `--timeout`.
+async fn monitor(args: &iothub_emulator::monitor::MonitorArgs, config: &Config) -> ExitCode {
+    let mut out = std::io::stdout();
+    let run = iothub_emulator::monitor::run(args, config, None, &mut out);
+    let result = tokio::select! {
+        r = run => r,
+        () = wait_for_signal() => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iothub-emulator monitor: {e}");
             ExitCode::FAILURE
         }
     }

@@ -138,6 +138,35 @@ pub fn build_token(
     Ok(token)
 }
 
+/// Builds a token the way the Event Hubs and Service Bus clients do, for an `sb://` audience:
+/// the same text as [`build_token`], but the HMAC key is the key's *text* (never
+/// base64-decoded), which is what the built-in Event Hubs-compatible endpoint checks.
+/// See [`SasToken::verify_signature_with_key_text`].
+pub fn build_token_with_key_text(
+    resource_uri: &str,
+    key_text: &str,
+    key_name: Option<&str>,
+    expiry_unix: u64,
+) -> Result<String, SasError> {
+    if key_text.is_empty() {
+        return Err(SasError::InvalidKey);
+    }
+    let sr = encode_component(resource_uri);
+    let mut mac =
+        HmacSha256::new_from_slice(key_text.as_bytes()).map_err(|_| SasError::InvalidKey)?;
+    mac.update(format!("{sr}\n{expiry_unix}").as_bytes());
+    let sig = STANDARD.encode(mac.finalize().into_bytes());
+    let mut token = format!(
+        "{TOKEN_PREFIX} sr={sr}&sig={}&se={expiry_unix}",
+        encode_component(&sig)
+    );
+    if let Some(name) = key_name {
+        token.push_str("&skn=");
+        token.push_str(&encode_component(name));
+    }
+    Ok(token)
+}
+
 /// A parsed token, keeping the text that was signed so it can be verified as sent.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SasToken {
@@ -427,6 +456,22 @@ mod tests {
 
     fn parse(s: &str) -> SasToken {
         SasToken::parse(s).unwrap()
+    }
+
+    #[test]
+    fn key_text_tokens_verify_only_with_the_key_text() {
+        let t =
+            build_token_with_key_text("sb://h/hub", KEY, Some("service"), 1_700_000_000).unwrap();
+        let parsed = parse(&t);
+        assert!(parsed.is_service_bus_audience());
+        assert_eq!(parsed.key_name(), Some("service"));
+        assert_eq!(parsed.verify_signature_with_key_text(KEY), Ok(()));
+        assert!(parsed.verify_signature(KEY).is_err());
+        assert!(parsed.verify_signature_with_key_text(OTHER_KEY).is_err());
+        assert_eq!(
+            build_token_with_key_text("sb://h/hub", "", None, 1),
+            Err(SasError::InvalidKey)
+        );
     }
 
     #[test]

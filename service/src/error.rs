@@ -30,6 +30,12 @@ pub enum Error {
         /// The hub's message.
         message: String,
     },
+    /// The device exists but has no module with this id (404010).
+    #[error("module not found: {message}")]
+    ModuleNotFound {
+        /// The hub's message.
+        message: String,
+    },
     /// A direct method found no device connected and listening for methods within the
     /// connect timeout (404103).
     #[error("device not online: {message}")]
@@ -46,6 +52,12 @@ pub enum Error {
     /// A create named a device that already exists (409001).
     #[error("device already exists: {message}")]
     DeviceAlreadyExists {
+        /// The hub's message.
+        message: String,
+    },
+    /// A create named a module that already exists on its device (409301).
+    #[error("module already exists: {message}")]
+    ModuleAlreadyExistsOnDevice {
         /// The hub's message.
         message: String,
     },
@@ -187,6 +199,10 @@ impl Error {
         match self {
             Error::DeviceNotFound { .. } => Some(ErrorCode::DeviceNotFound),
             Error::DeviceAlreadyExists { .. } => Some(ErrorCode::DeviceAlreadyExists),
+            Error::ModuleNotFound { .. } => Some(ErrorCode::ModuleNotFound),
+            Error::ModuleAlreadyExistsOnDevice { .. } => {
+                Some(ErrorCode::ModuleAlreadyExistsOnDevice)
+            }
             Error::DeviceNotOnline { .. } => Some(ErrorCode::DeviceNotOnline),
             Error::GatewayTimeout { .. } => Some(ErrorCode::GatewayTimeout),
             Error::PreconditionFailed { .. } => Some(ErrorCode::PreconditionFailed),
@@ -247,6 +263,10 @@ impl Error {
         match code {
             Some(ErrorCode::DeviceNotFound) => Error::DeviceNotFound { message },
             Some(ErrorCode::DeviceAlreadyExists) => Error::DeviceAlreadyExists { message },
+            Some(ErrorCode::ModuleNotFound) => Error::ModuleNotFound { message },
+            Some(ErrorCode::ModuleAlreadyExistsOnDevice) => {
+                Error::ModuleAlreadyExistsOnDevice { message }
+            }
             Some(ErrorCode::DeviceNotOnline) => Error::DeviceNotOnline { message },
             Some(ErrorCode::GatewayTimeout) => Error::GatewayTimeout { message },
             Some(ErrorCode::PreconditionFailed) => Error::PreconditionFailed { message },

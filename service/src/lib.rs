@@ -16,6 +16,12 @@
 //!   send. See the `amqp` module notes in the source for the details.
 //! * **Feedback** arrives as batches on a receiver link ([`ServiceClient::feedback`]); each
 //!   batch must be completed or abandoned explicitly ([`feedback`] explains what dropping does).
+//! * **Modules**: [`ServiceClient::create_module`], [`ServiceClient::get_module`],
+//!   [`ServiceClient::list_modules`], [`ServiceClient::update_module`],
+//!   [`ServiceClient::delete_module`], module twins ([`ServiceClient::get_module_twin`],
+//!   [`ServiceClient::update_module_twin`], [`ServiceClient::replace_module_twin`]) and
+//!   [`ServiceClient::invoke_module_method`], with the device calls' [`IfMatch`] rules and
+//!   errors ([`Error::ModuleNotFound`], [`Error::ModuleAlreadyExistsOnDevice`]).
 //! * **Registry** calls ([`ServiceClient::create_device`] and friends) use a pooled HTTPS
 //!   client with the same token source; every REST route goes through one request helper, so
 //!   new routes (twins, direct methods) are added the same way.
@@ -127,9 +133,11 @@ mod amqp;
 mod client;
 mod config;
 pub mod error;
+pub mod events;
 pub mod feedback;
 mod https;
 pub mod methods;
+mod modules;
 pub mod registry;
 mod token;
 mod twins;
@@ -139,6 +147,7 @@ pub use config::{
     DEFAULT_AMQP_PORT, DEFAULT_HTTPS_PORT, DangerousServiceClientBuilder, ServiceClientBuilder,
 };
 pub use error::Error;
+pub use events::{EventConsumer, EventConsumerBuilder, EventPosition, EventStream};
 pub use feedback::{FeedbackBatch, FeedbackReceiver};
 pub use iothub_protocol::bulk::{BulkRegistryOperationResult, ExportImportDevice, ImportMode};
 pub use iothub_protocol::client::{
@@ -146,6 +155,7 @@ pub use iothub_protocol::client::{
     DEFAULT_TOKEN_LIFETIME, MIN_TOKEN_LIFETIME, display_chain,
 };
 pub use iothub_protocol::connection_string::{self, ConnectionStringError};
+pub use iothub_protocol::module::Module;
 pub use iothub_protocol::query::{QueryItemType, QueryPage};
 pub use iothub_protocol::registry::{Device, DeviceStatus, PurgeMessageQueueResult};
 pub use iothub_protocol::twin::{Twin, TwinProperties};

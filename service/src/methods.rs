@@ -71,6 +71,17 @@ pub(crate) async fn invoke(
     device_id: &str,
     request: &MethodRequest,
 ) -> Result<MethodResponse, Error> {
+    let path = format!("/twins/{}/methods", encode_path_segment(device_id));
+    invoke_at(https, &path, request).await
+}
+
+/// Invokes a method at `path` (`/twins/{id}/methods` or `/twins/{id}/modules/{mid}/methods`,
+/// encoded), which take the same body and answer the same way.
+pub(crate) async fn invoke_at(
+    https: &Https,
+    path: &str,
+    request: &MethodRequest,
+) -> Result<MethodResponse, Error> {
     let body = CloudToDeviceMethod {
         method_name: request.name.clone(),
         payload: request.payload.clone(),
@@ -80,14 +91,13 @@ pub(crate) async fn invoke(
     let body = serde_json::to_vec(&body).map_err(|e| Error::ArgumentInvalid {
         message: format!("cannot serialize the method call: {e}"),
     })?;
-    let path = format!("/twins/{}/methods", encode_path_segment(device_id));
     let wait = Duration::from_secs(
         u64::from(request.connect_timeout_secs) + u64::from(request.response_timeout_secs),
     );
     let call = Call {
         body: Some(body),
         timeout: Some(wait + SLACK),
-        ..Call::new(Method::POST, &path)
+        ..Call::new(Method::POST, path)
     };
     https.call_json("invoke method", call).await
 }

@@ -30,8 +30,17 @@ fn device_path(device_id: &str) -> String {
 /// (connection state, timestamps, queue length) and without nulls, close to what the Node SDK
 /// sends (a real hub's JSON reader does not take `null` for its timestamps).
 fn body(device: &Device) -> Result<Vec<u8>, Error> {
-    let mut value = serde_json::to_value(device).map_err(|e| Error::ArgumentInvalid {
-        message: format!("cannot serialize the device: {e}"),
+    identity_body(device, "device")
+}
+
+/// [`body`] for any registry identity (a device or a module, which share the field names):
+/// serialized without the fields only the hub writes and without nulls.
+pub(crate) fn identity_body(
+    identity: &impl serde::Serialize,
+    what: &str,
+) -> Result<Vec<u8>, Error> {
+    let mut value = serde_json::to_value(identity).map_err(|e| Error::ArgumentInvalid {
+        message: format!("cannot serialize the {what}: {e}"),
     })?;
     if let Some(map) = value.as_object_mut() {
         for read_only in READ_ONLY_FIELDS {
@@ -57,7 +66,7 @@ fn body(device: &Device) -> Result<Vec<u8>, Error> {
         }
     }
     serde_json::to_vec(&value).map_err(|e| Error::ArgumentInvalid {
-        message: format!("cannot serialize the device: {e}"),
+        message: format!("cannot serialize the {what}: {e}"),
     })
 }
 

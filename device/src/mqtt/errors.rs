@@ -25,7 +25,7 @@ pub(super) fn connect_error(e: ConnectionError, params: &Params) -> Error {
                 "MQTT CONNACK 2, identifier rejected: the client id and user name do not name the same device",
             ),
             ConnectReturnCode::ServiceUnavailable => Error::DeviceDisabled {
-                device_id: params.device_id.clone(),
+                device_id: params.client_id(),
             },
             other => Error::Connection {
                 message: format!(
@@ -76,6 +76,7 @@ mod tests {
             .accept_any_certificate();
         let params = Params {
             device_id: "d1".into(),
+            module_id: None,
             host_name: "h".into(),
             host: "h".into(),
             port: 8883,

@@ -17,6 +17,8 @@ const MAX_PACKET: usize = 512 * 1024;
 /// Fixed facts about the MQTT connection.
 pub(crate) struct Params {
     pub device_id: String,
+    /// The module id, when the client is a module identity.
+    pub module_id: Option<String>,
     /// `HostName` as written: the username's host.
     pub host_name: String,
     /// Where to connect (the gateway, if any) and on which port.
@@ -30,9 +32,18 @@ pub(crate) struct Params {
 }
 
 impl Params {
-    /// `{HostName}/{deviceId}/?api-version=...&DeviceClientType=...` (iothub-protocol.md 3.2).
+    /// The MQTT client id: `{deviceId}`, or `{deviceId}/{moduleId}` for a module.
+    pub fn client_id(&self) -> String {
+        match &self.module_id {
+            None => self.device_id.clone(),
+            Some(m) => format!("{}/{m}", self.device_id),
+        }
+    }
+
+    /// `{HostName}/{clientId}/?api-version=...&DeviceClientType=...` (iothub-protocol.md 3.2;
+    /// for a module `{HostName}/{deviceId}/{moduleId}/?...`, iothub-beyond-c2d.md 4).
     pub fn username(&self) -> String {
-        username(&self.host_name, &self.device_id)
+        username(&self.host_name, &self.client_id())
     }
 
     fn url(&self) -> String {
@@ -49,12 +60,12 @@ impl Params {
         let tls = TlsConfiguration::Rustls(self.tls.clone());
         let mut o = match self.transport {
             Transport::MqttWebSocket => {
-                let mut o = MqttOptions::new(self.device_id.clone(), self.url(), self.port);
+                let mut o = MqttOptions::new(self.client_id(), self.url(), self.port);
                 o.set_transport(rumqttc::Transport::Wss(tls));
                 o
             }
             _ => {
-                let mut o = MqttOptions::new(self.device_id.clone(), self.host.clone(), self.port);
+                let mut o = MqttOptions::new(self.client_id(), self.host.clone(), self.port);
                 o.set_transport(rumqttc::Transport::Tls(tls));
                 o
             }
@@ -76,10 +87,10 @@ impl Params {
     }
 }
 
-/// The MQTT username for a device.
-pub(crate) fn username(host_name: &str, device_id: &str) -> String {
+/// The MQTT username for a client id (a device id, or `{deviceId}/{moduleId}`).
+pub(crate) fn username(host_name: &str, client_id: &str) -> String {
     format!(
-        "{host_name}/{device_id}/?api-version={API_VERSION}&DeviceClientType={}",
+        "{host_name}/{client_id}/?api-version={API_VERSION}&DeviceClientType={}",
         utf8_percent_encode(CLIENT_TYPE, QUERY_VALUE)
     )
 }
@@ -96,6 +107,9 @@ mod tests {
                 "myhub.azure-devices.net/dev-1/?api-version=2021-04-12&DeviceClientType=iothub-device-rust%2F{}",
                 env!("CARGO_PKG_VERSION")
             )
+        );
+        assert!(
+            username("h.example", "d1/m1").starts_with("h.example/d1/m1/?api-version=2021-04-12&")
         );
     }
 }

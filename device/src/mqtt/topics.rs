@@ -18,9 +18,21 @@ pub(crate) fn c2d_filter(device_id: &str) -> String {
     format!("{}#", c2d_topic_prefix(device_id))
 }
 
-/// The telemetry topic for `message`, with its properties in the property bag.
-pub(crate) fn d2c_topic(device_id: &str, message: &Message) -> Result<String, Error> {
-    let topic = encode_d2c_topic(device_id, message);
+/// The telemetry topic for `message`, with its properties in the property bag: the device's
+/// `devices/{id}/messages/events/{bag}`, or for a module
+/// `devices/{id}/modules/{mid}/messages/events/{bag}` (iothub-beyond-c2d.md 4).
+pub(crate) fn d2c_topic(
+    device_id: &str,
+    module_id: Option<&str>,
+    message: &Message,
+) -> Result<String, Error> {
+    let mut topic = encode_d2c_topic(device_id, message);
+    if let Some(module_id) = module_id {
+        // The bag is the device's; only the path before it differs.
+        let device_prefix = format!("devices/{device_id}/");
+        let rest = topic.get(device_prefix.len()..).unwrap_or_default();
+        topic = format!("{device_prefix}modules/{module_id}/{rest}");
+    }
     if topic.len() > MAX_TOPIC {
         return Err(Error::ArgumentInvalid {
             message: format!(
@@ -32,11 +44,16 @@ pub(crate) fn d2c_topic(device_id: &str, message: &Message) -> Result<String, Er
     Ok(topic)
 }
 
-/// Device ids may hold `+` and `#`, which MQTT forbids in topic names.
-pub(crate) fn check_device_id(device_id: &str) -> Result<(), Error> {
+/// Device and module ids may hold `+` and `#`, which MQTT forbids in topic names.
+pub(crate) fn check_device_id(device_id: &str, module_id: Option<&str>) -> Result<(), Error> {
     if device_id.contains(['+', '#']) {
         return Err(Error::Unsupported {
             what: "a device id containing '+' or '#' over MQTT (MQTT topics cannot contain them); use Transport::Https",
+        });
+    }
+    if module_id.is_some_and(|m| m.contains(['+', '#'])) {
+        return Err(Error::Unsupported {
+            what: "a module id containing '+' or '#' (MQTT topics cannot contain them, and modules connect over MQTT only); choose another module id",
         });
     }
     Ok(())
@@ -78,9 +95,11 @@ mod tests {
 
     #[test]
     fn wildcard_device_ids_cannot_use_mqtt() {
-        assert!(check_device_id("a+b").is_err());
-        assert!(check_device_id("a#b").is_err());
-        assert!(check_device_id("a$b:c").is_ok());
+        assert!(check_device_id("a+b", None).is_err());
+        assert!(check_device_id("a#b", None).is_err());
+        assert!(check_device_id("a$b:c", None).is_ok());
+        assert!(check_device_id("d", Some("m#")).is_err());
+        assert!(check_device_id("d", Some("m-1")).is_ok());
     }
 
     #[test]
@@ -100,9 +119,30 @@ mod tests {
         let mut m = Message::new("x");
         m.properties.insert("k", "v".repeat(70_000));
         assert!(matches!(
-            d2c_topic("d", &m),
+            d2c_topic("d", None, &m),
             Err(Error::ArgumentInvalid { .. })
         ));
-        assert!(d2c_topic("d", &Message::new("x")).is_ok());
+        assert!(d2c_topic("d", None, &Message::new("x")).is_ok());
+    }
+
+    #[test]
+    fn module_telemetry_goes_to_the_module_topic_with_the_same_bag() {
+        let mut m = Message::new("x");
+        m.system.message_id = Some("m1".into());
+        m.properties.insert("k", "v/w");
+        let device = d2c_topic("d1", None, &m).unwrap();
+        let module = d2c_topic("d1", Some("mod"), &m).unwrap();
+        assert_eq!(
+            module,
+            device.replacen("devices/d1/", "devices/d1/modules/mod/", 1)
+        );
+        assert!(
+            module.starts_with("devices/d1/modules/mod/messages/events/"),
+            "{module}"
+        );
+        assert_eq!(
+            d2c_topic("d1", Some("mod"), &Message::new("")).unwrap(),
+            "devices/d1/modules/mod/messages/events/"
+        );
     }
 }

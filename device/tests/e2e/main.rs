@@ -6,6 +6,7 @@ mod common;
 mod example;
 mod https;
 mod methods;
+mod modules;
 mod mqtt;
 mod resilience;
 mod twin;

@@ -10,6 +10,8 @@
 use iothub_protocol::HubError;
 use percent_encoding::percent_decode_str;
 
+use crate::hub::Identity;
+
 /// A node a link can attach to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
@@ -27,6 +29,20 @@ pub enum Node {
     DeviceTwin(String),
     /// `/devices/{id}/methods/devicebound`: direct-method requests and answers.
     DeviceMethods(String),
+    /// `/devices/{id}/modules/{mid}/...`: a module's telemetry, twin or methods
+    /// (`modules.rs`).
+    Module(Identity, ModuleNode),
+}
+
+/// What a module node under `/devices/{id}/modules/{mid}` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleNode {
+    /// `messages/events`: the module's telemetry (and, for the Node SDK, its input messages).
+    Events,
+    /// `twin`: twin requests and responses, as for a device.
+    Twin,
+    /// `methods/devicebound`: direct-method requests and answers, as for a device.
+    Methods,
 }
 
 /// The node an attach names, or `None` if the hub has no such node.
@@ -54,6 +70,17 @@ pub fn parse_node(address: &str) -> Option<Node> {
         }
         4 if is(0, "devices") && is(2, "methods") && is(3, "devicebound") => {
             Some(Node::DeviceMethods(decode_device_id(segments[1])?))
+        }
+        5 | 6 if is(0, "devices") && is(2, "modules") => {
+            let kind = match segments.len() {
+                5 if is(4, "twin") => ModuleNode::Twin,
+                6 if is(4, "messages") && is(5, "events") => ModuleNode::Events,
+                6 if is(4, "methods") && is(5, "devicebound") => ModuleNode::Methods,
+                _ => return None,
+            };
+            let device_id = decode_device_id(segments[1])?;
+            let module_id = decode_device_id(segments[3])?;
+            Some(Node::Module(Identity::module(device_id, module_id), kind))
         }
         _ => None,
     }
@@ -143,6 +170,43 @@ mod tests {
             parse_node("/devices/a%2Bb/messages/events"),
             Some(Node::DeviceEvents("a+b".into()))
         );
+    }
+
+    #[test]
+    fn module_nodes_keep_both_ids_and_match_in_any_case() {
+        let m = || Identity::module("d 1", "m+1");
+        for (a, kind) in [
+            (
+                "/devices/d%201/modules/m+1/messages/events",
+                ModuleNode::Events,
+            ),
+            (
+                "amqps://h/devices/d%201/modules/m%2B1/Messages/Events",
+                ModuleNode::Events,
+            ),
+            ("/devices/d%201/modules/m+1/twin", ModuleNode::Twin),
+            (
+                "/devices/d%201/modules/m+1/methods/devicebound",
+                ModuleNode::Methods,
+            ),
+            (
+                "amqps://h:5671/devices/d%201/modules/m+1/methods/deviceBound",
+                ModuleNode::Methods,
+            ),
+        ] {
+            assert_eq!(parse_node(a), Some(Node::Module(m(), kind)), "{a}");
+        }
+        for a in [
+            "/devices/d/modules/m",
+            "/devices/d/modules//twin",
+            "/devices/d/modules/m/messages",
+            "/devices/d/modules/m/inputs/in1",
+            "/devices/d/modules/m/twin/extra",
+            "/devices/d/modules/m/methods/other",
+            "/devices/d/Modulez/m/twin",
+        ] {
+            assert_eq!(parse_node(a), None, "{a}");
+        }
     }
 
     #[test]

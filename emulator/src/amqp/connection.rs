@@ -30,6 +30,7 @@ use super::stream::HubStream;
 use super::tokens::Tokens;
 use super::{cbs, device, inbound, methods, outbound, service, twin};
 use crate::context::Context;
+use crate::hub::Identity;
 
 /// The plain AMQP protocol header.
 pub const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
@@ -310,16 +311,19 @@ async fn serve_link(conn: Arc<Conn>, link: LinkEndpoint, address: Option<String>
             device::serve_events(conn, r, id).await
         }
         (Some(Node::DeviceTwin(id)), LinkEndpoint::Receiver(r)) => {
-            twin::serve_requests(conn, r, id).await
+            twin::serve_requests(conn, r, Identity::device(id)).await
         }
         (Some(Node::DeviceTwin(id)), LinkEndpoint::Sender(s)) => {
-            twin::serve_responses(conn, s, id).await
+            twin::serve_responses(conn, s, Identity::device(id)).await
         }
         (Some(Node::DeviceMethods(id)), LinkEndpoint::Sender(s)) => {
-            methods::serve_requests(conn, s, id).await
+            methods::serve_requests(conn, s, Identity::device(id)).await
         }
         (Some(Node::DeviceMethods(id)), LinkEndpoint::Receiver(r)) => {
-            methods::serve_responses(conn, r, id).await
+            methods::serve_responses(conn, r, Identity::device(id)).await
+        }
+        (Some(Node::Module(module, node)), link) => {
+            super::modules::serve(conn, link, module, node).await
         }
         (_, link) => {
             refuse(

@@ -14,7 +14,7 @@ use super::errors::error_for;
 use super::outbound::{Outbox, Settle, Wake};
 use super::tokens::Access;
 use super::{inbound, outbound};
-use crate::driver::HubHandle;
+use crate::driver::{DeviceProtocol, HubHandle};
 use crate::hub::{Identity, Origin};
 
 /// Serves a device's receiver: C2D messages are locked as they are transferred, and the
@@ -26,7 +26,7 @@ pub async fn serve_c2d(conn: Arc<Conn>, sender: Sender, device_id: String) {
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
     };
     let hub = conn.ctx.hub.clone();
-    let registration = hub.register_connection(&device_id);
+    let registration = hub.register_connection(&device_id, DeviceProtocol::Amqp);
     let outbox = DeviceOutbox {
         wake: hub.c2d_notify(&device_id),
         hub,
@@ -38,17 +38,23 @@ pub async fn serve_c2d(conn: Arc<Conn>, sender: Sender, device_id: String) {
 
 /// Serves a device's sender: telemetry goes to the hub as it does over MQTT.
 pub async fn serve_events(conn: Arc<Conn>, receiver: Receiver, device_id: String) {
-    let access = Access::Device(device_id.clone());
-    let auth = match conn.tokens.authorize_link(&conn.ctx, access) {
+    serve_telemetry(conn, receiver, Identity::device(device_id)).await;
+}
+
+/// Serves the telemetry sender of a device or module (whose events carry
+/// `iothub-connection-module-id`).
+pub async fn serve_telemetry(conn: Arc<Conn>, receiver: Receiver, identity: Identity) {
+    let auth = match conn.tokens.authorize_link(&conn.ctx, Access::of(&identity)) {
         Ok(auth) => auth,
         Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
     };
+    let hub = conn.ctx.hub.clone();
+    // Keyed `{device}` or `{device}/{module}`, as the MQTT client id.
+    let registration = hub.register_connection(&identity.to_string(), DeviceProtocol::Amqp);
     let origin = Origin {
-        identity: Identity::device(device_id.as_str()),
+        identity,
         auth: auth.grant().auth_method(),
     };
-    let hub = conn.ctx.hub.clone();
-    let registration = hub.register_connection(&device_id);
     let revoked = registration.cancelled().clone();
     inbound::run(&conn, receiver, Some(auth), revoked, |m: Incoming| {
         let recorded = convert::to_hub(m).and_then(|message| {

@@ -45,7 +45,7 @@ pub fn unknown_address(address: &str) -> Error {
     Error::new(
         AmqpError::NotFound,
         format!(
-            "no node at '{address}'; the hub serves $cbs, /messages/devicebound, /messages/serviceBound/feedback, /devices/{{id}}/messages/devicebound and /devices/{{id}}/messages/events"
+            "no node at '{address}'; the hub serves $cbs, /messages/devicebound, /messages/serviceBound/feedback, /devices/{{id}}/messages/devicebound, /devices/{{id}}/messages/events, /devices/{{id}}/twin, /devices/{{id}}/methods/devicebound and the same under /devices/{{id}}/modules/{{mid}} (messages/events, twin, methods/devicebound)"
         ),
         None,
     )

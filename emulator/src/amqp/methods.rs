@@ -35,7 +35,7 @@ use super::errors::error_for;
 use super::inbound::{self, DETACH_TIMEOUT, revoked_error};
 use super::outbound;
 use super::tokens::Access;
-use crate::driver::MethodResponder;
+use crate::driver::{DeviceProtocol, MethodResponder};
 use crate::hub::{Identity, MethodRequest};
 
 /// Application property naming the method of a request.
@@ -43,7 +43,8 @@ pub const METHOD_NAME: &str = "IoThub-methodname";
 /// Application property carrying the status of an answer.
 pub const STATUS: &str = "IoThub-status";
 
-/// The answering side of each device's request link on one connection.
+/// The answering side of each device's (or module's, `{device}/{module}`) request link on
+/// one connection.
 #[derive(Default)]
 pub struct Responders(Mutex<HashMap<String, MethodResponder>>);
 
@@ -55,18 +56,18 @@ impl Responders {
 
 type OutcomeFut = Pin<Box<dyn Future<Output = Result<Outcome, SendError>> + Send>>;
 
-/// Serves a device's method receiver: requests go out as the hub hands them to this link.
-pub async fn serve_requests(conn: Arc<Conn>, mut sender: Sender, device_id: String) {
-    let mut auth = match conn
-        .tokens
-        .authorize_link(&conn.ctx, Access::Device(device_id.clone()))
-    {
+/// Serves the method receiver of a device or module: requests go out as the hub hands them
+/// to this link.
+pub async fn serve_requests(conn: Arc<Conn>, mut sender: Sender, identity: Identity) {
+    let mut auth = match conn.tokens.authorize_link(&conn.ctx, Access::of(&identity)) {
         Ok(auth) => auth,
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
     };
     let hub = conn.ctx.hub.clone();
-    let registration = hub.register_connection(&device_id);
-    let mut listener = match hub.listen_methods(&Identity::device(device_id.as_str())) {
+    // Keyed `{device}` or `{device}/{module}`, as the MQTT client id.
+    let device_id = identity.to_string();
+    let registration = hub.register_connection(&device_id, DeviceProtocol::Amqp);
+    let mut listener = match hub.listen_methods(&identity) {
         Ok(l) => l,
         Err(e) => return outbound::refuse(sender, error_for(&e)).await,
     };
@@ -127,16 +128,17 @@ pub async fn serve_requests(conn: Arc<Conn>, mut sender: Sender, device_id: Stri
     }
 }
 
-/// Serves a device's method sender: each answer goes to the hub.
-pub async fn serve_responses(conn: Arc<Conn>, receiver: Receiver, device_id: String) {
-    let auth = match conn
-        .tokens
-        .authorize_link(&conn.ctx, Access::Device(device_id.clone()))
-    {
+/// Serves the method sender of a device or module: each answer goes to the hub.
+pub async fn serve_responses(conn: Arc<Conn>, receiver: Receiver, identity: Identity) {
+    let auth = match conn.tokens.authorize_link(&conn.ctx, Access::of(&identity)) {
         Ok(auth) => auth,
         Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
     };
-    let registration = conn.ctx.hub.register_connection(&device_id);
+    let device_id = identity.to_string();
+    let registration = conn
+        .ctx
+        .hub
+        .register_connection(&device_id, DeviceProtocol::Amqp);
     let revoked = registration.cancelled().clone();
     let answers = conn.clone();
     inbound::run(&conn, receiver, Some(auth), revoked, |m: Incoming| {

@@ -12,6 +12,7 @@
 //! * [`sasl`] and [`cbs`]: how a connection gets its tokens; [`tokens`]: which link they cover.
 //! * [`twin`]: a device's twin requests, responses and desired notifications.
 //! * [`methods`]: a device's direct-method links (requests out, answers in).
+//! * [`modules`]: the same telemetry, twin and method links for a module identity.
 //! * [`service`] and [`device`]: the links themselves, over the generic [`inbound`] and
 //!   [`outbound`] loops; [`convert`] maps messages and [`errors`] maps hub errors to conditions.
 //!
@@ -39,6 +40,7 @@ mod inbound;
 mod limits;
 mod listener;
 mod methods;
+mod modules;
 mod outbound;
 mod sasl;
 mod service;

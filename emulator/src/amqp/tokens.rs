@@ -20,6 +20,7 @@ use iothub_protocol::sas::SasToken;
 use crate::auth::{Grant, Need};
 use crate::context::Context;
 use crate::credentials::Permissions;
+use crate::hub::Identity;
 
 /// Most tokens one connection keeps; the oldest goes first.
 const MAX_TOKENS: usize = 32;
@@ -33,6 +34,9 @@ pub enum Access {
     Service,
     /// Access for this device (its C2D queue, its telemetry).
     Device(String),
+    /// Access for this module `(device, module)`: its own key or a DeviceConnect policy; never
+    /// the device's key (iothub-beyond-c2d.md 4).
+    Module(String, String),
     /// A policy with ServiceConnect on an Event Hubs node below the hub, given as its path
     /// (`{hub}/ConsumerGroups/{group}/Partitions/{id}`, `{hub}/$management`): the Event Hubs
     /// clients sign for `sb://{host}/{hub}` or for the link's own address.
@@ -40,10 +44,19 @@ pub enum Access {
 }
 
 impl Access {
+    /// What a link acting for `identity` (a device or a module) needs.
+    pub fn of(identity: &Identity) -> Self {
+        match &identity.module_id {
+            Some(m) => Access::Module(identity.device_id.clone(), m.clone()),
+            None => Access::Device(identity.device_id.clone()),
+        }
+    }
+
     fn need(&self) -> Need<'_> {
         match self {
             Access::Service => Need::Permissions(Permissions::SERVICE_CONNECT),
             Access::Device(id) => Need::Device(id),
+            Access::Module(d, m) => Need::Module(d, m),
             Access::EventHub(path) => Need::Scoped {
                 permissions: Permissions::SERVICE_CONNECT,
                 resource: path,
@@ -56,6 +69,7 @@ impl Access {
         match self {
             Access::Service => Vec::new(),
             Access::Device(id) => vec!["devices", id.as_str()],
+            Access::Module(d, m) => vec!["devices", d.as_str(), "modules", m.as_str()],
             Access::EventHub(path) => path.split('/').collect(),
         }
     }
@@ -179,9 +193,12 @@ pub fn check_token(ctx: &Context, token: &str) -> Result<u64, HubError> {
             now,
         ),
         None => match parsed.path_segments().as_slice() {
+            ["devices", d, "modules", m, ..] => {
+                ctx.auth.authorize(hub, token, Need::Module(d, m), now)
+            }
             ["devices", id, ..] => ctx.auth.authorize(hub, token, Need::Device(id), now),
             _ => Err(HubError::unauthorized(
-                "a token without skn must be scoped to {host}/devices/{deviceId}",
+                "a token without skn must be scoped to {host}/devices/{deviceId} or {host}/devices/{deviceId}/modules/{moduleId}",
             )),
         },
     })?;

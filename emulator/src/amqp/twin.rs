@@ -32,7 +32,7 @@ use super::errors::error_for;
 use super::inbound;
 use super::outbound;
 use super::tokens::Access;
-use crate::driver::{DeviceTwinOp, TwinReply};
+use crate::driver::{DeviceProtocol, DeviceTwinOp, TwinReply};
 use crate::hub::Identity;
 
 /// Responses and notifications waiting for a device's twin receiver link.
@@ -48,7 +48,7 @@ struct Channel {
     rx: Option<mpsc::Receiver<Outgoing>>,
 }
 
-/// The twin channels of one connection, per device.
+/// The twin channels of one connection, per device or module (`{device}/{module}`).
 #[derive(Default)]
 pub struct Channels {
     by_device: Mutex<HashMap<String, Channel>>,
@@ -145,20 +145,18 @@ fn status_only(status: u16) -> TwinReply {
     }
 }
 
-/// Serves the device's request link (the peer's sender on the twin node).
-pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver, device_id: String) {
-    let auth = match conn
-        .tokens
-        .authorize_link(&conn.ctx, Access::Device(device_id.clone()))
-    {
+/// Serves the request link (the peer's sender on the twin node) of a device or module.
+pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver, identity: Identity) {
+    let auth = match conn.tokens.authorize_link(&conn.ctx, Access::of(&identity)) {
         Ok(auth) => auth,
         Err(e) => return inbound::refuse(receiver, error_for(&e)).await,
     };
     let hub = conn.ctx.hub.clone();
-    let registration = hub.register_connection(&device_id);
+    // Keyed `{device}` or `{device}/{module}`, as the MQTT client id.
+    let key = identity.to_string();
+    let registration = hub.register_connection(&key, DeviceProtocol::Amqp);
     let revoked = registration.cancelled().clone();
-    let tx = conn.twins.with(&device_id, |ch| ch.tx.clone());
-    let identity = Identity::device(device_id.as_str());
+    let tx = conn.twins.with(&key, |ch| ch.tx.clone());
     // The desired-notification forwarder while subscribed; cancelled on DELETE or link end.
     let mut forwarder: Option<CancellationToken> = None;
     let link_done = CancellationToken::new();
@@ -224,22 +222,18 @@ pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver, device_id: Stri
     drop(registration);
 }
 
-/// Serves the device's response link (the peer's receiver on the twin node).
-pub async fn serve_responses(conn: Arc<Conn>, sender: Sender, device_id: String) {
-    if let Err(e) = conn
-        .tokens
-        .authorize_link(&conn.ctx, Access::Device(device_id.clone()))
-    {
+/// Serves the response link (the peer's receiver on the twin node) of a device or module.
+pub async fn serve_responses(conn: Arc<Conn>, sender: Sender, identity: Identity) {
+    if let Err(e) = conn.tokens.authorize_link(&conn.ctx, Access::of(&identity)) {
         return outbound::refuse(sender, error_for(&e)).await;
     }
-    let Some(rx) = conn.twins.with(&device_id, |ch| ch.rx.take()) else {
+    let key = identity.to_string();
+    let Some(rx) = conn.twins.with(&key, |ch| ch.rx.take()) else {
         let e = HubError::InvalidOperation {
-            detail: format!(
-                "device '{device_id}' already has a twin receiver link on this connection"
-            ),
+            detail: format!("'{key}' already has a twin receiver link on this connection"),
         };
         return outbound::refuse(sender, error_for(&e)).await;
     };
     let rx = outbound::forward(&conn, sender, rx).await;
-    conn.twins.with(&device_id, |ch| ch.rx = Some(rx));
+    conn.twins.with(&key, |ch| ch.rx = Some(rx));
 }

@@ -168,12 +168,15 @@ pub struct Cli {
 }
 
 /// The subcommands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Print shell `export` lines: connection strings and CA paths (`eval "$(iothub-emulator env)"`).
     Env,
     /// Exit 0 when a running emulator answers ready on the plain HTTP port (for Docker HEALTHCHECK).
     Healthcheck,
+    /// Print device telemetry as it arrives, like `az iot hub monitor-events` (read from the
+    /// built-in Event Hubs-compatible endpoint with the Rust events consumer).
+    Monitor(crate::monitor::MonitorArgs),
 }
 
 impl Config {

@@ -98,18 +98,28 @@ pub async fn send_event(
         identity: Identity::device(id.as_str()),
         auth: grant.auth_method(),
     };
-    if media_type(&headers).as_deref() == Some(BATCH_CONTENT_TYPE) {
-        let bytes = read_body(body, &headers, BATCH_BODY_LIMIT).await?;
+    record(&st, &origin, &headers, body).await
+}
+
+/// Records one message or a batch from `origin` (a device, or a module: `modules.rs`).
+pub(super) async fn record(
+    st: &AppState,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    if media_type(headers).as_deref() == Some(BATCH_CONTENT_TYPE) {
+        let bytes = read_body(body, headers, BATCH_BODY_LIMIT).await?;
         let messages = parse_batch(&bytes)?;
         st.ctx
             .hub
-            .run(|hub, now| hub.send_telemetry_batch(&origin, messages, now))?;
+            .run(|hub, now| hub.send_telemetry_batch(origin, messages, now))?;
     } else {
-        let bytes = read_body(body, &headers, MAX_D2C_SIZE).await?;
-        let message = message_from_headers(&headers, bytes.to_vec())?;
+        let bytes = read_body(body, headers, MAX_D2C_SIZE).await?;
+        let message = message_from_headers(headers, bytes.to_vec())?;
         st.ctx
             .hub
-            .run(|hub, now| hub.send_telemetry(&origin, message, now))?;
+            .run(|hub, now| hub.send_telemetry(origin, message, now))?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -35,10 +35,14 @@ pub fn normalize_path(path: &str) -> String {
     let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
     let is = |i: usize, lit: &str| lower.get(i).is_some_and(|s| s == lit);
     let mut params = Vec::new();
-    if is(0, "devices") {
+    if is(0, "devices") || is(0, "twins") {
         params.push(1);
         if is(2, "messages") && is(3, "devicebound") {
             params.push(4);
+        }
+        // Module ids are case-sensitive too.
+        if is(2, "modules") {
+            params.push(3);
         }
     } else if is(0, "_emulator") && is(1, "devices") {
         params.push(2);
@@ -197,6 +201,15 @@ mod tests {
             "/devices/Dev1/messages/devicebound/AbC/abandon"
         );
         assert_eq!(normalize_path("/devices/"), "/devices");
+        assert_eq!(
+            normalize_path("/Twins/Dev1/Modules/ModA/Methods"),
+            "/twins/Dev1/modules/ModA/methods"
+        );
+        assert_eq!(
+            normalize_path("/devices/Dev1/modules/ModA/messages/Events"),
+            "/devices/Dev1/modules/ModA/messages/events"
+        );
+        assert_eq!(normalize_path("/twins/Dev1"), "/twins/Dev1");
         assert_eq!(normalize_path("/DEVICES/Messages"), "/devices/Messages");
         assert_eq!(
             normalize_path("/messages/serviceBound/feedback/LOCK/ABANDON"),

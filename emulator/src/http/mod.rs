@@ -28,6 +28,7 @@
 //! | `POST /twins/{id}/methods` | ServiceConnect | 200 `{status, payload}` as the device answered; 404103 `DeviceNotOnline`, 504101 `GatewayTimeout` (direct methods, [`methods`]) |
 //! | `POST /twins/{id}/modules/{mid}/methods` | ServiceConnect | as `/twins/{id}/methods`, for a module (404010 `ModuleNotFound` when it is not registered) |
 //! | `PUT/GET/DELETE /devices/{id}/modules/{mid}`, `GET /devices/{id}/modules`, `GET/PATCH/PUT /twins/{id}/modules/{mid}` | see [`modules`] | module identities and module twins |
+//! | `POST /devices/{id}/modules/{mid}/messages/events` | module token or DeviceConnect | 204, as the device route, recorded with `iothub-connection-module-id`; the module `messages/deviceBound` routes answer 400 `InvalidOperation` (no C2D for modules) |
 //! | `GET /$iothub/websocket` | (in-protocol) | WebSocket: `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` (as registered by the server) |
 //! | `GET /$servicebus/websocket` | (in-protocol) | WebSocket: `AMQPWSB10` (as registered by the server) |
 //! | `GET /health` | — | 200 `{"status":"ok"}` |
@@ -79,6 +80,7 @@ mod health;
 mod layers;
 mod message_headers;
 mod methods;
+mod module_messages;
 mod modules;
 mod registry;
 pub mod server;
@@ -213,6 +215,18 @@ fn module_routes() -> Router<AppState> {
             get(modules::get_module_twin)
                 .patch(modules::patch_module_twin)
                 .put(modules::put_module_twin),
+        )
+        .route(
+            "/devices/{id}/modules/{mid}/messages/events",
+            post(module_messages::send_event),
+        )
+        .route(
+            "/devices/{id}/modules/{mid}/messages/devicebound",
+            get(module_messages::no_devicebound),
+        )
+        .route(
+            "/devices/{id}/modules/{mid}/messages/devicebound/{*rest}",
+            any(module_messages::no_devicebound),
         )
 }
 

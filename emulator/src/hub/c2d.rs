@@ -253,3 +253,70 @@ impl C2dQueue {
             .collect()
     }
 }
+
+/// A queued message as the durable store keeps it: no lock (locks die with connections) and
+/// no timer (deadlines are re-armed from `expires_at` on load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The message with its hub-stamped system properties.
+    pub message: Message,
+    /// Releases counted so far.
+    pub delivery_count: u32,
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+}
+
+impl C2dQueue {
+    /// The last sequence number given out (the next message gets one more).
+    pub fn last_sequence_number(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The queue as the durable store keeps it.
+    pub fn stored(&self) -> Vec<StoredMessage> {
+        self.iter()
+            .map(|m| StoredMessage {
+                message: m.message.clone(),
+                delivery_count: m.delivery_count,
+                expires_at: m.expires_at,
+            })
+            .collect()
+    }
+
+    /// A queue rebuilt from the durable store: every message available again (its lock, if
+    /// any, died with the process), its expiry re-armed at its own time, so a message that
+    /// expired while the emulator was down expires at the first deadline check.
+    pub fn restored(
+        device_id: &str,
+        last_sequence_number: u64,
+        messages: Vec<StoredMessage>,
+        timers: &mut Timers,
+    ) -> C2dQueue {
+        let mut queue = C2dQueue {
+            messages: BTreeMap::new(),
+            next_seq: last_sequence_number,
+        };
+        for m in messages {
+            let seq = m.message.system.sequence_number.unwrap_or_default();
+            queue.next_seq = queue.next_seq.max(seq);
+            let expiry_timer = timers.insert(
+                m.expires_at,
+                Timer::MessageExpiry {
+                    device_id: device_id.to_owned(),
+                    seq,
+                },
+            );
+            queue.messages.insert(
+                seq,
+                Box::new(QueuedMessage {
+                    message: m.message,
+                    state: MessageState::Enqueued,
+                    delivery_count: m.delivery_count,
+                    expires_at: m.expires_at,
+                    expiry_timer,
+                }),
+            );
+        }
+        queue
+    }
+}

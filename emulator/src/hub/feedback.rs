@@ -252,3 +252,67 @@ impl FeedbackQueue {
         };
     }
 }
+
+/// The feedback queue as the durable store keeps it: no locks, no timers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredFeedback {
+    /// Records waiting for the batch window.
+    pub pending: Vec<FeedbackRecord>,
+    /// Released batches by id, with their delivery counts.
+    pub batches: Vec<(u64, FeedbackBatch, u32)>,
+    /// The last batch id given out.
+    pub last_batch: u64,
+}
+
+impl FeedbackQueue {
+    /// The queue as the durable store keeps it.
+    pub fn stored(&self) -> StoredFeedback {
+        StoredFeedback {
+            pending: self.pending.clone(),
+            batches: self
+                .batches
+                .iter()
+                .map(|(&id, b)| (id, b.batch.clone(), b.delivery_count))
+                .collect(),
+            last_batch: self.next_batch,
+        }
+    }
+
+    /// A queue rebuilt from the durable store: locked batches are available again, each
+    /// batch expires at its enqueued time plus the TTL, and pending records get a new window
+    /// from `now` (the old one died with the process).
+    pub fn restored(
+        stored: StoredFeedback,
+        now: OffsetDateTime,
+        settings: &super::HubSettings,
+        timers: &mut Timers,
+    ) -> FeedbackQueue {
+        let mut queue = FeedbackQueue {
+            pending: stored.pending,
+            window: None,
+            batches: BTreeMap::new(),
+            next_batch: stored.last_batch,
+        };
+        for (id, batch, delivery_count) in stored.batches {
+            queue.next_batch = queue.next_batch.max(id);
+            let expiry_timer = timers.insert(
+                batch.enqueued_time + settings.feedback_ttl,
+                Timer::FeedbackExpiry { batch: id },
+            );
+            queue.batches.insert(
+                id,
+                StoredBatch {
+                    batch,
+                    lock: None,
+                    delivery_count,
+                    expiry_timer,
+                },
+            );
+        }
+        if !queue.pending.is_empty() {
+            queue.window =
+                Some(timers.insert(now + settings.feedback_window, Timer::FeedbackWindow));
+        }
+        queue
+    }
+}

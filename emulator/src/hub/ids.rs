@@ -8,8 +8,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-/// A splitmix64 generator plus a counter for etags.
-#[derive(Debug, Clone)]
+/// A splitmix64 generator plus a counter for etags. Serializable so a durable hub continues
+/// its etags after a restart instead of repeating them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdGen {
     state: u64,
     etags: u64,

@@ -31,6 +31,7 @@
 //! | `methods/` | direct methods: subscriptions, invocations and their deadlines |
 //! | `views.rs` | read-only, serializable views for inspection (the control API) |
 //! | `store.rs` | the storage seam ([`Store`]) and the in-memory store |
+//! | `persisted.rs` | durable records of devices and feedback; rebuilding a hub from them |
 //! | `timers.rs` | the one deadline index; `ids.rs`: seeded ids; `entropy.rs`: secrets; `settings.rs` |
 
 mod bulk;
@@ -44,6 +45,7 @@ mod identity;
 mod ids;
 mod methods;
 mod modules;
+pub mod persisted;
 pub mod query;
 mod registry;
 pub mod settings;

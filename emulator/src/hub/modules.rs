@@ -17,7 +17,7 @@ use super::twin::TwinState;
 use super::{Hub, HubEvent, Identity, if_match_allows};
 
 /// Everything the hub keeps about one module.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ModuleEntry {
     /// The registry identity.
     pub module: Module,

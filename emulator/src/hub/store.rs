@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::c2d::C2dQueue;
 use super::feedback::FeedbackQueue;
 use super::modules::ModuleEntry;
+use super::persisted::Changes;
 use super::twin::TwinState;
 
 /// A device-to-cloud message kept for inspection.
@@ -93,10 +94,40 @@ pub trait Store: Send {
 }
 
 /// The default store: everything in memory, gone when the process ends.
+///
+/// With [`MemoryStore::track_changes`] it also records which devices, and whether the
+/// feedback queue, were changed, for a durable writer to copy to disk (`crate::persist`).
+/// Every mutable access counts as a change, not only [`Store::commit`]: a rule that forgets
+/// to commit can then cost a needless write, never a lost one.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     devices: BTreeMap<String, DeviceEntry>,
     feedback: FeedbackQueue,
+    changes: Option<Changes>,
+}
+
+impl MemoryStore {
+    /// Starts recording changes.
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(Changes::default);
+    }
+
+    /// The changes since the last call; `None` when not tracking or nothing changed.
+    pub fn take_changes(&mut self) -> Option<Changes> {
+        let c = self.changes.as_mut()?;
+        if c.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(c))
+    }
+
+    fn touch(&mut self, id: &str) {
+        if let Some(c) = &mut self.changes
+            && !c.devices.contains(id)
+        {
+            c.devices.insert(id.to_owned());
+        }
+    }
 }
 
 impl Store for MemoryStore {
@@ -105,15 +136,23 @@ impl Store for MemoryStore {
     }
 
     fn get_mut(&mut self, id: &str) -> Option<&mut DeviceEntry> {
+        if self.changes.is_some() && self.devices.contains_key(id) {
+            self.touch(id);
+        }
         self.devices.get_mut(id)
     }
 
     fn insert(&mut self, entry: DeviceEntry) {
+        self.touch(&entry.device.device_id);
         self.devices.insert(entry.device.device_id.clone(), entry);
     }
 
     fn remove(&mut self, id: &str) -> Option<DeviceEntry> {
-        self.devices.remove(id)
+        let removed = self.devices.remove(id);
+        if removed.is_some() {
+            self.touch(id);
+        }
+        removed
     }
 
     fn list(&self, after: Option<&str>, limit: usize) -> Vec<&DeviceEntry> {
@@ -138,11 +177,29 @@ impl Store for MemoryStore {
     }
 
     fn feedback_mut(&mut self) -> &mut FeedbackQueue {
+        if let Some(c) = &mut self.changes {
+            c.feedback = true;
+        }
         &mut self.feedback
     }
 
     fn clear(&mut self) {
         self.devices.clear();
         self.feedback.clear();
+        if let Some(c) = &mut self.changes {
+            *c = Changes {
+                cleared: true,
+                feedback: true,
+                ..Changes::default()
+            };
+        }
+    }
+
+    fn commit(&mut self, devices: &[&str]) {
+        for id in devices {
+            if self.devices.contains_key(*id) {
+                self.touch(id);
+            }
+        }
     }
 }

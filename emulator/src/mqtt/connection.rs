@@ -30,7 +30,9 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Need;
 use crate::context::Context;
-use crate::driver::{ConnectionGuard, DesiredSubscription, MethodListener, next_desired};
+use crate::driver::{
+    ConnectionGuard, DesiredSubscription, DeviceProtocol, MethodListener, next_desired,
+};
 use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
@@ -234,7 +236,7 @@ async fn serve_device<IO>(
     let device_id = client_id.as_str();
 
     // Takeover: close the device's other connections, then wait for the session they hold.
-    let guard = ctx.hub.register_connection(device_id);
+    let guard = ctx.hub.register_connection(device_id, DeviceProtocol::Mqtt);
     let took_over = ctx.hub.disconnect_device_except(device_id, Some(&guard));
     let acquired = tokio::select! {
         biased;

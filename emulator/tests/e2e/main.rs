@@ -5,6 +5,7 @@
 mod amqp;
 mod cli;
 mod connections;
+mod events;
 mod http;
 mod hub_model;
 mod methods;

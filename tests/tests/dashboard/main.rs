@@ -287,7 +287,7 @@ async fn create_a_device_send_c2d_see_it_completed_with_feedback_and_live_teleme
         wd(b
             .wait_for(
                 "the queue to empty and the feedback to arrive",
-                "return document.querySelector('#c2d-queue tbody').innerText.includes('The queue is empty') && document.getElementById('feedback').innerText.includes('msg-from-browser') && document.getElementById('feedback').innerText.includes('Success') && document.querySelector('#devices tr[data-device-id=\"thermostat-1\"]').innerText.includes('Connected');",
+                "return document.querySelector('#c2d-queue tbody').innerText.includes('The queue is empty') && document.getElementById('feedback').innerText.includes('msg-from-browser') && document.getElementById('feedback').innerText.includes('Success') && document.querySelector('#devices tr[data-device-id=\"thermostat-1\"]').innerText.includes('Connected') && document.querySelector('#devices tr[data-device-id=\"thermostat-1\"]').innerText.includes('MQTT');",
                 WAIT,
             )
             .await)?;

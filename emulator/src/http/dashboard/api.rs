@@ -94,8 +94,16 @@ pub async fn devices(State(st): State<AppState>, _: Read, query: Query) -> ApiRe
     let next = more
         .then(|| page.last().map(|d| d.device_id.clone()))
         .flatten();
+    // Which protocol a device speaks is known to the connection registry, not to the hub.
+    let protocols: serde_json::Map<String, serde_json::Value> = page
+        .iter()
+        .filter_map(|d| {
+            let p = st.ctx.hub.connection_protocols(&d.device_id);
+            (!p.is_empty()).then(|| (d.device_id.clone(), json!(p)))
+        })
+        .collect();
     Ok(Json(
-        json!({ "devices": page, "total": total, "nextAfter": next }),
+        json!({ "devices": page, "total": total, "nextAfter": next, "protocols": protocols }),
     ))
 }
 
@@ -122,6 +130,7 @@ pub async fn device(State(st): State<AppState>, _: Read, query: Query) -> ApiRes
     );
     Ok(Json(json!({
         "device": device,
+        "protocols": st.ctx.hub.connection_protocols(&id),
         "connectionString": connection_string,
         "lockedMessageCount": locked,
         "c2d": c2d,

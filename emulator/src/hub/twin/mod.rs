@@ -102,8 +102,9 @@ pub(crate) struct DesiredChange {
     pub event: JsonObject,
 }
 
-/// A twin: tags, desired and reported properties, and the twin version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A twin: tags, desired and reported properties, and the twin version. Serializable for
+/// the durable store (`crate::persist`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TwinState {
     tags: JsonObject,
     desired: Section,

@@ -17,14 +17,14 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 /// When a write happened and, in desired, which `$version` it produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Stamp {
     at: OffsetDateTime,
     version: Option<i64>,
 }
 
 /// The metadata of one object or leaf.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Meta {
     stamp: Stamp,
     /// One entry per member, for objects; empty for leaves.
@@ -98,7 +98,7 @@ impl Meta {
 }
 
 /// A versioned section with its metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Section {
     values: JsonObject,
     meta: Meta,

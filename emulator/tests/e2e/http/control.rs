@@ -110,7 +110,9 @@ async fn control_routes() {
     assert!(r.json()["now"].as_str().unwrap().ends_with('Z'));
 
     // Disconnect: counts the connections it closed.
-    let conn = emu.hub().register_connection("d1");
+    let conn = emu
+        .hub()
+        .register_connection("d1", iothub_emulator::driver::DeviceProtocol::Mqtt);
     let r = c
         .post("/_emulator/devices/d1/disconnect")
         .auth(&own)

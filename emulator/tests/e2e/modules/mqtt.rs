@@ -13,7 +13,7 @@ use rumqttc::{ConnectReturnCode, Incoming, QoS};
 use serde_json::Value;
 
 /// Creates `device/module` (and the device) and returns the module's primary key.
-fn create_module(emu: &RunningEmulator, device: &str, module: &str) -> String {
+pub(super) fn create_module(emu: &RunningEmulator, device: &str, module: &str) -> String {
     if emu.hub().read(|h| h.get_device(device)).is_err() {
         create_device(emu, device);
     }
@@ -25,7 +25,7 @@ fn create_module(emu: &RunningEmulator, device: &str, module: &str) -> String {
         .to_owned()
 }
 
-fn module_token(emu: &RunningEmulator, device: &str, module: &str, key: &str) -> String {
+pub(super) fn module_token(emu: &RunningEmulator, device: &str, module: &str, key: &str) -> String {
     let se = emu.context().now_unix() + 3600;
     build_token(
         &format!("localhost/devices/{device}/modules/{module}"),

@@ -165,7 +165,8 @@ function renderDevices(r) {
     return el("tr", { class: d.deviceId === state.selected ? "selected" : null, dataset: { deviceId: d.deviceId } },
       el("td", {}, open),
       el("td", {}, el("span", { class: "state " + d.status, text: d.status })),
-      el("td", {}, el("span", { class: "state " + d.connectionState.toLowerCase(), text: d.connectionState })),
+      el("td", {}, el("span", { class: "state " + d.connectionState.toLowerCase(), text: d.connectionState }),
+        (r.protocols || {})[d.deviceId] ? el("span", { class: "proto", text: " " + r.protocols[d.deviceId].join(", ") }) : ""),
       el("td", { class: "c2d", text: d.cloudToDeviceMessageCount + (d.lockedMessageCount ? ` (${d.lockedMessageCount} locked)` : "") }),
       el("td", { text: d.deviceToCloudMessageCount }),
       el("td", { text: time(d.lastActivityTime) }),
@@ -229,7 +230,8 @@ function renderDevice(r) {
   const d = r.device;
   $("detail-title").textContent = "Device " + d.deviceId;
   const facts = [
-    ["Status", d.status], ["Connection", d.connectionState],
+    ["Status", d.status],
+    ["Connection", d.connectionState + ((r.protocols || []).length ? " over " + r.protocols.join(", ") : "")],
     ["Last activity", time(d.lastActivityTime)], ["Generation", d.generationId],
     ["C2D pending", `${r.c2d.length} (${r.lockedMessageCount} locked)`],
   ];

@@ -1,0 +1,383 @@
+//! What a durable store keeps of the hub, as plain records, and how the hub is rebuilt from
+//! them. Pure data and conversions: the files, transactions and fsyncs are in
+//! `crate::persist`.
+//!
+//! One [`DeviceRecord`] per device holds everything that lives in its [`DeviceEntry`] and
+//! must survive a restart: the registry identity (keys, generation id, etag, status), the
+//! twin, the modules with their twins, the C2D queue with sequence numbers, delivery counts
+//! and expiry times, and the telemetry counter. Deliberately left out:
+//! - locks: they belong to connections, which die with the process; a locked message comes
+//!   back available, and its delivery count is what the last release left;
+//! - timer ids: deadlines are re-armed from the stored times by [`Hub::restore`];
+//! - the recent-telemetry inspection view (`DeviceEntry::d2c`): it is a debugging aid, and
+//!   rewriting up to `d2c_retention` messages per telemetry message would cost more than the
+//!   message itself.
+//!
+//! Records are MessagePack with field names (`rmp-serde`'s named encoding): compact, fast,
+//! able to carry twins' arbitrary JSON, and tolerant of added optional fields, which is
+//! what lets the format evolve without a migration for additive changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use iothub_protocol::registry::{ConnectionState, Device};
+use iothub_protocol::{AckMode, FeedbackBatch, FeedbackRecord, Message, MessageId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::c2d::StoredMessage;
+use super::feedback::StoredFeedback;
+use super::store::{DeviceEntry, MemoryStore, Store};
+use super::twin::TwinState;
+use super::{C2dQueue, FeedbackQueue, Hub, IdGen, ModuleEntry};
+
+/// A record that could not be read back: the file is damaged or from another program.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable record: {0}")]
+pub struct DecodeError(#[from] rmp_serde::decode::Error);
+
+/// Everything kept about one device.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// The registry identity, keys included.
+    pub device: Device,
+    /// Its twin.
+    pub twin: TwinState,
+    /// Its modules with their twins.
+    pub modules: Vec<ModuleEntry>,
+    /// The last C2D sequence number given out.
+    pub last_sequence_number: u64,
+    /// Pending C2D messages in sequence order.
+    pub queue: Vec<MessageRecord>,
+    /// Telemetry received so far.
+    pub d2c_count: u64,
+}
+
+/// A pending C2D message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+    message_id: Option<IdRecord>,
+    correlation_id: Option<IdRecord>,
+    user_id: Option<String>,
+    to: Option<String>,
+    absolute_expiry: Option<OffsetDateTime>,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    ack: String,
+    sequence_number: Option<u64>,
+    enqueued_time: Option<OffsetDateTime>,
+    properties: Vec<(String, String)>,
+    delivery_count: u32,
+    expires_at: OffsetDateTime,
+}
+
+/// A message id or correlation id with its AMQP type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum IdRecord {
+    String(String),
+    Uuid(u128),
+    Ulong(u64),
+    Binary(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl From<&MessageId> for IdRecord {
+    fn from(id: &MessageId) -> Self {
+        match id {
+            MessageId::String(s) => IdRecord::String(s.clone()),
+            MessageId::Uuid(u) => IdRecord::Uuid(u.as_u128()),
+            MessageId::Ulong(n) => IdRecord::Ulong(*n),
+            MessageId::Binary(b) => IdRecord::Binary(b.clone()),
+        }
+    }
+}
+
+impl From<IdRecord> for MessageId {
+    fn from(id: IdRecord) -> Self {
+        match id {
+            IdRecord::String(s) => MessageId::String(s),
+            IdRecord::Uuid(u) => MessageId::Uuid(Uuid::from_u128(u)),
+            IdRecord::Ulong(n) => MessageId::Ulong(n),
+            IdRecord::Binary(b) => MessageId::Binary(b),
+        }
+    }
+}
+
+impl From<StoredMessage> for MessageRecord {
+    fn from(m: StoredMessage) -> Self {
+        let s = m.message.system;
+        MessageRecord {
+            body: m.message.body,
+            message_id: s.message_id.as_ref().map(IdRecord::from),
+            correlation_id: s.correlation_id.as_ref().map(IdRecord::from),
+            user_id: s.user_id,
+            to: s.to,
+            absolute_expiry: s.absolute_expiry,
+            content_type: s.content_type,
+            content_encoding: s.content_encoding,
+            ack: s.ack.as_str().to_owned(),
+            sequence_number: s.sequence_number,
+            enqueued_time: s.enqueued_time,
+            properties: m
+                .message
+                .properties
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            delivery_count: m.delivery_count,
+            expires_at: m.expires_at,
+        }
+    }
+}
+
+impl From<MessageRecord> for StoredMessage {
+    fn from(r: MessageRecord) -> Self {
+        let mut message = Message::new(r.body);
+        let s = &mut message.system;
+        s.message_id = r.message_id.map(MessageId::from);
+        s.correlation_id = r.correlation_id.map(MessageId::from);
+        s.user_id = r.user_id;
+        s.to = r.to;
+        s.absolute_expiry = r.absolute_expiry;
+        s.content_type = r.content_type;
+        s.content_encoding = r.content_encoding;
+        s.ack = AckMode::parse(&r.ack).unwrap_or_default();
+        s.sequence_number = r.sequence_number;
+        s.enqueued_time = r.enqueued_time;
+        message.properties = r.properties.into_iter().collect();
+        StoredMessage {
+            message,
+            delivery_count: r.delivery_count,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// The feedback queue: records waiting for their window and released batches.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct FeedbackState {
+    pending: Vec<FeedbackRecord>,
+    batches: Vec<BatchRecord>,
+    last_batch: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchRecord {
+    id: u64,
+    enqueued_time: OffsetDateTime,
+    user_id: String,
+    records: Vec<FeedbackRecord>,
+    delivery_count: u32,
+}
+
+impl From<StoredFeedback> for FeedbackState {
+    fn from(f: StoredFeedback) -> Self {
+        FeedbackState {
+            pending: f.pending,
+            batches: f
+                .batches
+                .into_iter()
+                .map(|(id, b, delivery_count)| BatchRecord {
+                    id,
+                    enqueued_time: b.enqueued_time,
+                    user_id: b.user_id,
+                    records: b.records,
+                    delivery_count,
+                })
+                .collect(),
+            last_batch: f.last_batch,
+        }
+    }
+}
+
+impl From<FeedbackState> for StoredFeedback {
+    fn from(f: FeedbackState) -> Self {
+        StoredFeedback {
+            pending: f.pending,
+            batches: f
+                .batches
+                .into_iter()
+                .map(|b| {
+                    let batch = FeedbackBatch {
+                        enqueued_time: b.enqueued_time,
+                        user_id: b.user_id,
+                        records: b.records,
+                    };
+                    (b.id, batch, b.delivery_count)
+                })
+                .collect(),
+            last_batch: f.last_batch,
+        }
+    }
+}
+
+/// Encodes a record.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Plain data into a Vec: the encoder fails only on maps with non-string keys, which these
+    // records do not have; an empty record would be caught on load as undecodable.
+    rmp_serde::to_vec_named(record).unwrap_or_default()
+}
+
+/// Decodes a record.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// What an operation changed since the last [`Hub::take_changes`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Everything was removed first (a reset).
+    pub cleared: bool,
+    /// Devices written or removed.
+    pub devices: BTreeSet<String>,
+    /// The feedback queue changed.
+    pub feedback: bool,
+}
+
+impl Changes {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        !self.cleared && !self.feedback && self.devices.is_empty()
+    }
+}
+
+/// A whole hub as loaded from a durable store.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Every device.
+    pub devices: Vec<DeviceRecord>,
+    /// The feedback queue.
+    pub feedback: Option<FeedbackState>,
+    /// The id generator, so etags continue instead of repeating.
+    pub ids: Option<IdGen>,
+}
+
+impl<S: Store> Hub<S> {
+    /// The device's durable record, `None` if it does not exist (its record is deleted).
+    pub fn device_record(&self, device_id: &str) -> Option<DeviceRecord> {
+        let e = self.store.get(device_id)?;
+        Some(DeviceRecord {
+            device: e.device.clone(),
+            twin: e.twin.clone(),
+            modules: e
+                .modules
+                .values()
+                .map(|m| ModuleEntry {
+                    module: m.module.clone(),
+                    twin: m.twin.clone(),
+                })
+                .collect(),
+            last_sequence_number: e.queue.last_sequence_number(),
+            queue: e.queue.stored().into_iter().map(Into::into).collect(),
+            d2c_count: e.d2c_count,
+        })
+    }
+
+    /// The feedback queue's durable record.
+    pub fn feedback_record(&self) -> FeedbackState {
+        self.store.feedback().stored().into()
+    }
+
+    /// The id generator's state.
+    pub fn id_state(&self) -> IdGen {
+        self.ids.clone()
+    }
+
+    /// Rebuilds the hub from a durable store's records, at `now`: every device disconnected,
+    /// every lock gone (messages and feedback batches available again), every deadline
+    /// re-armed from the stored times, so what expired while the emulator was down expires at
+    /// the first deadline check.
+    pub fn restore(&mut self, state: Restored, now: OffsetDateTime) {
+        for r in state.devices {
+            let mut device = r.device;
+            device.connection_state = ConnectionState::Disconnected;
+            let id = device.device_id.clone();
+            let messages = r.queue.into_iter().map(Into::into).collect();
+            let queue = C2dQueue::restored(&id, r.last_sequence_number, messages, &mut self.timers);
+            let modules: BTreeMap<String, ModuleEntry> = r
+                .modules
+                .into_iter()
+                .map(|mut m| {
+                    m.module.connection_state = ConnectionState::Disconnected;
+                    (m.module.module_id.clone(), m)
+                })
+                .collect();
+            let mut entry = DeviceEntry::created(device, now);
+            entry.queue = queue;
+            entry.twin = r.twin;
+            entry.modules = modules;
+            entry.d2c_count = r.d2c_count;
+            self.store.insert(entry);
+        }
+        if let Some(f) = state.feedback {
+            *self.store.feedback_mut() =
+                FeedbackQueue::restored(f.into(), now, &self.settings, &mut self.timers);
+        }
+        if let Some(ids) = state.ids {
+            self.ids = ids;
+        }
+    }
+}
+
+impl Hub<MemoryStore> {
+    /// From now on, record which devices and whether the feedback queue each operation
+    /// changes, for [`Hub::take_changes`].
+    pub fn track_changes(&mut self) {
+        self.store.track_changes();
+    }
+
+    /// What changed since the last call; `None` when not tracking or nothing changed.
+    pub fn take_changes(&mut self) -> Option<Changes> {
+        self.store.take_changes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubSettings;
+    use iothub_protocol::Message;
+
+    fn t(s: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn a_message_round_trips_through_its_record() {
+        let mut m = Message::new(vec![0u8, 255, 7]);
+        m.system.message_id = Some(MessageId::Uuid(Uuid::from_u128(42)));
+        m.system.correlation_id = Some(MessageId::Binary(vec![1, 2]));
+        m.system.ack = AckMode::Full;
+        m.system.sequence_number = Some(9);
+        m.system.enqueued_time = Some(t(1));
+        m.properties.insert("k", "v");
+        let stored = StoredMessage {
+            message: m,
+            delivery_count: 3,
+            expires_at: t(100),
+        };
+        let bytes = encode(&MessageRecord::from(stored.clone()));
+        let back: MessageRecord = decode(&bytes).unwrap();
+        assert_eq!(StoredMessage::from(back), stored);
+    }
+
+    #[test]
+    fn garbage_is_reported_not_decoded() {
+        assert!(decode::<DeviceRecord>(b"\xc1garbage").is_err());
+    }
+
+    #[test]
+    fn changes_name_the_devices_an_operation_touched() {
+        let mut hub = Hub::new(HubSettings::default(), 1);
+        hub.track_changes();
+        hub.create_device(Device::new("a"), t(0)).unwrap();
+        hub.create_device(Device::new("b"), t(0)).unwrap();
+        let c = hub.take_changes().unwrap();
+        assert_eq!(c.devices.len(), 2);
+        assert!(hub.take_changes().is_none());
+        hub.enqueue_c2d("a", Message::new("x"), t(1)).unwrap();
+        let c = hub.take_changes().unwrap();
+        assert_eq!(c.devices.iter().collect::<Vec<_>>(), ["a"]);
+    }
+}

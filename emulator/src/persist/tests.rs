@@ -1,0 +1,273 @@
+use std::path::PathBuf;
+
+use iothub_protocol::registry::Device;
+use iothub_protocol::{AckMode, Message};
+use proptest::prelude::*;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::hub::{Hub, HubSettings};
+
+fn temp_dir(name: &str) -> PathBuf {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("iothub-persist-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn t(s: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).unwrap()
+}
+
+fn settings() -> HubSettings {
+    HubSettings {
+        feedback_window: std::time::Duration::ZERO,
+        ..HubSettings::default()
+    }
+}
+
+/// A hub over the state in `dir`, tracking changes as the driver does.
+fn open_hub(dir: &Path, now: OffsetDateTime) -> (Persister, Hub) {
+    let (p, restored) = open(dir).unwrap();
+    let mut hub = Hub::new(settings(), 1);
+    hub.restore(restored, now);
+    hub.track_changes();
+    (p, hub)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn records(hub: &Hub) -> Vec<Vec<u8>> {
+    hub.list_devices(usize::MAX)
+        .iter()
+        .map(|d| encode(&hub.device_record(&d.device_id).unwrap()))
+        .chain([encode(&hub.feedback_record())])
+        .collect()
+}
+
+#[test]
+fn a_restart_restores_devices_keys_twins_queues_and_feedback() {
+    let dir = temp_dir("restart");
+    let (p, mut hub) = open_hub(&dir, t(0));
+    let created = hub.create_device(Device::new("d1"), t(0)).unwrap();
+    let mut m = Message::new("hello");
+    m.system.ack = AckMode::Full;
+    hub.enqueue_c2d("d1", m.clone(), t(1)).unwrap();
+    hub.enqueue_c2d("d1", m, t(1)).unwrap();
+    let got = hub.receive_c2d("d1", t(2)).unwrap().unwrap();
+    hub.complete_c2d("d1", got.system.lock_token.as_deref().unwrap(), t(3))
+        .unwrap();
+    // The second one is locked when the emulator stops.
+    assert!(hub.receive_c2d("d1", t(4)).unwrap().is_some());
+    p.submit(&mut hub);
+    block_on(p.synced()).unwrap();
+    let before = records(&hub);
+    p.close();
+    drop(p);
+
+    let (p2, mut again) = open_hub(&dir, t(5));
+    assert_eq!(records(&again), before);
+    let device = again.get_device("d1").unwrap();
+    assert_eq!(device.primary_key(), created.primary_key());
+    assert_eq!(device.etag, created.etag);
+    let back = again.receive_c2d("d1", t(6)).unwrap().unwrap();
+    assert_eq!(
+        back.system.sequence_number,
+        Some(2),
+        "the locked message is back"
+    );
+    assert!(again.has_feedback_available());
+    // Sequence numbers and etags continue.
+    let e = again.enqueue_c2d("d1", Message::new("x"), t(6)).unwrap();
+    assert_eq!(e.sequence_number, 3);
+    let updated = again.update_device(device.clone(), "*", t(7)).unwrap();
+    assert_ne!(updated.etag, device.etag);
+    p2.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_opener_is_refused_while_the_first_holds_the_file() {
+    let dir = temp_dir("lock");
+    let (p, _) = open(&dir).unwrap();
+    let err = open(&dir).err().unwrap();
+    assert!(matches!(err, PersistError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("--in-memory"));
+    assert!(matches!(reset(&dir), Err(PersistError::InUse { .. })));
+    p.close();
+    assert!(open(&dir).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_newer_format_is_refused_with_what_to_do() {
+    let dir = temp_dir("newer");
+    {
+        let db = open_db(&dir).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format", 99u64.to_le_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = open(&dir).err().unwrap();
+    assert!(
+        matches!(err, PersistError::NewerFormat { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("reset"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_damaged_file_is_reported_and_kept_and_reset_removes_it() {
+    let dir = temp_dir("corrupt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(FILE_NAME);
+    std::fs::write(
+        &path,
+        b"this is not a database, but somebody's data".repeat(200),
+    )
+    .unwrap();
+    let err = open(&dir).err().unwrap();
+    assert!(matches!(err, PersistError::Corrupt { .. }), "{err}");
+    assert!(path.exists(), "never wiped");
+    std::fs::write(dir.join("ca.pem"), b"keep").unwrap();
+    assert!(reset(&dir).unwrap());
+    assert!(!path.exists());
+    assert!(dir.join("ca.pem").exists(), "reset keeps the CA");
+    assert!(open(&dir).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_reported() {
+    let dir = temp_dir("record");
+    {
+        let (p, _) = open(&dir).unwrap();
+        p.close();
+        let db = open_db(&dir).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(DEVICES)
+            .unwrap()
+            .insert("d1", b"\xc1".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = open(&dir).err().unwrap();
+    assert!(err.to_string().contains("device d1"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One step of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Create(u8),
+    Delete(u8),
+    Enqueue(u8),
+    Receive(u8),
+    Complete,
+    Reject,
+    Abandon,
+    Tag(u8, u8),
+    Advance(u8),
+    Reset,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let d = 0u8..4;
+    prop_oneof![
+        3 => d.clone().prop_map(Op::Create),
+        1 => d.clone().prop_map(Op::Delete),
+        6 => d.clone().prop_map(Op::Enqueue),
+        4 => d.clone().prop_map(Op::Receive),
+        2 => Just(Op::Complete),
+        1 => Just(Op::Reject),
+        1 => Just(Op::Abandon),
+        2 => (d, 0u8..5).prop_map(|(d, v)| Op::Tag(d, v)),
+        1 => (0u8..120).prop_map(Op::Advance),
+        1 => Just(Op::Reset),
+    ]
+}
+
+fn apply(hub: &mut Hub, op: &Op, now: &mut OffsetDateTime, tokens: &mut Vec<(String, String)>) {
+    let id = |d: &u8| format!("d{d}");
+    match op {
+        Op::Create(d) => drop(hub.create_device(Device::new(id(d)), *now)),
+        Op::Delete(d) => drop(hub.delete_device(&id(d), None, *now)),
+        Op::Enqueue(d) => {
+            let mut m = Message::new(vec![*d; 3]);
+            m.system.ack = AckMode::Full;
+            m.system.absolute_expiry = Some(*now + time::Duration::seconds(90));
+            drop(hub.enqueue_c2d(&id(d), m, *now));
+        }
+        Op::Receive(d) => {
+            if let Ok(Some(m)) = hub.receive_c2d(&id(d), *now)
+                && let Some(t) = m.system.lock_token
+            {
+                tokens.push((id(d), t));
+            }
+        }
+        Op::Complete | Op::Reject | Op::Abandon => {
+            if let Some((dev, token)) = tokens.pop() {
+                let _ = match op {
+                    Op::Complete => hub.complete_c2d(&dev, &token, *now),
+                    Op::Reject => hub.reject_c2d(&dev, &token, *now),
+                    _ => hub.abandon_c2d(&dev, &token, *now),
+                };
+            }
+        }
+        Op::Tag(d, v) => {
+            let body = serde_json::json!({"tags": {"v": v}, "properties": {"desired": {"v": v}}});
+            if let Ok(write) = iothub_protocol::twin::TwinWrite::from_json(&body) {
+                let _ = hub.update_twin(&crate::hub::Identity::device(id(d)), &write, None, *now);
+            }
+        }
+        Op::Advance(s) => {
+            *now += time::Duration::seconds(i64::from(*s));
+            hub.handle_timeout(*now);
+        }
+        Op::Reset => hub.reset(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// After any prefix of acknowledged operations, a restart gives exactly the model's state
+    /// (the model being a hub that never stopped, with its locks released).
+    #[test]
+    fn a_restart_after_any_prefix_equals_the_model(ops in proptest::collection::vec(op(), 1..40), cut in 0usize..40) {
+        let dir = temp_dir("model");
+        let mut now = t(0);
+        let (p, mut hub) = open_hub(&dir, now);
+        let mut tokens = Vec::new();
+        let cut = cut.min(ops.len());
+        for op in &ops[..cut] {
+            apply(&mut hub, op, &mut now, &mut tokens);
+            p.submit(&mut hub);
+            block_on(p.synced()).unwrap();
+        }
+        let model = records(&hub);
+        // Unacknowledged work after the crash point is never submitted.
+        for op in &ops[cut..] {
+            apply(&mut hub, op, &mut now, &mut tokens);
+        }
+        p.close();
+        drop(p);
+        let (p2, again) = open_hub(&dir, now);
+        prop_assert_eq!(records(&again), model);
+        p2.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
