@@ -29,6 +29,7 @@ mod cbs;
 mod connection;
 mod convert;
 mod device;
+mod encoding;
 mod errors;
 mod eventhubs;
 mod frame_guard;

@@ -410,6 +410,26 @@ mod tests {
         encode_frame(1, &p, payload).unwrap().to_vec()
     }
 
+    fn attach_handle_0() -> fe2o3_amqp_types::performatives::Attach {
+        use fe2o3_amqp_types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
+        fe2o3_amqp_types::performatives::Attach {
+            name: "c2d".into(),
+            handle: 0.into(),
+            role: Role::Sender,
+            snd_settle_mode: SenderSettleMode::Mixed,
+            rcv_settle_mode: ReceiverSettleMode::First,
+            source: None,
+            target: None,
+            unsettled: None,
+            incomplete_unsettled: false,
+            initial_delivery_count: Some(0),
+            max_message_size: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        }
+    }
+
     fn transfer(tag: &[u8]) -> Transfer {
         Transfer {
             handle: 0.into(),
@@ -518,7 +538,8 @@ mod tests {
     async fn read_side_replays_the_prefix_and_rewrites_only_the_open() {
         let (mut peer, io) = tokio::io::duplex(1 << 16);
         let mut s = HubStream::new(io, b"AMQP\x03\x01\x00\x00", CancellationToken::new());
-        let sasl_frame = [0u8, 0, 0, 12, 2, 1, 0, 0, 0xde, 0xad, 0xbe, 0xef];
+        // A SASL frame the guard passes as it is: a described empty list.
+        let sasl_frame = [0u8, 0, 0, 12, 2, 1, 0, 0, 0x00, 0x53, 0x44, 0x45];
         let open_frame = frame(Performative::Open(open(100_000)), &[]);
         let later = frame(Performative::Open(open(u32::MAX)), &[]);
         peer.write_all(&sasl_frame).await.unwrap();
@@ -624,7 +645,10 @@ mod tests {
             Performative::Transfer(transfer(&[0, 0, 0, 1])),
             &c2d_payload(),
         );
+        // The link's handle is attached first: nothing goes out for a detached handle.
+        let attach = frame(Performative::Attach(attach_handle_0()), &[]);
         let mut all = b"AMQP\x00\x01\x00\x00".to_vec();
+        all.extend_from_slice(&attach);
         all.extend_from_slice(&f);
         all.extend_from_slice(&frame(Performative::Open(open(u32::MAX)), &[]));
         for chunk in all.chunks(7) {
@@ -636,6 +660,7 @@ mod tests {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).await.unwrap();
         let mut expected = b"AMQP\x00\x01\x00\x00".to_vec();
+        expected.extend_from_slice(&attach);
         expected.extend_from_slice(&retag_transfer(&f).unwrap());
         // Our `open` always goes out with every field (see `WriteSide::process`).
         let open = frame(Performative::Open(open(u32::MAX)), &[]);
