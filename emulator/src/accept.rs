@@ -236,6 +236,33 @@ pub fn authenticated() {
     let _ = SLOT.try_with(|s| s.mark_authenticated());
 }
 
+/// The admission slot of the connection whose task calls this (a no-op elsewhere), for a task
+/// that outlives that connection's own: a WebSocket session goes on after hyper has handed
+/// the upgraded stream over and the HTTP connection's task has ended, and must stay counted.
+pub fn carry() -> Option<Carried> {
+    SLOT.try_with(|s| Carried(s.clone())).ok()
+}
+
+/// A connection's admission slot carried over to another task (see [`carry`]).
+pub struct Carried(Arc<Slot>);
+
+impl Carried {
+    /// Runs `session` as the carried connection: counted until it ends, closed when evicted,
+    /// and able to call [`authenticated`].
+    pub async fn run(self, session: impl Future<Output = ()>) {
+        let guard = self.0.clone();
+        SLOT.scope(self.0, async move {
+            tokio::select! {
+                () = session => {}
+                () = guard.must_close() => {
+                    tracing::debug!("upgraded connection closed: evicted");
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// Accepts on `listener` until shutdown; each admitted connection is served by `handle` on a
 /// task of its own, under the shared [`Admission`] of `ctx`.
 pub async fn serve<F, Fut>(listener: TcpListener, what: &'static str, ctx: Context, handle: F)

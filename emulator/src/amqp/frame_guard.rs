@@ -7,7 +7,10 @@
 //! * the type is AMQP (or SASL before the peer's `open`);
 //! * the channel is at most the negotiated `channel-max` (so a peer gets at most
 //!   [`CHANNEL_MAX`] + 1 sessions);
-//! * the peer's `open` offers a `max-frame-size` of at least 512.
+//! * the peer's `open` offers a `max-frame-size` of at least 512;
+//! * the performative (AMQP or SASL) is well-formed AMQP: no length or count beyond its
+//!   container, no deep nesting ([`super::encoding`]; serde_amqp would allocate what a length
+//!   claims, gigabytes, before finding the bytes missing).
 //!
 //! A violation is reported as a [`Violation`]; the stream then answers with a `close` carrying
 //! the condition (after an `open` of its own when fe2o3 has not sent one yet) and ends.
@@ -31,9 +34,9 @@ pub const MIN_MAX_FRAME_SIZE: u32 = 512;
 /// Appended to the name of every link the peer attaches as receiver, so that fe2o3, which keys
 /// links by name only, keeps it apart from a sender of the same name.
 pub const RECEIVER_SUFFIX: &str = "\u{0}r";
-/// The largest frame the guard buffers whole to look into (the peer's `open`, attaches); larger
-/// ones pass unread, and fe2o3 judges them.
-const SCAN_LIMIT: usize = 64 * 1024;
+/// The largest frame the guard buffers whole to check (fe2o3's default `max-frame-size`, which
+/// the emulator announces); larger ones pass unread, and fe2o3 refuses them for their size.
+const SCAN_LIMIT: usize = 256 * 1024;
 const HEADER_LEN: usize = 8;
 const FRAME_TYPE_AMQP: u8 = 0;
 const FRAME_TYPE_SASL: u8 = 1;
@@ -48,6 +51,8 @@ pub enum Violation {
     Framing(String),
     /// A well-formed frame the spec does not allow here.
     NotAllowed(String),
+    /// A performative whose encoding is not well-formed ([`super::encoding`]).
+    Decode(String),
 }
 
 impl Violation {
@@ -56,6 +61,7 @@ impl Violation {
         let (condition, text): (ErrorCondition, &str) = match self {
             Violation::Framing(t) => (ConnectionError::FramingError.into(), t),
             Violation::NotAllowed(t) => (AmqpError::NotAllowed.into(), t),
+            Violation::Decode(t) => (AmqpError::DecodeError.into(), t),
         };
         Error::new(condition, text.to_owned(), None)
     }
@@ -153,7 +159,8 @@ impl ReadGuard {
                     match self.scan.get(doff..doff + 3) {
                         None if size >= doff + 3 => return, // wait for the descriptor
                         None => false,
-                        Some(d) => d[0] != 0 || d[1] != 0x53 || d[2] == ATTACH || d[2] == OPEN,
+                        // Every performative is checked (see `super::encoding`).
+                        Some(_) => true,
                     }
                 };
             if !needs_body || size > SCAN_LIMIT {
@@ -166,6 +173,14 @@ impl ReadGuard {
                 return;
             }
             let frame = self.scan.split_to(size);
+            if let Some(body) = frame.get(doff..).filter(|b| !b.is_empty())
+                && let Err(m) = super::encoding::value_len(body)
+            {
+                return self.fail(Violation::Decode(format!(
+                    "the frame's performative is malformed: {}",
+                    m.0
+                )));
+            }
             match self.inspect(&frame) {
                 Ok(Some(rewritten)) => self.ready.extend_from_slice(&rewritten),
                 Ok(None) => self.ready.extend_from_slice(&frame),
@@ -437,6 +452,33 @@ mod tests {
         assert!(g.violation.is_none());
         g.push(&begin(2));
         assert!(g.violation.is_some());
+    }
+
+    #[test]
+    fn a_performative_claiming_more_bytes_than_it_has_is_a_decode_error() {
+        let mut g = ReadGuard::default();
+        g.push(HEADER);
+        g.push(&open(65536, 255));
+        // A detach (0x16) whose error condition is a sym32 claiming 3 GB: serde_amqp would
+        // allocate the 3 GB first (the amqp_frames fuzz crash).
+        let body = [
+            0x00, 0x53, 0x16, 0xc0, 9, 2, 0x43, 0xb3, 0xb3, 0xb3, 0xb3, 0xb3, 1,
+        ];
+        let mut frame = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[2, 0, 0, 0]);
+        frame.extend_from_slice(&body);
+        let forwarded = g.ready.len();
+        g.push(&frame);
+        assert!(
+            matches!(g.violation, Some(Violation::Decode(_))),
+            "{:?}",
+            g.violation
+        );
+        assert_eq!(g.ready.len(), forwarded, "nothing of it reaches fe2o3");
+        assert_eq!(
+            g.violation.unwrap().error().condition,
+            AmqpError::DecodeError.into()
+        );
     }
 
     #[test]

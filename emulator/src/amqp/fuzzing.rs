@@ -37,8 +37,13 @@ pub fn frames(data: &[u8]) {
     }
 }
 
-/// A SASL init frame body as the emulator's SASL server answers it.
+/// A SASL init frame body as the emulator's SASL server answers it, once the frame guard
+/// let it through.
 pub fn sasl(data: &[u8]) {
+    // The frame guard refuses malformed SASL frames before fe2o3 decodes them.
+    if super::encoding::value_len(data).is_err() {
+        return;
+    }
     let Ok(init) = serde_amqp::from_slice::<SaslInit>(data) else {
         return;
     };

@@ -32,12 +32,14 @@ mod cbs;
 mod connection;
 mod convert;
 mod device;
+mod encoding;
 mod errors;
 mod eventhubs;
 mod frame_guard;
 mod full_lists;
 #[doc(hidden)]
 pub mod fuzzing;
+mod handles;
 mod inbound;
 mod limits;
 mod listener;

@@ -13,6 +13,8 @@
 //! * **Closing.** After fe2o3 sends `close` it waits for the peer's `close`, which a broken peer
 //!   never sends. Once a `close` has gone out, the peer has [`CLOSE_GRACE`] to answer; then the
 //!   stream reads as ended and fe2o3 lets the connection go.
+//! * **Detached handles.** No `flow` or `transfer` goes out for a link handle after its
+//!   `detach` (fe2o3 can queue one; see [`super::handles`]).
 //! * **Ending.** fe2o3 runs each connection on a task of its own that the emulator does not
 //!   track. When the token given to [`HubStream::new`] is cancelled (the connection's task is
 //!   done), every read and write fails, so that task ends too and the socket is dropped.
@@ -115,6 +117,8 @@ struct WriteSide {
     open_sent: bool,
     /// Write every performative with all its fields ([`super::full_lists`]).
     full_lists: bool,
+    /// Link handles attached, so nothing goes out for a detached one.
+    handles: super::handles::OutgoingHandles,
 }
 
 impl WriteSide {
@@ -144,6 +148,9 @@ impl WriteSide {
                 return;
             }
             let frame = self.pending.split_to(size);
+            if !self.handles.admit(&frame) {
+                continue;
+            }
             self.close_sent |= is_close(&frame);
             self.open_sent |= frame_guard::is_open(&frame);
             let frame = frame_guard::restore_link_name(&frame).unwrap_or(frame);
@@ -390,6 +397,26 @@ mod tests {
         encode_frame(1, &p, payload).unwrap().to_vec()
     }
 
+    fn attach_handle_0() -> fe2o3_amqp_types::performatives::Attach {
+        use fe2o3_amqp_types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
+        fe2o3_amqp_types::performatives::Attach {
+            name: "c2d".into(),
+            handle: 0.into(),
+            role: Role::Sender,
+            snd_settle_mode: SenderSettleMode::Mixed,
+            rcv_settle_mode: ReceiverSettleMode::First,
+            source: None,
+            target: None,
+            unsettled: None,
+            incomplete_unsettled: false,
+            initial_delivery_count: Some(0),
+            max_message_size: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        }
+    }
+
     fn transfer(tag: &[u8]) -> Transfer {
         Transfer {
             handle: 0.into(),
@@ -498,7 +525,8 @@ mod tests {
     async fn read_side_replays_the_prefix_and_rewrites_only_the_open() {
         let (mut peer, io) = tokio::io::duplex(1 << 16);
         let mut s = HubStream::new(io, b"AMQP\x03\x01\x00\x00", CancellationToken::new());
-        let sasl_frame = [0u8, 0, 0, 12, 2, 1, 0, 0, 0xde, 0xad, 0xbe, 0xef];
+        // A SASL frame the guard passes as it is: a described empty list.
+        let sasl_frame = [0u8, 0, 0, 12, 2, 1, 0, 0, 0x00, 0x53, 0x44, 0x45];
         let open_frame = frame(Performative::Open(open(100_000)), &[]);
         let later = frame(Performative::Open(open(u32::MAX)), &[]);
         peer.write_all(&sasl_frame).await.unwrap();
@@ -604,7 +632,10 @@ mod tests {
             Performative::Transfer(transfer(&[0, 0, 0, 1])),
             &c2d_payload(),
         );
+        // The link's handle is attached first: nothing goes out for a detached handle.
+        let attach = frame(Performative::Attach(attach_handle_0()), &[]);
         let mut all = b"AMQP\x00\x01\x00\x00".to_vec();
+        all.extend_from_slice(&attach);
         all.extend_from_slice(&f);
         all.extend_from_slice(&frame(Performative::Open(open(u32::MAX)), &[]));
         for chunk in all.chunks(7) {
@@ -616,6 +647,7 @@ mod tests {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).await.unwrap();
         let mut expected = b"AMQP\x00\x01\x00\x00".to_vec();
+        expected.extend_from_slice(&attach);
         expected.extend_from_slice(&retag_transfer(&f).unwrap());
         // Our `open` always goes out with every field (see `WriteSide::process`).
         let open = frame(Performative::Open(open(u32::MAX)), &[]);

@@ -178,13 +178,21 @@ fn upgrade(st: &AppState, peer: String, ws: Upgrade, path: WsPath) -> Result<Res
     tracing::debug!(%peer, protocol = name, "websocket upgrade");
     let serve = route.serve.clone();
     let ctx = st.ctx.clone();
+    // The connection's place under the connection cap moves with it into the session's task.
+    let slot = crate::accept::carry();
     Ok(ws
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .on_upgrade(move |socket| {
             // axum runs this in a task of its own; tracking it lets shutdown wait for it.
             let tasks = ctx.tasks.clone();
-            tasks.track_future(serve_upgraded(socket, serve, peer, ctx))
+            let session = serve_upgraded(socket, serve, peer, ctx);
+            tasks.track_future(async move {
+                match slot {
+                    Some(slot) => slot.run(session).await,
+                    None => session.await,
+                }
+            })
         }))
 }
 

@@ -4,5 +4,6 @@ mod bad_input;
 mod device;
 mod eventhubs;
 mod limits;
+mod link_cycles;
 mod service;
 mod websocket;
