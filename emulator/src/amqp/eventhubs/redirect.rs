@@ -36,8 +36,21 @@ pub fn redirect_error(host: &str, port: u16, hub_name: &str, suffix: &str) -> Er
     )
 }
 
+/// How long the redirect waits after the attach answer went out.
+///
+/// The Event Hubs samples (rhea-promise) listen for the receiver's error only once
+/// `createReceiver` has resolved on the attach. A real hub's detach follows a network round
+/// trip later; here both frames can leave in one write (the AMQP writer batches), rhea then
+/// emits the error in the same tick as the open, before the sample listens, and the sample
+/// waits forever. A pause puts the detach in a read of its own.
+const REDIRECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Detaches the receiver with the redirect.
 pub async fn serve(conn: &Conn, sender: Sender, suffix: &str) {
+    tokio::select! {
+        _ = conn.cancel.cancelled() => return,
+        _ = tokio::time::sleep(REDIRECT_PAUSE) => {}
+    }
     let error = redirect_error(
         &conn.ctx.host_name,
         conn.ctx.info.endpoints.amqp,
