@@ -7,7 +7,7 @@
 //! stored token (Node insists on exactly 200), 401 for a token that does not check out, 400 for a
 //! request that is not a put-token. A renewed token is simply put again.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fe2o3_amqp::{Receiver, Sender};
 use fe2o3_amqp_types::messaging::{
@@ -15,14 +15,12 @@ use fe2o3_amqp_types::messaging::{
 };
 use fe2o3_amqp_types::primitives::{SimpleValue, Value};
 use iothub_protocol::HubError;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Conn;
 use super::convert::Incoming;
-use super::errors::error_for;
 use super::inbound;
-use super::outbound;
+use super::replies::Reply;
 use super::tokens::{check_audience, check_token};
 
 /// The token types the hub accepts in put-token (`type` application property).
@@ -30,44 +28,12 @@ const TOKEN_TYPES: [&str; 2] = [
     "servicebus.windows.net:sastoken",
     "azure-devices.net:sastoken",
 ];
-/// Replies waiting for the `$cbs` receiver link.
-const REPLY_QUEUE: usize = 16;
-
-/// A put-token reply.
-pub type Reply = AmqpMessage<AmqpValue<Value>>;
-
-/// The reply channel of one connection: put-token handling writes, the `$cbs` sender link reads.
-pub struct Replies {
-    tx: mpsc::Sender<Reply>,
-    rx: Mutex<Option<mpsc::Receiver<Reply>>>,
-}
-
-impl Default for Replies {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        Replies {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-}
-
-impl Replies {
-    fn take(&self) -> Option<mpsc::Receiver<Reply>> {
-        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    fn give_back(&self, rx: mpsc::Receiver<Reply>) {
-        *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
-    }
-}
-
 /// Serves the client's request link (its sender to `$cbs`).
 pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver) {
     let never = CancellationToken::new();
     inbound::run(&conn, receiver, None, never, |request: Incoming| {
         let reply = answer(&conn, request);
-        let tx = conn.cbs.tx.clone();
+        let tx = conn.cbs.sender();
         // The request itself is always accepted; its verdict travels in the reply.
         Box::pin(async move {
             let _ = tx.send(reply).await;
@@ -79,15 +45,7 @@ pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver) {
 
 /// Serves the client's reply link (its receiver from `$cbs`).
 pub async fn serve_replies(conn: Arc<Conn>, sender: Sender) {
-    let Some(rx) = conn.cbs.take() else {
-        let e = HubError::InvalidOperation {
-            detail: "this connection already has a $cbs reply link".into(),
-        };
-        outbound::refuse(sender, error_for(&e)).await;
-        return;
-    };
-    let rx = outbound::forward(&conn, sender, rx).await;
-    conn.cbs.give_back(rx);
+    conn.cbs.serve(&conn, sender, "$cbs").await;
 }
 
 /// Handles one put-token request: checks the token, stores it, and builds the reply.

@@ -59,7 +59,7 @@ pub struct Conn {
     /// Cancelled when the connection ends; every link of it stops.
     pub cancel: CancellationToken,
     /// Put-token replies on their way to the `$cbs` receiver link.
-    pub cbs: cbs::Replies,
+    pub cbs: super::replies::Replies,
     /// Twin responses on their way to each device's twin receiver link.
     pub twins: twin::Channels,
     /// Where method answers find the request link they belong to.
@@ -67,7 +67,7 @@ pub struct Conn {
     /// Links attached on this connection (see [`limits`]).
     pub links: LinkCount,
     /// Event Hubs `$management` replies on their way to the management receiver link.
-    pub management: super::eventhubs::ManagementReplies,
+    pub management: super::replies::Replies,
 }
 
 /// Which acceptor the protocol header asks for.
@@ -154,7 +154,7 @@ where
         peer,
         tokens,
         cancel,
-        cbs: cbs::Replies::default(),
+        cbs: super::replies::Replies::default(),
         twins: twin::Channels::default(),
         methods: methods::Responders::default(),
         links: LinkCount::default(),

@@ -46,6 +46,7 @@ mod listener;
 mod methods;
 mod modules;
 mod outbound;
+mod replies;
 mod sasl;
 mod service;
 mod stream;

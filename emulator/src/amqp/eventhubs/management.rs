@@ -10,22 +10,18 @@
 //! string keys; offsets are strings, sequence numbers longs, times timestamps, partition ids an
 //! array of strings.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fe2o3_amqp::{Receiver, Sender};
-use fe2o3_amqp_types::messaging::{
-    AmqpValue, ApplicationProperties, Message as AmqpMessage, Properties,
-};
+use fe2o3_amqp_types::messaging::{ApplicationProperties, Message as AmqpMessage, Properties};
 use fe2o3_amqp_types::primitives::{Array, OrderedMap, SimpleValue, Timestamp, Value};
-use iothub_protocol::HubError;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::connection::Conn;
 use crate::amqp::convert::Incoming;
-use crate::amqp::errors::error_for;
+use crate::amqp::inbound;
+use crate::amqp::replies::Reply;
 use crate::amqp::tokens::Access;
-use crate::amqp::{inbound, outbound};
 use crate::auth::Need;
 use crate::credentials::Permissions;
 use crate::hub::EventLogError;
@@ -35,44 +31,12 @@ use crate::hub::event_log::{EventHubInfo, PartitionInfo, unix_ms};
 pub const EVENTHUB_TYPE: &str = "com.microsoft:eventhub";
 /// `type` of a partition information request.
 pub const PARTITION_TYPE: &str = "com.microsoft:partition";
-/// Replies waiting for the management receiver link.
-const REPLY_QUEUE: usize = 16;
-
-/// A management reply.
-pub type Reply = AmqpMessage<AmqpValue<Value>>;
-
-/// The management reply channel of one connection.
-pub struct Replies {
-    tx: mpsc::Sender<Reply>,
-    rx: Mutex<Option<mpsc::Receiver<Reply>>>,
-}
-
-impl Default for Replies {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        Replies {
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
-    }
-}
-
-impl Replies {
-    fn take(&self) -> Option<mpsc::Receiver<Reply>> {
-        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-
-    fn give_back(&self, rx: mpsc::Receiver<Reply>) {
-        *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
-    }
-}
-
 /// Serves the client's request link (its sender to the management node).
 pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver) {
     let never = CancellationToken::new();
     inbound::run(&conn, receiver, None, never, |request: Incoming| {
         let reply = answer(&conn, &request);
-        let tx = conn.management.tx.clone();
+        let tx = conn.management.sender();
         Box::pin(async move {
             let _ = tx.send(reply).await;
             Ok(())
@@ -83,15 +47,7 @@ pub async fn serve_requests(conn: Arc<Conn>, receiver: Receiver) {
 
 /// Serves the client's reply link (its receiver from the management node).
 pub async fn serve_replies(conn: Arc<Conn>, sender: Sender) {
-    let Some(rx) = conn.management.take() else {
-        let e = HubError::InvalidOperation {
-            detail: "this connection already has a $management reply link".into(),
-        };
-        outbound::refuse(sender, error_for(&e)).await;
-        return;
-    };
-    let rx = outbound::forward(&conn, sender, rx).await;
-    conn.management.give_back(rx);
+    conn.management.serve(&conn, sender, "$management").await;
 }
 
 /// A failed request: its status code and description.

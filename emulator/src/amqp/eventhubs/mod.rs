@@ -32,8 +32,6 @@ use super::errors::unknown_address;
 use super::{inbound, outbound};
 use address::EhNode;
 
-pub use management::Replies as ManagementReplies;
-
 /// An Event Hubs link, recognised from its attach before the link is accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EhLink {
