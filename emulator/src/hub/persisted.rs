@@ -47,13 +47,16 @@ pub struct DeviceRecord {
     pub modules: Vec<ModuleEntry>,
     /// The last C2D sequence number given out.
     pub last_sequence_number: u64,
-    /// Pending C2D messages in sequence order.
+    /// Pending C2D messages in sequence order. Stored separately, one record per message (see
+    /// `crate::persist`), so written records leave it empty; the loader fills it in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queue: Vec<MessageRecord>,
     /// Telemetry received so far.
     pub d2c_count: u64,
 }
 
-/// A pending C2D message.
+/// A pending C2D message. Written with [`encode_compact`]: a field added later goes last,
+/// with `#[serde(default)]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
     #[serde(with = "serde_bytes")]
@@ -71,6 +74,13 @@ pub struct MessageRecord {
     properties: Vec<(String, String)>,
     delivery_count: u32,
     expires_at: OffsetDateTime,
+}
+
+impl MessageRecord {
+    /// The sequence number the hub gave it.
+    pub fn sequence_number(&self) -> u64 {
+        self.sequence_number.unwrap_or_default()
+    }
 }
 
 /// A message id or correlation id with its AMQP type.
@@ -219,6 +229,13 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(record).unwrap_or_default()
 }
 
+/// Encodes a record as a MessagePack array, without field names: for C2D messages, which are
+/// many and small, so names would be a third of each record and of the time to decode it.
+/// [`decode`] reads both forms; a field added later must go last, with `#[serde(default)]`.
+pub fn encode_compact<T: Serialize>(record: &T) -> Vec<u8> {
+    rmp_serde::to_vec(record).unwrap_or_default()
+}
+
 /// Decodes a record.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     Ok(rmp_serde::from_slice(bytes)?)
@@ -229,8 +246,14 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError>
 pub struct Changes {
     /// Everything was removed first (a reset).
     pub cleared: bool,
-    /// Devices written or removed.
+    /// Devices written or removed (their records, not their queues).
     pub devices: BTreeSet<String>,
+    /// Devices created, replaced or removed: every stored message of theirs goes first, then
+    /// their current messages (listed in `messages`) are written.
+    pub replaced: BTreeSet<String>,
+    /// Per device, the C2D messages added, removed or redelivered, by sequence number: each is
+    /// written if still queued, deleted otherwise.
+    pub messages: BTreeMap<String, Vec<u64>>,
     /// The feedback queue changed.
     pub feedback: bool,
 }
@@ -254,8 +277,23 @@ pub struct Restored {
 }
 
 impl<S: Store> Hub<S> {
-    /// The device's durable record, `None` if it does not exist (its record is deleted).
+    /// The device's durable record with its whole queue, `None` if it does not exist.
     pub fn device_record(&self, device_id: &str) -> Option<DeviceRecord> {
+        let mut r = self.device_record_without_queue(device_id)?;
+        r.queue = self
+            .store
+            .get(device_id)?
+            .queue
+            .stored()
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Some(r)
+    }
+
+    /// The device's durable record without its queue (stored message by message, see
+    /// [`Hub::message_record`]); `None` if it does not exist (its record is deleted).
+    pub fn device_record_without_queue(&self, device_id: &str) -> Option<DeviceRecord> {
         let e = self.store.get(device_id)?;
         Some(DeviceRecord {
             device: e.device.clone(),
@@ -269,9 +307,16 @@ impl<S: Store> Hub<S> {
                 })
                 .collect(),
             last_sequence_number: e.queue.last_sequence_number(),
-            queue: e.queue.stored().into_iter().map(Into::into).collect(),
+            queue: Vec::new(),
             d2c_count: e.d2c_count,
         })
+    }
+
+    /// A queued C2D message's durable record; `None` once it left the queue (its record is
+    /// deleted).
+    pub fn message_record(&self, device_id: &str, seq: u64) -> Option<MessageRecord> {
+        let m = self.store.get(device_id)?.queue.stored_message(seq)?;
+        Some(m.into())
     }
 
     /// The feedback queue's durable record.
@@ -357,9 +402,15 @@ mod tests {
             delivery_count: 3,
             expires_at: t(100),
         };
-        let bytes = encode(&MessageRecord::from(stored.clone()));
-        let back: MessageRecord = decode(&bytes).unwrap();
-        assert_eq!(StoredMessage::from(back), stored);
+        let record = MessageRecord::from(stored.clone());
+        // Compact as written now, named as format 1 wrote it inside device records.
+        let compact = encode_compact(&record);
+        let named = encode(&record);
+        assert!(compact.len() < named.len());
+        for bytes in [compact, named] {
+            let back: MessageRecord = decode(&bytes).unwrap();
+            assert_eq!(StoredMessage::from(back), stored);
+        }
     }
 
     #[test]
@@ -379,5 +430,43 @@ mod tests {
         hub.enqueue_c2d("a", Message::new("x"), t(1)).unwrap();
         let c = hub.take_changes().unwrap();
         assert_eq!(c.devices.iter().collect::<Vec<_>>(), ["a"]);
+    }
+
+    /// Changes name the C2D messages an operation touched, so a durable store writes those
+    /// and not the whole queue.
+    #[test]
+    fn changes_name_the_messages_an_operation_touched() {
+        let mut hub = Hub::new(HubSettings::default(), 1);
+        hub.track_changes();
+        hub.create_device(Device::new("a"), t(0)).unwrap();
+        for _ in 0..3 {
+            hub.enqueue_c2d("a", Message::new("x"), t(0)).unwrap();
+        }
+        let c = hub.take_changes().unwrap();
+        assert!(
+            c.replaced.contains("a"),
+            "a new device replaces whatever was stored"
+        );
+        assert_eq!(c.messages["a"], [1, 2, 3]);
+        let m = hub.receive_c2d("a", t(1)).unwrap().unwrap();
+        let token = m.system.lock_token.unwrap();
+        let c = hub.take_changes();
+        assert!(
+            c.is_none_or(|c| c.messages.is_empty()),
+            "a lock is not stored"
+        );
+        hub.abandon_c2d("a", &token, t(2)).unwrap();
+        let c = hub.take_changes().unwrap();
+        assert_eq!(c.messages["a"], [1], "the delivery count changed");
+        assert!(c.replaced.is_empty());
+        let m = hub.receive_c2d("a", t(3)).unwrap().unwrap();
+        hub.complete_c2d("a", &m.system.lock_token.unwrap(), t(3))
+            .unwrap();
+        assert_eq!(hub.take_changes().unwrap().messages["a"], [1]);
+        hub.purge_c2d("a", t(4)).unwrap();
+        assert_eq!(hub.take_changes().unwrap().messages["a"], [2, 3]);
+        hub.delete_device("a", None, t(5)).unwrap();
+        let c = hub.take_changes().unwrap();
+        assert!(c.replaced.contains("a") && c.devices.contains("a"));
     }
 }

@@ -7,15 +7,24 @@
 //! - table `meta`: `format` = the format version (u64, little endian), `ids` = the hub's id
 //!   generator (so etags continue rather than repeat), `feedback` = the feedback queue;
 //! - table `devices`: device id → one [`DeviceRecord`]: registry identity with keys, generation
-//!   id, etag and status, twin, modules with their twins, the C2D queue with sequence numbers,
-//!   delivery counts and expiry times, the telemetry counter.
+//!   id, etag and status, twin, modules with their twins, the last C2D sequence number given
+//!   out, the telemetry counter;
+//! - table `messages`: (device id, sequence number) → one queued C2D message with its delivery
+//!   count and expiry time. One key per message, so an operation writes only the messages it
+//!   touched (an enqueue, a settlement or a redelivery writes one; a lock writes none) and not
+//!   the device's whole queue, and a restart reads the table front to back, attaching each
+//!   message to its device by walking both tables in id order.
 //!
-//! Records are MessagePack (`hub::persisted`). The CA and certificates stay where they were
-//! (`tls`), so `iothub-emulator reset` removes only this file.
+//! Records are MessagePack (`hub::persisted`): device records with field names, message
+//! records as arrays (compact: 285 bytes per queued 64-byte message in the file, against 657
+//! with whole queues in format 1). The CA and certificates stay where they were (`tls`), so
+//! `iothub-emulator reset` removes only this file.
 //!
 //! # Opening
 //!
 //! - No file: a new one is created, stamped with [`FORMAT_VERSION`].
+//! - Format 1 (each device's queue inside its record): migrated in the opening transaction,
+//!   messages moved to their own keys; all or nothing, like any transaction.
 //! - A file from a newer emulator, or one without a format stamp: refused
 //!   ([`PersistError::NewerFormat`], [`PersistError::Corrupt`]) with what to do. A file that
 //!   redb or the decoder cannot read is reported and left as it is, never wiped.
@@ -28,7 +37,8 @@
 //! # Writing: acknowledged means durable
 //!
 //! The hub stays sans-IO. Its [`MemoryStore`](crate::hub::MemoryStore) records which devices
-//! an operation changed (and whether the feedback queue did). Right after each operation, still
+//! an operation changed, which of their C2D messages (each queue notes the sequence numbers it
+//! added, removed or redelivered), and whether the feedback queue changed. Right after each operation, still
 //! under the hub lock, the driver calls [`Persister::submit`]: the changed records are encoded
 //! and queued, numbered in operation order, for the writer thread. The writer takes everything
 //! waiting, applies it in one write transaction and commits it with one fsync
@@ -59,17 +69,21 @@ use std::thread::JoinHandle;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::watch;
 
-use crate::hub::persisted::{DeviceRecord, FeedbackState, Restored, decode, encode};
+use crate::hub::persisted::{
+    DeviceRecord, FeedbackState, Restored, decode, encode, encode_compact,
+};
 use crate::hub::{Hub, IdGen};
 
 /// The state file's name in the data directory.
 pub const FILE_NAME: &str = "state.redb";
 
-/// The format this emulator writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+/// The format this emulator writes and reads. Format 1 (each device's queue inside its
+/// record) is migrated on open.
+pub const FORMAT_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 
 /// Why the state cannot be opened or written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -126,7 +140,11 @@ pub enum PersistError {
 struct Batch {
     seq: u64,
     cleared: bool,
+    /// Devices whose stored messages all go before `messages` are written.
+    replaced: Vec<String>,
     devices: Vec<(String, Option<Vec<u8>>)>,
+    /// (device, sequence number, record); `None` deletes.
+    messages: Vec<(String, u64, Option<Vec<u8>>)>,
     feedback: Option<Vec<u8>>,
     ids: Vec<u8>,
 }
@@ -166,13 +184,28 @@ impl Persister {
         let devices = changes
             .devices
             .iter()
-            .map(|id| (id.clone(), hub.device_record(id).map(|r| encode(&r))))
+            .map(|id| {
+                let record = hub.device_record_without_queue(id).map(|r| encode(&r));
+                (id.clone(), record)
+            })
+            .collect();
+        let messages = changes
+            .messages
+            .iter()
+            .flat_map(|(id, seqs)| {
+                seqs.iter().map(|&seq| {
+                    let record = hub.message_record(id, seq).map(|r| encode_compact(&r));
+                    (id.clone(), seq, record)
+                })
+            })
             .collect();
         let feedback = changes.feedback.then(|| encode(&hub.feedback_record()));
         let seq = self.submitted.fetch_add(1, Ordering::SeqCst) + 1;
         let batch = Batch {
             seq,
             cleared: changes.cleared,
+            replaced: changes.replaced.into_iter().collect(),
+            messages,
             devices,
             feedback,
             ids: encode(&hub.id_state()),
@@ -273,14 +306,16 @@ pub fn open(dir: &Path) -> Result<(Persister, Restored), PersistError> {
     ))
 }
 
-/// Reads the format stamp (writing it into a new file) and every record.
+/// Reads the format stamp (writing it into a new file, migrating an older one) and every
+/// record.
 fn load(db: &Database, dir: &Path) -> Result<Restored, PersistError> {
     let bad = |e: redb::Error| corrupt(dir, e);
     let txn = db.begin_write().map_err(|e| bad(e.into()))?;
     let mut restored = Restored::default();
     {
         let mut meta = txn.open_table(META).map_err(|e| bad(e.into()))?;
-        let devices = txn.open_table(DEVICES).map_err(|e| bad(e.into()))?;
+        let mut devices = txn.open_table(DEVICES).map_err(|e| bad(e.into()))?;
+        let mut messages = txn.open_table(MESSAGES).map_err(|e| bad(e.into()))?;
         let stamp = meta
             .get("format")
             .map_err(|e| bad(e.into()))?
@@ -302,17 +337,16 @@ fn load(db: &Database, dir: &Path) -> Result<Restored, PersistError> {
                         found,
                     });
                 }
-                if found < FORMAT_VERSION {
+                if found == 1 {
+                    migrate_from_1(&mut devices, &mut messages, dir)?;
+                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                        .map_err(|e| bad(e.into()))?;
+                } else if found != FORMAT_VERSION {
                     return Err(corrupt(dir, format!("unknown format version {found}")));
                 }
             }
         }
-        for item in devices.iter().map_err(|e| bad(e.into()))? {
-            let (k, v) = item.map_err(|e| bad(e.into()))?;
-            let record: DeviceRecord = decode(v.value())
-                .map_err(|e| corrupt(dir, format!("device {}: {e}", k.value())))?;
-            restored.devices.push(record);
-        }
+        restored.devices = read_devices(&devices, &messages, dir)?;
         if let Some(v) = meta.get("feedback").map_err(|e| bad(e.into()))? {
             let f: FeedbackState =
                 decode(v.value()).map_err(|e| corrupt(dir, format!("feedback: {e}")))?;
@@ -325,6 +359,79 @@ fn load(db: &Database, dir: &Path) -> Result<Restored, PersistError> {
     }
     txn.commit().map_err(|e| bad(e.into()))?;
     Ok(restored)
+}
+
+/// Every device record with its queue. Both tables are in device id order, so each message
+/// finds its device by walking forward, never by a lookup.
+fn read_devices(
+    devices: &redb::Table<&str, &[u8]>,
+    messages: &redb::Table<(&str, u64), &[u8]>,
+    dir: &Path,
+) -> Result<Vec<DeviceRecord>, PersistError> {
+    let bad = |e: redb::StorageError| corrupt(dir, e);
+    let mut out: Vec<DeviceRecord> = Vec::with_capacity(devices.len().map_err(bad)? as usize);
+    for item in devices.iter().map_err(bad)? {
+        let (k, v) = item.map_err(bad)?;
+        let record: DeviceRecord =
+            decode(v.value()).map_err(|e| corrupt(dir, format!("device {}: {e}", k.value())))?;
+        out.push(record);
+    }
+    let mut at = 0;
+    for item in messages.iter().map_err(bad)? {
+        let (k, v) = item.map_err(bad)?;
+        let (id, seq) = k.value();
+        while out
+            .get(at)
+            .is_some_and(|d| d.device.device_id.as_str() < id)
+        {
+            at += 1;
+        }
+        let Some(device) = out.get_mut(at).filter(|d| d.device.device_id == id) else {
+            // A device's messages go in the same transaction as its record: never left over.
+            return Err(corrupt(
+                dir,
+                format!("message {seq} of unknown device {id}"),
+            ));
+        };
+        let m = decode(v.value())
+            .map_err(|e| corrupt(dir, format!("message {seq} of device {id}: {e}")))?;
+        device.queue.push(m);
+    }
+    Ok(out)
+}
+
+/// Format 1 kept each device's queue inside its record: move the messages to their own keys.
+fn migrate_from_1(
+    devices: &mut redb::Table<&str, &[u8]>,
+    messages: &mut redb::Table<(&str, u64), &[u8]>,
+    dir: &Path,
+) -> Result<(), PersistError> {
+    let bad = |e: redb::StorageError| corrupt(dir, e);
+    let mut old = Vec::new();
+    for item in devices.iter().map_err(bad)? {
+        let (k, v) = item.map_err(bad)?;
+        let record: DeviceRecord =
+            decode(v.value()).map_err(|e| corrupt(dir, format!("device {}: {e}", k.value())))?;
+        if !record.queue.is_empty() {
+            old.push(record);
+        }
+    }
+    for mut record in old {
+        let id = record.device.device_id.clone();
+        for m in std::mem::take(&mut record.queue) {
+            messages
+                .insert(
+                    (id.as_str(), m.sequence_number()),
+                    encode_compact(&m).as_slice(),
+                )
+                .map_err(bad)?;
+        }
+        devices
+            .insert(id.as_str(), encode(&record).as_slice())
+            .map_err(bad)?;
+    }
+    tracing::info!(dir = %dir.display(), "state migrated from format 1 to {FORMAT_VERSION}");
+    Ok(())
 }
 
 /// The writer thread: everything waiting goes into one transaction with one fsync.
@@ -363,7 +470,23 @@ fn write(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
     for b in batches {
         if b.cleared {
             txn.delete_table(DEVICES)?;
+            txn.delete_table(MESSAGES)?;
         }
+        let mut messages = txn.open_table(MESSAGES)?;
+        for id in &b.replaced {
+            messages.retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+        }
+        for (id, seq, record) in &b.messages {
+            match record {
+                Some(bytes) => {
+                    messages.insert((id.as_str(), *seq), bytes.as_slice())?;
+                }
+                None => {
+                    messages.remove((id.as_str(), *seq))?;
+                }
+            }
+        }
+        drop(messages);
         let mut devices = txn.open_table(DEVICES)?;
         for (id, record) in &b.devices {
             match record {
