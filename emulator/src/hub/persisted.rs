@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::c2d::StoredMessage;
+use super::event_log::{EventChanges, RestoredLog};
 use super::feedback::StoredFeedback;
 use super::store::{DeviceEntry, MemoryStore, Store};
 use super::twin::TwinState;
@@ -83,9 +84,9 @@ impl MessageRecord {
     }
 }
 
-/// A message id or correlation id with its AMQP type.
+/// A message id or correlation id with its AMQP type (also in event records).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-enum IdRecord {
+pub(crate) enum IdRecord {
     String(String),
     Uuid(u128),
     Ulong(u64),
@@ -256,12 +257,14 @@ pub struct Changes {
     pub messages: BTreeMap<String, Vec<u64>>,
     /// The feedback queue changed.
     pub feedback: bool,
+    /// Events appended and partitions trimmed or renumbered.
+    pub events: EventChanges,
 }
 
 impl Changes {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        !self.cleared && !self.feedback && self.devices.is_empty()
+        !self.cleared && !self.feedback && self.devices.is_empty() && self.events.is_empty()
     }
 }
 
@@ -274,6 +277,8 @@ pub struct Restored {
     pub feedback: Option<FeedbackState>,
     /// The id generator, so etags continue instead of repeating.
     pub ids: Option<IdGen>,
+    /// The event log's retained events and numbering.
+    pub event_log: RestoredLog,
 }
 
 impl<S: Store> Hub<S> {
@@ -362,6 +367,8 @@ impl<S: Store> Hub<S> {
         if let Some(ids) = state.ids {
             self.ids = ids;
         }
+        self.event_log
+            .restore(state.event_log, &self.settings.event_log, &mut self.timers);
     }
 }
 
@@ -370,11 +377,17 @@ impl Hub<MemoryStore> {
     /// changes, for [`Hub::take_changes`].
     pub fn track_changes(&mut self) {
         self.store.track_changes();
+        self.event_log.track_changes();
     }
 
     /// What changed since the last call; `None` when not tracking or nothing changed.
     pub fn take_changes(&mut self) -> Option<Changes> {
-        self.store.take_changes()
+        let events = self.event_log.take_changes();
+        let mut changes = self.store.take_changes();
+        if let Some(events) = events {
+            changes.get_or_insert_with(Changes::default).events = events;
+        }
+        changes
     }
 }
 

@@ -23,10 +23,15 @@ fn t(s: i64) -> OffsetDateTime {
 }
 
 fn settings() -> HubSettings {
-    HubSettings {
+    let mut s = HubSettings {
         feedback_window: std::time::Duration::ZERO,
         ..HubSettings::default()
-    }
+    };
+    // Small, so that the model test sees events dropped by age and by count.
+    s.event_log.partition_count = 2;
+    s.event_log.retention = std::time::Duration::from_secs(100);
+    s.event_log.max_events_per_partition = 5;
+    s
 }
 
 /// A hub over the state in `dir`, tracking changes as the driver does.
@@ -51,7 +56,33 @@ fn records(hub: &Hub) -> Vec<Vec<u8>> {
         .iter()
         .map(|d| encode(&hub.device_record(&d.device_id).unwrap()))
         .chain([encode(&hub.feedback_record())])
+        .chain([event_log(hub).into_bytes()])
         .collect()
+}
+
+/// The event log as readers see it: each partition's runtime information and every retained
+/// event with its numbering, time and message.
+fn event_log(hub: &Hub) -> String {
+    let mut out = format!("{:?}\n", hub.event_hub_info());
+    for p in 0..hub.event_log().partition_count() {
+        let id = p.to_string();
+        let info = hub.partition_info(&id).unwrap();
+        let mut cursor = hub
+            .cursor(&id, &iothub_protocol::EventPosition::Earliest)
+            .unwrap();
+        let events = hub.read_events(&mut cursor, usize::MAX);
+        out += &format!("{info:?}\n{events:?}\n");
+    }
+    out
+}
+
+fn telemetry(hub: &mut Hub, device: &str, body: &str, now: OffsetDateTime) {
+    let mut m = Message::new(body);
+    m.system.message_id = Some(iothub_protocol::MessageId::String(format!("m-{body}")));
+    m.system.content_type = Some("application/json".into());
+    m.properties.insert("k", body);
+    let origin = crate::hub::Origin::device(device);
+    hub.send_telemetry(&origin, m, now).unwrap();
 }
 
 #[test]
@@ -202,7 +233,12 @@ fn a_format_1_file_is_migrated_on_open() {
         txn.commit().unwrap();
     }
     let (p, mut again) = open_hub(&dir, t(3));
-    assert!(records(&again) == before, "migrated state differs");
+    // Format 1 kept no event log (nor the hub's creation time).
+    let without_log = |r: Vec<Vec<u8>>| r[..r.len() - 1].to_vec();
+    assert!(
+        without_log(records(&again)) == without_log(before),
+        "migrated state differs"
+    );
     let e = again.enqueue_c2d("d1", Message::new("d"), t(3)).unwrap();
     assert_eq!(e.sequence_number, 4, "sequence numbers continue");
     p.submit(&mut again);
@@ -290,6 +326,114 @@ fn a_message_of_an_unknown_device_is_reported() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Telemetry comes back with its partition, sequence number, offset and enqueued time, and
+/// numbering continues after the restart instead of starting from 0.
+#[test]
+fn a_restart_keeps_the_event_log_and_its_numbering() {
+    let dir = temp_dir("events");
+    let (p, mut hub) = open_hub(&dir, t(0));
+    for d in ["d1", "d2", "d3"] {
+        hub.create_device(Device::new(d), t(0)).unwrap();
+    }
+    for (i, d) in ["d1", "d2", "d3", "d1"].iter().enumerate() {
+        telemetry(
+            &mut hub,
+            d,
+            &format!("{i}"),
+            t(1) + time::Duration::milliseconds(7),
+        );
+    }
+    p.submit(&mut hub);
+    block_on(p.synced()).unwrap();
+    let before = event_log(&hub);
+    let d1 = crate::hub::event_log::partition_for_device("d1", 2).to_string();
+    let last = hub
+        .partition_info(&d1)
+        .unwrap()
+        .last_enqueued_sequence_number;
+    p.close();
+    drop(p);
+
+    let (p, mut again) = open_hub(&dir, t(50));
+    assert_eq!(event_log(&again), before);
+    telemetry(&mut again, "d1", "after", t(51));
+    let info = again.partition_info(&d1).unwrap();
+    assert_eq!(
+        info.last_enqueued_sequence_number,
+        last + 1,
+        "numbering continues"
+    );
+    p.submit(&mut again);
+    block_on(p.synced()).unwrap();
+    let after = event_log(&again);
+    p.close();
+    let (p, again) = open_hub(&dir, t(52));
+    assert_eq!(event_log(&again), after);
+    p.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn stored_events(dir: &Path) -> usize {
+    let db = open_db(dir).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let n = txn.open_table(EVENTS).unwrap().len().unwrap();
+    n as usize
+}
+
+/// Retention deletes from disk too: by count on append, by age when the deadline fires
+/// (also when it fires right after a restart), and everything on reset; numbering continues.
+#[test]
+fn retention_deletes_events_from_disk() {
+    let dir = temp_dir("retention");
+    let (p, mut hub) = open_hub(&dir, t(0));
+    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    for i in 0..12 {
+        telemetry(&mut hub, "d1", &i.to_string(), t(1));
+    }
+    p.submit(&mut hub);
+    block_on(p.synced()).unwrap();
+    p.close();
+    assert_eq!(stored_events(&dir), 5, "the per-partition bound");
+
+    // Past the retention time (100 s) while the emulator is down.
+    let (p, mut hub) = open_hub(&dir, t(500));
+    let d1 = crate::hub::event_log::partition_for_device("d1", 2).to_string();
+    assert_eq!(hub.partition_info(&d1).unwrap().begin_sequence_number, 7);
+    hub.handle_timeout(t(500));
+    let info = hub.partition_info(&d1).unwrap();
+    assert!(info.is_empty);
+    assert_eq!(info.last_enqueued_sequence_number, 11);
+    p.submit(&mut hub);
+    block_on(p.synced()).unwrap();
+    p.close();
+    assert_eq!(stored_events(&dir), 0, "aged out on disk");
+
+    let (p, mut hub) = open_hub(&dir, t(501));
+    let info = hub.partition_info(&d1).unwrap();
+    assert_eq!(
+        (
+            info.begin_sequence_number,
+            info.last_enqueued_sequence_number
+        ),
+        (12, 11)
+    );
+    telemetry(&mut hub, "d1", "x", t(502));
+    telemetry(&mut hub, "d1", "y", t(502));
+    hub.reset();
+    p.submit(&mut hub);
+    block_on(p.synced()).unwrap();
+    p.close();
+    assert_eq!(stored_events(&dir), 0, "reset drops every event");
+    let (p, hub) = open_hub(&dir, t(503));
+    let info = hub.partition_info(&d1).unwrap();
+    assert_eq!(
+        info.last_enqueued_sequence_number, 13,
+        "reset keeps the numbering"
+    );
+    p.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// One step of the model test.
 #[derive(Debug, Clone)]
 enum Op {
@@ -303,6 +447,7 @@ enum Op {
     Tag(u8, u8),
     Advance(u8),
     Purge(u8),
+    Telemetry(u8),
     Reset,
 }
 
@@ -319,6 +464,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (d.clone(), 0u8..5).prop_map(|(d, v)| Op::Tag(d, v)),
         1 => (0u8..120).prop_map(Op::Advance),
         1 => d.clone().prop_map(Op::Purge),
+        4 => d.clone().prop_map(Op::Telemetry),
         1 => Just(Op::Reset),
     ]
 }
@@ -361,6 +507,10 @@ fn apply(hub: &mut Hub, op: &Op, now: &mut OffsetDateTime, tokens: &mut Vec<(Str
             hub.handle_timeout(*now);
         }
         Op::Purge(d) => drop(hub.purge_c2d(&id(d), *now)),
+        Op::Telemetry(d) => {
+            let origin = crate::hub::Origin::device(id(d));
+            drop(hub.send_telemetry(&origin, Message::new(vec![*d; 5]), *now));
+        }
         Op::Reset => hub.reset(),
     }
 }
