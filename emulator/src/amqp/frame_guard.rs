@@ -291,8 +291,9 @@ fn canonical(
         .ok_or_else(|| Violation::Decode("the performative does not encode".into()))
 }
 
-/// The attach the emulator answers a peer receiver with carries the name the peer gave:
-/// [`RECEIVER_SUFFIX`] comes off again. `None` for any other frame.
+/// The attach the emulator answers with carries the name the peer gave: the name of a
+/// duplicate link is cut back at [`super::duplicates::marker`], and [`RECEIVER_SUFFIX`] comes
+/// off the answer to a peer receiver. `None` for any other frame.
 pub fn restore_link_name(frame: &[u8]) -> Option<BytesMut> {
     let doff = usize::from(*frame.get(4)?) * 4;
     if frame.get(5) != Some(&FRAME_TYPE_AMQP) || frame.get(doff..doff + 3)? != [0, 0x53, ATTACH] {
@@ -302,10 +303,13 @@ pub fn restore_link_name(frame: &[u8]) -> Option<BytesMut> {
     let Performative::Attach(mut attach) = performative else {
         return None;
     };
-    if attach.role != Role::Sender {
-        return None;
+    let renamed = super::duplicates::original_name(&attach.name);
+    let name = renamed.unwrap_or(&attach.name);
+    let name = match attach.role {
+        Role::Sender => name.strip_suffix(RECEIVER_SUFFIX),
+        Role::Receiver => None,
     }
-    let name = attach.name.strip_suffix(RECEIVER_SUFFIX)?;
+    .or(renamed)?;
     attach.name = name.to_owned();
     encode_frame(channel, &Performative::Attach(attach), payload)
 }
@@ -612,6 +616,20 @@ mod tests {
         let to_sender =
             encode_frame(0, &Performative::Attach(attach("x", Role::Receiver)), &[]).unwrap();
         assert!(restore_link_name(&to_sender).is_none());
+    }
+
+    #[test]
+    fn renamed_duplicates_get_the_peers_name_back_in_either_direction() {
+        let marker = super::super::duplicates::marker();
+        for (role, name) in [(Role::Sender, "x\u{0}r"), (Role::Receiver, "x")] {
+            let renamed = format!("{name}{marker}2");
+            let answer =
+                encode_frame(0, &Performative::Attach(attach(&renamed, role)), &[]).unwrap();
+            let restored = restore_link_name(&answer).unwrap();
+            let (_, p, _) = decode_frame(&restored).unwrap();
+            let Performative::Attach(a) = p else { panic!() };
+            assert_eq!(a.name, "x");
+        }
     }
 
     #[test]
