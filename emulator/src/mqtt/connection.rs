@@ -36,6 +36,7 @@ use crate::driver::{
 use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
+use super::after_disk::{self, AfterDisk};
 
 use super::codec::StrictCodec;
 use super::connect::{self, ConnectRequest, Refusal};
@@ -59,6 +60,13 @@ const READ_BATCH: usize = 64;
 /// flood, and counting them kicked a device that merely kept up with its C2D messages.
 fn counts_for_flood(p: &Packet) -> bool {
     !matches!(p, Packet::PubAck(_))
+}
+
+/// The close for a sync that failed: the answers waiting for it never go out.
+fn sync_failed(e: &crate::persist::PersistError) -> Close {
+    Close::Hub(HubError::ServerError {
+        detail: e.to_string(),
+    })
 }
 
 /// How a connection ended.
@@ -268,6 +276,7 @@ async fn serve_device<IO>(
         origin: Origin { identity, auth },
         desired: None,
         methods: None,
+        after_disk: AfterDisk::default(),
     };
     conn.sync_desired();
 
@@ -426,6 +435,8 @@ struct Connected<'a, IO> {
     desired: Option<DesiredSubscription>,
     /// Set while subscribed to method requests.
     methods: Option<MethodListener>,
+    /// PUBACKs and twin answers waiting for the disk.
+    after_disk: AfterDisk,
 }
 
 impl<IO> Connected<'_, IO>
@@ -462,7 +473,20 @@ where
                         return Close::TokenExpired;
                     }
                 }
-                frame = self.t.next() => {
+                // Before reading more, so a device that keeps sending still gets its PUBACKs.
+                synced = self.after_disk.wait(), if self.after_disk.syncing() => {
+                    if let Err(e) = synced {
+                        return sync_failed(&e);
+                    }
+                    if let Err(close) = self.feed_synced().await {
+                        return close;
+                    }
+                    if let Err(close) = self.flush().await {
+                        return close;
+                    }
+                }
+                // Past the bound, reading waits for the disk to catch up.
+                frame = self.t.next(), if self.after_disk.len() < after_disk::MAX_WAITING => {
                     last_packet = Instant::now();
                     let mut frame = Some(frame);
                     // Handle every packet that is already buffered (up to a bound) before
@@ -482,9 +506,12 @@ where
                             return close;
                         }
                         handled += 1;
-                        if handled < READ_BATCH {
+                        if handled < READ_BATCH && self.after_disk.len() < after_disk::MAX_WAITING {
                             frame = self.t.next().now_or_never();
                         }
+                    }
+                    if let Err(close) = self.feed_synced().await {
+                        return close;
                     }
                     if let Err(close) = self.flush().await {
                         return close;
@@ -497,7 +524,18 @@ where
                             "desired-property notifications were not read in time".to_owned(),
                         );
                     };
-                    if let Err(close) = self.send(Packet::Publish(twin::desired_notification(&n))).await {
+                    let notification = Packet::Publish(twin::desired_notification(&n));
+                    // Never ahead of a twin answer still waiting for the disk.
+                    let sent = if self.after_disk.is_empty() {
+                        self.send(notification).await
+                    } else {
+                        self.after_disk.push(notification);
+                        match self.feed_synced().await {
+                            Ok(()) => self.flush().await,
+                            Err(close) => Err(close),
+                        }
+                    };
+                    if let Err(close) = sent {
                         return close;
                     }
                 }
@@ -520,6 +558,25 @@ where
             TOKEN_CHECK_MAX
         };
         left.min(cap)
+    }
+
+    /// Feeds every answer whose data is on disk, and starts a sync for those still waiting
+    /// (pipelined: see [`after_disk`]).
+    async fn feed_synced(&mut self) -> Result<(), Close> {
+        loop {
+            while let Some(answer) = self.after_disk.pop_ready() {
+                self.feed(answer).await?;
+            }
+            let hub = &self.ctx.hub;
+            match self.after_disk.begin(|| {
+                let hub = hub.clone();
+                async move { hub.synced().await }
+            }) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(sync_failed(&e)),
+            }
+        }
     }
 
     async fn send(&mut self, packet: Packet) -> Result<(), Close> {
@@ -639,19 +696,13 @@ where
                 );
             }
         }
-        // Acknowledged means durable: the PUBACK and the twin answer wait for the disk.
-        if p.qos == QoS::AtLeastOnce || twin_response.is_some() {
-            self.ctx.hub.synced().await.map_err(|e| {
-                Close::Hub(HubError::ServerError {
-                    detail: e.to_string(),
-                })
-            })?;
-        }
+        // Acknowledged means durable: the PUBACK and the twin answer wait for the disk, and
+        // the connection goes on reading meanwhile ([`Connected::feed_synced`]).
         if p.qos == QoS::AtLeastOnce {
-            self.feed(Packet::PubAck(PubAck::new(p.pkid))).await?;
+            self.after_disk.push(Packet::PubAck(PubAck::new(p.pkid)));
         }
         if let Some(r) = twin_response {
-            self.feed(Packet::Publish(r)).await?;
+            self.after_disk.push(Packet::Publish(r));
         }
         Ok(())
     }
