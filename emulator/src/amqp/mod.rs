@@ -32,6 +32,7 @@ mod cbs;
 mod connection;
 mod convert;
 mod device;
+mod duplicates;
 mod encoding;
 mod errors;
 mod eventhubs;

@@ -191,19 +191,25 @@ fn frame_size(buf: &[u8]) -> Option<usize> {
     usize::try_from(u32::from_be_bytes(bytes)).ok()
 }
 
-/// Splits an AMQP frame into channel, performative and payload.
+/// Splits an AMQP frame into channel, performative and payload. The performative is the first
+/// well-formed AMQP value of the body ([`super::encoding::value_len`]), and serde_amqp reads
+/// only those bytes: it would otherwise read on into the payload wherever it accepts more than
+/// one value (a performative's name as a plain string, then its list, reads as an enum), and
+/// allocate whatever a length there claims.
 pub(super) fn decode_frame(frame: &[u8]) -> Option<(u16, Performative, &[u8])> {
     let doff = usize::from(*frame.get(4)?) * 4;
     if *frame.get(5)? != FRAME_TYPE_AMQP || doff < HEADER_LEN {
         return None;
     }
     let channel = u16::from_be_bytes([*frame.get(6)?, *frame.get(7)?]);
-    let mut body = frame.get(doff..)?;
+    let body = frame.get(doff..)?;
     if body.is_empty() {
         return None;
     }
-    let performative = read_one::<Performative>(&mut body)?;
-    Some((channel, performative, body))
+    let n = super::encoding::value_len(body).ok()?;
+    let mut performative_bytes = &body[..n];
+    let performative = read_one::<Performative>(&mut performative_bytes)?;
+    Some((channel, performative, &body[n..]))
 }
 
 /// Deserializes one value from the front of `buf` and advances it past that value.
