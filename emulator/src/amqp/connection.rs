@@ -227,6 +227,7 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
         .max_message_size(MAX_MESSAGE_SIZE)
         .build();
     let links = LinkCount::default();
+    let mut renamed = 0;
     loop {
         let attach = tokio::select! {
             _ = conn.cancel.cancelled() => break,
@@ -239,8 +240,9 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
             Role::Sender => &from_peer,
             Role::Receiver => &to_peer,
         };
-        let link = match acceptor.accept_incoming_attach(attach, &mut session).await {
-            Ok(link) => link,
+        let accepted = super::duplicates::accept(acceptor, attach, &mut session, &mut renamed);
+        let (link, duplicate_of) = match accepted.await {
+            Ok(a) => (a.link, a.duplicate_of),
             Err(e) => {
                 tracing::debug!(peer = %conn.peer, ?address, error = %e, "link not attached");
                 continue;
@@ -254,6 +256,14 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
                 continue;
             }
         };
+        if let Some(name) = duplicate_of {
+            tracing::debug!(peer = %conn.peer, ?address, "link refused: name in use");
+            conn.ctx.tasks.spawn(async move {
+                let _slot = slot;
+                refuse(link, super::duplicates::error(&name)).await
+            });
+            continue;
+        }
         tracing::debug!(peer = %conn.peer, ?address, "link attached");
         match eventhubs {
             Some(eh) => {

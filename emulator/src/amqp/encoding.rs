@@ -19,6 +19,16 @@ pub fn value_len(buf: &[u8]) -> Result<usize, Malformed> {
     len_at(buf, 0)
 }
 
+/// Checks that `buf` is a sequence of whole, well-formed values: every length claimed in it
+/// fits in the bytes that remain.
+pub fn check_values(mut buf: &[u8]) -> Result<(), Malformed> {
+    while !buf.is_empty() {
+        let n = value_len(buf)?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
 fn eof() -> Malformed {
     Malformed("a length or count runs past the end of its container")
 }

@@ -10,7 +10,12 @@
 //! * the peer's `open` offers a `max-frame-size` of at least 512;
 //! * the performative (AMQP or SASL) is well-formed AMQP: no length or count beyond its
 //!   container, no deep nesting ([`super::encoding`]; serde_amqp would allocate what a length
-//!   claims, gigabytes, before finding the bytes missing).
+//!   claims, gigabytes, before finding the bytes missing), and reaches fe2o3 exactly as
+//!   serde_amqp encodes it, since serde_amqp also accepts shapes it reads past the checked value
+//!   (a performative's name as a plain string followed by its fields reads as an enum);
+//! * a SASL frame's body is whole, well-formed values and nothing else;
+//! * a delivery's message, joined from all its frames, is whole, well-formed values too; flows
+//!   for link handles the peer has not attached are dropped ([`super::peer_links`]).
 //!
 //! A violation is reported as a [`Violation`]; the stream then answers with a `close` carrying
 //! the condition (after an `open` of its own when fe2o3 has not sent one yet) and ends.
@@ -53,6 +58,8 @@ pub enum Violation {
     NotAllowed(String),
     /// A performative whose encoding is not well-formed ([`super::encoding`]).
     Decode(String),
+    /// More held for the peer than it may have ([`super::peer_links`]).
+    ResourceLimit(String),
 }
 
 impl Violation {
@@ -62,6 +69,7 @@ impl Violation {
             Violation::Framing(t) => (ConnectionError::FramingError.into(), t),
             Violation::NotAllowed(t) => (AmqpError::NotAllowed.into(), t),
             Violation::Decode(t) => (AmqpError::DecodeError.into(), t),
+            Violation::ResourceLimit(t) => (AmqpError::ResourceLimitExceeded.into(), t),
         };
         Error::new(condition, text.to_owned(), None)
     }
@@ -83,6 +91,8 @@ pub struct ReadGuard {
     pub full_lists: bool,
     /// What went wrong; nothing is forwarded after it.
     pub violation: Option<Violation>,
+    /// The peer's attached link handles and deliveries in progress.
+    pub links: super::peer_links::PeerLinks,
 }
 
 impl Default for ReadGuard {
@@ -95,6 +105,7 @@ impl Default for ReadGuard {
             channel_max: CHANNEL_MAX,
             full_lists: false,
             violation: None,
+            links: Default::default(),
         }
     }
 }
@@ -154,16 +165,8 @@ impl ReadGuard {
                 return self.fail(v);
             }
             let doff = usize::from(self.scan[4]) * 4;
-            let needs_body = !self.opened
-                || self.scan[5] == FRAME_TYPE_AMQP && {
-                    match self.scan.get(doff..doff + 3) {
-                        None if size >= doff + 3 => return, // wait for the descriptor
-                        None => false,
-                        // Every performative is checked (see `super::encoding`).
-                        Some(_) => true,
-                    }
-                };
-            if !needs_body || size > SCAN_LIMIT {
+            // Every frame with a body is read whole and checked; heartbeats pass.
+            if size == doff || size > SCAN_LIMIT {
                 let head = self.scan.split_to(HEADER_LEN);
                 self.ready.extend_from_slice(&head);
                 self.skip = size - HEADER_LEN;
@@ -173,20 +176,31 @@ impl ReadGuard {
                 return;
             }
             let frame = self.scan.split_to(size);
-            if let Some(body) = frame.get(doff..).filter(|b| !b.is_empty())
-                && let Err(m) = super::encoding::value_len(body)
-            {
-                return self.fail(Violation::Decode(format!(
-                    "the frame's performative is malformed: {}",
-                    m.0
-                )));
-            }
-            match self.inspect(&frame) {
+            match self.check(&frame) {
                 Ok(Some(rewritten)) => self.ready.extend_from_slice(&rewritten),
                 Ok(None) => self.ready.extend_from_slice(&frame),
                 Err(v) => return self.fail(v),
             }
         }
+    }
+
+    /// Checks a whole frame with a body. A SASL frame must be whole AMQP values and nothing
+    /// else; an AMQP frame goes to [`Self::inspect`].
+    fn check(&mut self, frame: &[u8]) -> Result<Option<BytesMut>, Violation> {
+        let doff = usize::from(frame[4]) * 4;
+        let body = &frame[doff..];
+        let malformed = |m: super::encoding::Malformed| {
+            Violation::Decode(format!("the frame is malformed: {}", m.0))
+        };
+        if frame[5] == FRAME_TYPE_SASL {
+            // fe2o3 reads the SASL performative from the whole body, and serde_amqp may read
+            // more than one value as one (see `super::stream::decode_frame`): so every byte it
+            // could reach must be well-formed.
+            super::encoding::check_values(body).map_err(malformed)?;
+            return Ok(None);
+        }
+        super::encoding::value_len(body).map_err(malformed)?;
+        self.inspect(frame)
     }
 
     fn check_header(&self, size: usize) -> Result<(), Violation> {
@@ -216,16 +230,16 @@ impl ReadGuard {
         Ok(())
     }
 
-    /// Looks into a whole frame: the peer's `open` (checked, and shown to fe2o3 with
+    /// Looks into a whole AMQP frame: the peer's `open` (checked, and shown to fe2o3 with
     /// `max-frame-size` lowered by [`super::stream::HEADROOM`]) and attaches (receiver names
-    /// suffixed). `Ok(None)` forwards the frame unchanged.
+    /// suffixed); handles, flows and deliveries go through [`super::peer_links`]; every other
+    /// performative goes on as serde_amqp itself encodes it ([`canonical`]). `Ok(None)`
+    /// forwards the frame unchanged, `Ok(Some(empty))` drops it.
     fn inspect(&mut self, frame: &[u8]) -> Result<Option<BytesMut>, Violation> {
-        if frame.get(5) != Some(&FRAME_TYPE_AMQP) {
-            return Ok(None);
-        }
         let Some((channel, performative, payload)) = decode_frame(frame) else {
-            // Empty frames (heartbeats) and bodies fe2o3 will refuse on its own.
-            return Ok(None);
+            return Err(Violation::Decode(
+                "the frame's body does not begin with a performative".into(),
+            ));
         };
         match performative {
             Performative::Open(mut open) if !self.opened => {
@@ -247,6 +261,7 @@ impl ReadGuard {
                 "the first AMQP frame must be an open".into(),
             )),
             Performative::Attach(mut attach) if attach.role == Role::Receiver => {
+                self.links.attached(channel, attach.handle.0);
                 attach.name.push_str(RECEIVER_SUFFIX);
                 Ok(encode_frame(
                     channel,
@@ -254,13 +269,53 @@ impl ReadGuard {
                     payload,
                 ))
             }
-            _ => Ok(None),
+            other => {
+                match &other {
+                    Performative::Attach(a) => self.links.attached(channel, a.handle.0),
+                    Performative::Detach(d) => self.links.detached(channel, d.handle.0),
+                    Performative::End(_) => self.links.ended(channel),
+                    Performative::Flow(f) if !self.links.admits(channel, f) => {
+                        return Ok(Some(BytesMut::new()));
+                    }
+                    Performative::Transfer(t) => self.links.transfer(channel, t, payload)?,
+                    _ => {}
+                }
+                canonical(frame, channel, &other, payload)
+            }
         }
     }
 }
 
-/// The attach the emulator answers a peer receiver with carries the name the peer gave:
-/// [`RECEIVER_SUFFIX`] comes off again. `None` for any other frame.
+/// `None` when the frame holds the performative exactly as serde_amqp encodes it, so that
+/// fe2o3's decoder reads those bytes and no further. Otherwise the frame rebuilt that way
+/// (only a transfer keeps its payload; no other performative has one): serde_amqp accepts
+/// other shapes too, some of which it reads past the value the guard checked, into bytes
+/// nobody checked ([`super::stream::decode_frame`]).
+fn canonical(
+    frame: &[u8],
+    channel: u16,
+    performative: &Performative,
+    payload: &[u8],
+) -> Result<Option<BytesMut>, Violation> {
+    let doff = usize::from(frame[4]) * 4;
+    let as_read = &frame[doff..frame.len() - payload.len()];
+    let encoded = serde_amqp::to_vec(performative)
+        .map_err(|e| Violation::Decode(format!("the performative does not encode: {e}")))?;
+    if doff == HEADER_LEN && encoded == as_read {
+        return Ok(None);
+    }
+    let payload = match performative {
+        Performative::Transfer(_) => payload,
+        _ => &[],
+    };
+    encode_frame(channel, performative, payload)
+        .map(Some)
+        .ok_or_else(|| Violation::Decode("the performative does not encode".into()))
+}
+
+/// The attach the emulator answers with carries the name the peer gave: the name of a
+/// duplicate link is cut back at [`super::duplicates::marker`], and [`RECEIVER_SUFFIX`] comes
+/// off the answer to a peer receiver. `None` for any other frame.
 pub fn restore_link_name(frame: &[u8]) -> Option<BytesMut> {
     let doff = usize::from(*frame.get(4)?) * 4;
     if frame.get(5) != Some(&FRAME_TYPE_AMQP) || frame.get(doff..doff + 3)? != [0, 0x53, ATTACH] {
@@ -270,10 +325,13 @@ pub fn restore_link_name(frame: &[u8]) -> Option<BytesMut> {
     let Performative::Attach(mut attach) = performative else {
         return None;
     };
-    if attach.role != Role::Sender {
-        return None;
+    let renamed = super::duplicates::original_name(&attach.name);
+    let name = renamed.unwrap_or(&attach.name);
+    let name = match attach.role {
+        Role::Sender => name.strip_suffix(RECEIVER_SUFFIX),
+        Role::Receiver => None,
     }
-    let name = attach.name.strip_suffix(RECEIVER_SUFFIX)?;
+    .or(renamed)?;
     attach.name = name.to_owned();
     encode_frame(channel, &Performative::Attach(attach), payload)
 }
@@ -481,6 +539,78 @@ mod tests {
         );
     }
 
+    /// The amqp_frames OOM (`fuzz/corpus/amqp_frames/oom-dc118c35…`): a frame whose body starts
+    /// with the performative's *name* as a plain string, then a described value whose
+    /// descriptor is a sym32 claiming 3 GB. The string alone is a well-formed value, but
+    /// serde_amqp reads a name followed by a value as an enum, so it went on past it and
+    /// allocated the 3 GB.
+    #[test]
+    fn a_performative_read_past_its_first_value_is_a_decode_error() {
+        let input = include_bytes!(
+            "../../../fuzz/corpus/amqp_frames/oom-dc118c35ff515ad9d0f5e717a154dec4ef24a84f"
+        );
+        let mut g = ReadGuard::default();
+        g.push(&input[..8]);
+        g.push(&input[8..]);
+        assert!(
+            matches!(g.violation, Some(Violation::Decode(_))),
+            "{:?}",
+            g.violation
+        );
+        assert_eq!(
+            &g.ready[..],
+            &input[..8],
+            "only the protocol header went through"
+        );
+        assert!(decode_frame(&input[8..]).is_none());
+
+        // The same shape after a valid open, with the name as str8 and as sym8.
+        for code in [0xa1u8, 0xa3] {
+            let mut g = opened();
+            let mut body = vec![code, 21];
+            body.extend_from_slice(b"amqp:disposition:list");
+            body.extend_from_slice(&[0x00, 0xb3, 0xbf, 0xb6, 0xf2, 0xfc, 0xff]);
+            let mut frame = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&[2, 0, 0, 0]);
+            frame.extend_from_slice(&body);
+            g.push(&frame);
+            assert!(
+                matches!(g.violation, Some(Violation::Decode(_))),
+                "{code:#x}: {:?}",
+                g.violation
+            );
+            assert!(g.ready.is_empty());
+        }
+    }
+
+    /// Other encodings of a performative reach fe2o3 as serde_amqp writes it, so its decoder
+    /// reads exactly the bytes the guard checked.
+    #[test]
+    fn performatives_in_other_encodings_are_forwarded_as_serde_amqp_writes_them() {
+        let detach = Performative::Detach(fe2o3_amqp_types::performatives::Detach {
+            handle: Handle(3),
+            closed: true,
+            error: None,
+        });
+        let canonical = encode_frame(1, &detach, &[]).unwrap();
+        // The descriptor as a symbol, an extended header, and trailing bytes.
+        let mut body = vec![0x00, 0xa3, 16];
+        body.extend_from_slice(b"amqp:detach:list");
+        body.extend_from_slice(&canonical[11..]);
+        body.extend_from_slice(&[0x40, 0x40]);
+        let mut frame = ((12 + body.len()) as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[3, 0, 0, 1, 0, 0, 0, 0]);
+        frame.extend_from_slice(&body);
+        let mut g = opened();
+        g.push(&frame);
+        assert!(g.violation.is_none(), "{:?}", g.violation);
+        assert_eq!(&g.ready[..], &canonical[..]);
+        // Already canonical: forwarded as it is.
+        let mut g = opened();
+        g.push(&canonical);
+        assert_eq!(&g.ready[..], &canonical[..]);
+    }
+
     #[test]
     fn receiver_names_get_a_suffix_that_the_answer_loses() {
         let mut g = opened();
@@ -508,6 +638,153 @@ mod tests {
         let to_sender =
             encode_frame(0, &Performative::Attach(attach("x", Role::Receiver)), &[]).unwrap();
         assert!(restore_link_name(&to_sender).is_none());
+    }
+
+    #[test]
+    fn renamed_duplicates_get_the_peers_name_back_in_either_direction() {
+        let marker = super::super::duplicates::marker();
+        for (role, name) in [(Role::Sender, "x\u{0}r"), (Role::Receiver, "x")] {
+            let renamed = format!("{name}{marker}2");
+            let answer =
+                encode_frame(0, &Performative::Attach(attach(&renamed, role)), &[]).unwrap();
+            let restored = restore_link_name(&answer).unwrap();
+            let (_, p, _) = decode_frame(&restored).unwrap();
+            let Performative::Attach(a) = p else { panic!() };
+            assert_eq!(a.name, "x");
+        }
+    }
+
+    fn flow(handle: Option<u32>) -> BytesMut {
+        let flow = fe2o3_amqp_types::performatives::Flow {
+            next_incoming_id: Some(0),
+            incoming_window: 100,
+            next_outgoing_id: 0,
+            outgoing_window: 100,
+            handle: handle.map(Handle),
+            delivery_count: Some(0),
+            link_credit: Some(10),
+            available: None,
+            drain: false,
+            echo: false,
+            properties: None,
+        };
+        encode_frame(0, &Performative::Flow(flow), &[]).unwrap()
+    }
+
+    fn transfer(handle: u32, delivery: Option<u32>, more: bool, payload: &[u8]) -> BytesMut {
+        let t = fe2o3_amqp_types::performatives::Transfer {
+            handle: Handle(handle),
+            delivery_id: delivery,
+            delivery_tag: delivery.map(|d| d.to_be_bytes().to_vec().into()),
+            message_format: delivery.map(|_| 0),
+            settled: None,
+            more,
+            rcv_settle_mode: None,
+            state: None,
+            resume: false,
+            aborted: false,
+            batchable: false,
+        };
+        encode_frame(0, &Performative::Transfer(t), payload).unwrap()
+    }
+
+    fn attach_frame(handle: u32) -> BytesMut {
+        let mut a = attach(&format!("link{handle}"), Role::Sender);
+        a.handle = Handle(handle);
+        encode_frame(0, &Performative::Attach(a), &[]).unwrap()
+    }
+
+    /// A data section of `n` bytes, claiming `claim` bytes.
+    fn data_section(claim: u32, n: usize) -> Vec<u8> {
+        let mut d = vec![0x00, 0x53, 0x75, 0xb0];
+        d.extend_from_slice(&claim.to_be_bytes());
+        d.extend(std::iter::repeat_n(7u8, n));
+        d
+    }
+
+    #[test]
+    fn flows_for_handles_not_attached_never_reach_fe2o3() {
+        let mut g = opened();
+        g.push(&begin(0));
+        g.ready.clear();
+        for _ in 0..10_000 {
+            g.push(&flow(Some(7)));
+        }
+        assert!(g.violation.is_none());
+        assert!(g.ready.is_empty(), "fe2o3 would keep every one of them");
+        // The session's own flow, and flows for an attached handle, go on.
+        g.push(&flow(None));
+        assert_eq!(&g.ready[..], &flow(None)[..]);
+        g.ready.clear();
+        g.push(&attach_frame(7));
+        g.push(&flow(Some(7)));
+        assert!(g.ready.ends_with(&flow(Some(7))));
+        assert_eq!(g.links.handles(), 1);
+        // Detached: dropped again, and nothing is left of the handle.
+        let detach = fe2o3_amqp_types::performatives::Detach {
+            handle: Handle(7),
+            closed: true,
+            error: None,
+        };
+        g.push(&encode_frame(0, &Performative::Detach(detach), &[]).unwrap());
+        g.ready.clear();
+        g.push(&flow(Some(7)));
+        assert!(g.ready.is_empty());
+        assert_eq!(g.links.handles(), 0);
+    }
+
+    #[test]
+    fn a_delivery_is_checked_whole_before_its_last_frame_goes_on() {
+        let mut g = opened();
+        g.push(&begin(0));
+        g.push(&attach_frame(0));
+        // Well-formed, over three frames: passes, and nothing is held afterwards.
+        let section = data_section(1000, 1000);
+        g.push(&transfer(0, Some(0), true, &section[..400]));
+        g.push(&transfer(0, None, true, &section[400..800]));
+        assert_eq!(g.links.partial_bytes(), 800);
+        g.push(&transfer(0, None, false, &section[800..]));
+        assert!(g.violation.is_none(), "{:?}", g.violation);
+        assert_eq!(g.links.partial_bytes(), 0);
+        // A section claiming 3 GB, split so that no frame alone shows the claim whole.
+        g.ready.clear();
+        let hostile = data_section(0xbfff_ffff, 40);
+        g.push(&transfer(0, Some(1), true, &hostile[..6]));
+        let first = g.ready.len();
+        assert!(first > 0, "an incomplete frame cannot be judged yet");
+        g.push(&transfer(0, None, false, &hostile[6..]));
+        assert!(
+            matches!(g.violation, Some(Violation::Decode(_))),
+            "{:?}",
+            g.violation
+        );
+        assert_eq!(g.ready.len(), first, "the last frame never reaches fe2o3");
+        // In one frame as well.
+        let mut g = opened();
+        g.push(&begin(0));
+        g.push(&attach_frame(0));
+        g.push(&transfer(0, Some(0), false, &hostile));
+        assert!(matches!(g.violation, Some(Violation::Decode(_))));
+    }
+
+    #[test]
+    fn incomplete_deliveries_are_bounded_per_connection() {
+        let mut g = opened();
+        g.push(&begin(0));
+        let chunk = vec![0x40u8; 200 * 1024];
+        let mut handle = 0;
+        while g.violation.is_none() && handle < 40 {
+            g.push(&attach_frame(handle));
+            // Just under the link's own limit, which fe2o3 enforces by itself.
+            for i in 0..5 {
+                g.push(&transfer(handle, (i == 0).then_some(handle), true, &chunk));
+            }
+            handle += 1;
+            assert!(g.links.partial_bytes() <= super::super::peer_links::MAX_PARTIAL_BYTES);
+            g.ready.clear();
+        }
+        assert!(matches!(g.violation, Some(Violation::ResourceLimit(_))));
+        assert!(handle > 8, "{handle} links");
     }
 
     #[test]

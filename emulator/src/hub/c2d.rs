@@ -46,6 +46,14 @@ pub struct QueuedMessage {
 }
 
 impl QueuedMessage {
+    fn stored(&self) -> StoredMessage {
+        StoredMessage {
+            message: self.message.clone(),
+            delivery_count: self.delivery_count,
+            expires_at: self.expires_at,
+        }
+    }
+
     /// The sequence number the hub gave it.
     pub fn sequence_number(&self) -> u64 {
         self.message.system.sequence_number.unwrap_or_default()
@@ -105,6 +113,9 @@ pub struct C2dQueue {
     /// an unboxed map allocated ~4.5 KB for a device's first message.
     messages: BTreeMap<u64, Box<QueuedMessage>>,
     next_seq: u64,
+    /// Sequence numbers whose stored form changed (added, removed, delivery count), while a
+    /// durable store tracks changes (`None` otherwise): what it must write or delete.
+    touched: Option<Vec<u64>>,
 }
 
 impl PartialEq for QueuedMessage {
@@ -170,6 +181,7 @@ impl C2dQueue {
                 expiry_timer,
             }),
         );
+        self.touch(seq);
         seq
     }
 
@@ -214,6 +226,7 @@ impl C2dQueue {
     /// Removes a message for good and cancels its deadlines.
     pub fn remove(&mut self, seq: u64, timers: &mut Timers) -> Option<QueuedMessage> {
         let m = self.messages.remove(&seq)?;
+        self.touch(seq);
         timers.remove(m.expiry_timer);
         if let MessageState::Locked { timer, .. } = &m.state {
             timers.remove(*timer);
@@ -237,6 +250,9 @@ impl C2dQueue {
         m.state = MessageState::Enqueued;
         if counts {
             m.delivery_count += 1;
+            if let Some(t) = &mut self.touched {
+                t.push(seq);
+            }
             if m.delivery_count >= max_delivery_count {
                 let m = self.remove(seq, timers)?;
                 return Some(Released::DeadLettered(Box::new(m)));
@@ -274,13 +290,40 @@ impl C2dQueue {
 
     /// The queue as the durable store keeps it.
     pub fn stored(&self) -> Vec<StoredMessage> {
-        self.iter()
-            .map(|m| StoredMessage {
-                message: m.message.clone(),
-                delivery_count: m.delivery_count,
-                expires_at: m.expires_at,
-            })
-            .collect()
+        self.iter().map(QueuedMessage::stored).collect()
+    }
+
+    /// One message as the durable store keeps it; `None` once it left the queue.
+    pub fn stored_message(&self, seq: u64) -> Option<StoredMessage> {
+        self.messages.get(&seq).map(|m| m.stored())
+    }
+
+    /// From now on, note which messages change, for [`C2dQueue::take_touched`].
+    pub fn track_changes(&mut self) {
+        self.touched.get_or_insert_with(Vec::new);
+    }
+
+    /// The sequence numbers of the messages added, removed or redelivered since the last call,
+    /// ascending, each once; empty when not tracking.
+    pub fn take_touched(&mut self) -> Vec<u64> {
+        let Some(t) = &mut self.touched else {
+            return Vec::new();
+        };
+        let mut seqs = std::mem::take(t);
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs
+    }
+
+    /// Every pending message's sequence number, ascending.
+    pub fn sequence_numbers(&self) -> Vec<u64> {
+        self.messages.keys().copied().collect()
+    }
+
+    fn touch(&mut self, seq: u64) {
+        if let Some(t) = &mut self.touched {
+            t.push(seq);
+        }
     }
 
     /// A queue rebuilt from the durable store: every message available again (its lock, if
@@ -295,6 +338,7 @@ impl C2dQueue {
         let mut queue = C2dQueue {
             messages: BTreeMap::new(),
             next_seq: last_sequence_number,
+            touched: None,
         };
         for m in messages {
             let seq = m.message.system.sequence_number.unwrap_or_default();

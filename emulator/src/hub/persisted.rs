@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::c2d::StoredMessage;
+use super::event_log::{EventChanges, RestoredLog};
 use super::feedback::StoredFeedback;
 use super::store::{DeviceEntry, MemoryStore, Store};
 use super::twin::TwinState;
@@ -47,13 +48,16 @@ pub struct DeviceRecord {
     pub modules: Vec<ModuleEntry>,
     /// The last C2D sequence number given out.
     pub last_sequence_number: u64,
-    /// Pending C2D messages in sequence order.
+    /// Pending C2D messages in sequence order. Stored separately, one record per message (see
+    /// `crate::persist`), so written records leave it empty; the loader fills it in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queue: Vec<MessageRecord>,
     /// Telemetry received so far.
     pub d2c_count: u64,
 }
 
-/// A pending C2D message.
+/// A pending C2D message. Written with [`encode_compact`]: a field added later goes last,
+/// with `#[serde(default)]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
     #[serde(with = "serde_bytes")]
@@ -73,9 +77,16 @@ pub struct MessageRecord {
     expires_at: OffsetDateTime,
 }
 
-/// A message id or correlation id with its AMQP type.
+impl MessageRecord {
+    /// The sequence number the hub gave it.
+    pub fn sequence_number(&self) -> u64 {
+        self.sequence_number.unwrap_or_default()
+    }
+}
+
+/// A message id or correlation id with its AMQP type (also in event records).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-enum IdRecord {
+pub(crate) enum IdRecord {
     String(String),
     Uuid(u128),
     Ulong(u64),
@@ -219,6 +230,13 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(record).unwrap_or_default()
 }
 
+/// Encodes a record as a MessagePack array, without field names: for C2D messages, which are
+/// many and small, so names would be a third of each record and of the time to decode it.
+/// [`decode`] reads both forms; a field added later must go last, with `#[serde(default)]`.
+pub fn encode_compact<T: Serialize>(record: &T) -> Vec<u8> {
+    rmp_serde::to_vec(record).unwrap_or_default()
+}
+
 /// Decodes a record.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     Ok(rmp_serde::from_slice(bytes)?)
@@ -229,16 +247,24 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError>
 pub struct Changes {
     /// Everything was removed first (a reset).
     pub cleared: bool,
-    /// Devices written or removed.
+    /// Devices written or removed (their records, not their queues).
     pub devices: BTreeSet<String>,
+    /// Devices created, replaced or removed: every stored message of theirs goes first, then
+    /// their current messages (listed in `messages`) are written.
+    pub replaced: BTreeSet<String>,
+    /// Per device, the C2D messages added, removed or redelivered, by sequence number: each is
+    /// written if still queued, deleted otherwise.
+    pub messages: BTreeMap<String, Vec<u64>>,
     /// The feedback queue changed.
     pub feedback: bool,
+    /// Events appended and partitions trimmed or renumbered.
+    pub events: EventChanges,
 }
 
 impl Changes {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        !self.cleared && !self.feedback && self.devices.is_empty()
+        !self.cleared && !self.feedback && self.devices.is_empty() && self.events.is_empty()
     }
 }
 
@@ -251,11 +277,28 @@ pub struct Restored {
     pub feedback: Option<FeedbackState>,
     /// The id generator, so etags continue instead of repeating.
     pub ids: Option<IdGen>,
+    /// The event log's retained events and numbering.
+    pub event_log: RestoredLog,
 }
 
 impl<S: Store> Hub<S> {
-    /// The device's durable record, `None` if it does not exist (its record is deleted).
+    /// The device's durable record with its whole queue, `None` if it does not exist.
     pub fn device_record(&self, device_id: &str) -> Option<DeviceRecord> {
+        let mut r = self.device_record_without_queue(device_id)?;
+        r.queue = self
+            .store
+            .get(device_id)?
+            .queue
+            .stored()
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Some(r)
+    }
+
+    /// The device's durable record without its queue (stored message by message, see
+    /// [`Hub::message_record`]); `None` if it does not exist (its record is deleted).
+    pub fn device_record_without_queue(&self, device_id: &str) -> Option<DeviceRecord> {
         let e = self.store.get(device_id)?;
         Some(DeviceRecord {
             device: e.device.clone(),
@@ -269,9 +312,16 @@ impl<S: Store> Hub<S> {
                 })
                 .collect(),
             last_sequence_number: e.queue.last_sequence_number(),
-            queue: e.queue.stored().into_iter().map(Into::into).collect(),
+            queue: Vec::new(),
             d2c_count: e.d2c_count,
         })
+    }
+
+    /// A queued C2D message's durable record; `None` once it left the queue (its record is
+    /// deleted).
+    pub fn message_record(&self, device_id: &str, seq: u64) -> Option<MessageRecord> {
+        let m = self.store.get(device_id)?.queue.stored_message(seq)?;
+        Some(m.into())
     }
 
     /// The feedback queue's durable record.
@@ -317,6 +367,8 @@ impl<S: Store> Hub<S> {
         if let Some(ids) = state.ids {
             self.ids = ids;
         }
+        self.event_log
+            .restore(state.event_log, &self.settings.event_log, &mut self.timers);
     }
 }
 
@@ -325,11 +377,17 @@ impl Hub<MemoryStore> {
     /// changes, for [`Hub::take_changes`].
     pub fn track_changes(&mut self) {
         self.store.track_changes();
+        self.event_log.track_changes();
     }
 
     /// What changed since the last call; `None` when not tracking or nothing changed.
     pub fn take_changes(&mut self) -> Option<Changes> {
-        self.store.take_changes()
+        let events = self.event_log.take_changes();
+        let mut changes = self.store.take_changes();
+        if let Some(events) = events {
+            changes.get_or_insert_with(Changes::default).events = events;
+        }
+        changes
     }
 }
 
@@ -357,9 +415,15 @@ mod tests {
             delivery_count: 3,
             expires_at: t(100),
         };
-        let bytes = encode(&MessageRecord::from(stored.clone()));
-        let back: MessageRecord = decode(&bytes).unwrap();
-        assert_eq!(StoredMessage::from(back), stored);
+        let record = MessageRecord::from(stored.clone());
+        // Compact as written now, named as format 1 wrote it inside device records.
+        let compact = encode_compact(&record);
+        let named = encode(&record);
+        assert!(compact.len() < named.len());
+        for bytes in [compact, named] {
+            let back: MessageRecord = decode(&bytes).unwrap();
+            assert_eq!(StoredMessage::from(back), stored);
+        }
     }
 
     #[test]
@@ -379,5 +443,43 @@ mod tests {
         hub.enqueue_c2d("a", Message::new("x"), t(1)).unwrap();
         let c = hub.take_changes().unwrap();
         assert_eq!(c.devices.iter().collect::<Vec<_>>(), ["a"]);
+    }
+
+    /// Changes name the C2D messages an operation touched, so a durable store writes those
+    /// and not the whole queue.
+    #[test]
+    fn changes_name_the_messages_an_operation_touched() {
+        let mut hub = Hub::new(HubSettings::default(), 1);
+        hub.track_changes();
+        hub.create_device(Device::new("a"), t(0)).unwrap();
+        for _ in 0..3 {
+            hub.enqueue_c2d("a", Message::new("x"), t(0)).unwrap();
+        }
+        let c = hub.take_changes().unwrap();
+        assert!(
+            c.replaced.contains("a"),
+            "a new device replaces whatever was stored"
+        );
+        assert_eq!(c.messages["a"], [1, 2, 3]);
+        let m = hub.receive_c2d("a", t(1)).unwrap().unwrap();
+        let token = m.system.lock_token.unwrap();
+        let c = hub.take_changes();
+        assert!(
+            c.is_none_or(|c| c.messages.is_empty()),
+            "a lock is not stored"
+        );
+        hub.abandon_c2d("a", &token, t(2)).unwrap();
+        let c = hub.take_changes().unwrap();
+        assert_eq!(c.messages["a"], [1], "the delivery count changed");
+        assert!(c.replaced.is_empty());
+        let m = hub.receive_c2d("a", t(3)).unwrap().unwrap();
+        hub.complete_c2d("a", &m.system.lock_token.unwrap(), t(3))
+            .unwrap();
+        assert_eq!(hub.take_changes().unwrap().messages["a"], [1]);
+        hub.purge_c2d("a", t(4)).unwrap();
+        assert_eq!(hub.take_changes().unwrap().messages["a"], [2, 3]);
+        hub.delete_device("a", None, t(5)).unwrap();
+        let c = hub.take_changes().unwrap();
+        assert!(c.replaced.contains("a") && c.devices.contains("a"));
     }
 }

@@ -110,15 +110,35 @@ impl MemoryStore {
     /// Starts recording changes.
     pub fn track_changes(&mut self) {
         self.changes.get_or_insert_with(Changes::default);
+        for e in self.devices.values_mut() {
+            e.queue.track_changes();
+        }
     }
 
-    /// The changes since the last call; `None` when not tracking or nothing changed.
+    /// The changes since the last call; `None` when not tracking or nothing changed. Names
+    /// the C2D messages each changed device's operations touched (all of them for a device
+    /// created or replaced).
     pub fn take_changes(&mut self) -> Option<Changes> {
         let c = self.changes.as_mut()?;
         if c.is_empty() {
             return None;
         }
-        Some(std::mem::take(c))
+        let mut c = std::mem::take(c);
+        for id in &c.devices {
+            let Some(e) = self.devices.get_mut(id) else {
+                continue;
+            };
+            let seqs = if c.replaced.contains(id) {
+                e.queue.take_touched();
+                e.queue.sequence_numbers()
+            } else {
+                e.queue.take_touched()
+            };
+            if !seqs.is_empty() {
+                c.messages.insert(id.clone(), seqs);
+            }
+        }
+        Some(c)
     }
 
     fn touch(&mut self, id: &str) {
@@ -142,15 +162,23 @@ impl Store for MemoryStore {
         self.devices.get_mut(id)
     }
 
-    fn insert(&mut self, entry: DeviceEntry) {
-        self.touch(&entry.device.device_id);
-        self.devices.insert(entry.device.device_id.clone(), entry);
+    fn insert(&mut self, mut entry: DeviceEntry) {
+        let id = entry.device.device_id.clone();
+        self.touch(&id);
+        if let Some(c) = &mut self.changes {
+            entry.queue.track_changes();
+            c.replaced.insert(id.clone());
+        }
+        self.devices.insert(id, entry);
     }
 
     fn remove(&mut self, id: &str) -> Option<DeviceEntry> {
         let removed = self.devices.remove(id);
         if removed.is_some() {
             self.touch(id);
+            if let Some(c) = &mut self.changes {
+                c.replaced.insert(id.to_owned());
+            }
         }
         removed
     }

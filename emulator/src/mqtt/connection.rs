@@ -36,6 +36,7 @@ use crate::driver::{
 use crate::hub::{AuthMethod, Identity, Origin};
 
 use super::MqttState;
+use super::after_disk::{self, AfterDisk};
 
 use super::codec::StrictCodec;
 use super::connect::{self, ConnectRequest, Refusal};
@@ -59,6 +60,13 @@ const READ_BATCH: usize = 64;
 /// flood, and counting them kicked a device that merely kept up with its C2D messages.
 fn counts_for_flood(p: &Packet) -> bool {
     !matches!(p, Packet::PubAck(_))
+}
+
+/// The close for a sync that failed: the answers waiting for it never go out.
+fn sync_failed(e: &crate::persist::PersistError) -> Close {
+    Close::Hub(HubError::ServerError {
+        detail: e.to_string(),
+    })
 }
 
 /// How a connection ended.
@@ -268,6 +276,8 @@ async fn serve_device<IO>(
         origin: Origin { identity, auth },
         desired: None,
         methods: None,
+        after_disk: AfterDisk::default(),
+        telemetry: Vec::new(),
     };
     conn.sync_desired();
 
@@ -426,6 +436,10 @@ struct Connected<'a, IO> {
     desired: Option<DesiredSubscription>,
     /// Set while subscribed to method requests.
     methods: Option<MethodListener>,
+    /// PUBACKs and twin answers waiting for the disk.
+    after_disk: AfterDisk,
+    /// Telemetry read but not yet handed to the hub ([`Connected::apply_telemetry`]).
+    telemetry: Vec<iothub_protocol::Message>,
 }
 
 impl<IO> Connected<'_, IO>
@@ -462,7 +476,20 @@ where
                         return Close::TokenExpired;
                     }
                 }
-                frame = self.t.next() => {
+                // Before reading more, so a device that keeps sending still gets its PUBACKs.
+                synced = self.after_disk.wait(), if self.after_disk.syncing() => {
+                    if let Err(e) = synced {
+                        return sync_failed(&e);
+                    }
+                    if let Err(close) = self.feed_synced().await {
+                        return close;
+                    }
+                    if let Err(close) = self.flush().await {
+                        return close;
+                    }
+                }
+                // Past the bound, reading waits for the disk to catch up.
+                frame = self.t.next(), if self.after_disk.len() < after_disk::MAX_WAITING => {
                     last_packet = Instant::now();
                     let mut frame = Some(frame);
                     // Handle every packet that is already buffered (up to a bound) before
@@ -482,9 +509,15 @@ where
                             return close;
                         }
                         handled += 1;
-                        if handled < READ_BATCH {
+                        if handled < READ_BATCH && self.after_disk.len() < after_disk::MAX_WAITING {
                             frame = self.t.next().now_or_never();
                         }
+                    }
+                    if let Err(close) = self.apply_telemetry() {
+                        return close;
+                    }
+                    if let Err(close) = self.feed_synced().await {
+                        return close;
                     }
                     if let Err(close) = self.flush().await {
                         return close;
@@ -497,7 +530,18 @@ where
                             "desired-property notifications were not read in time".to_owned(),
                         );
                     };
-                    if let Err(close) = self.send(Packet::Publish(twin::desired_notification(&n))).await {
+                    let notification = Packet::Publish(twin::desired_notification(&n));
+                    // Never ahead of a twin answer still waiting for the disk.
+                    let sent = if self.after_disk.is_empty() {
+                        self.send(notification).await
+                    } else {
+                        self.after_disk.push(notification);
+                        match self.feed_synced().await {
+                            Ok(()) => self.flush().await,
+                            Err(close) => Err(close),
+                        }
+                    };
+                    if let Err(close) = sent {
                         return close;
                     }
                 }
@@ -520,6 +564,25 @@ where
             TOKEN_CHECK_MAX
         };
         left.min(cap)
+    }
+
+    /// Feeds every answer whose data is on disk, and starts a sync for those still waiting
+    /// (pipelined: see [`after_disk`]).
+    async fn feed_synced(&mut self) -> Result<(), Close> {
+        loop {
+            while let Some(answer) = self.after_disk.pop_ready() {
+                self.feed(answer).await?;
+            }
+            let hub = &self.ctx.hub;
+            match self.after_disk.begin(|| {
+                let hub = hub.clone();
+                async move { hub.synced().await }
+            }) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(sync_failed(&e)),
+            }
+        }
     }
 
     async fn send(&mut self, packet: Packet) -> Result<(), Close> {
@@ -559,6 +622,9 @@ where
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
         debug!(device = %self.device_id, packet = kind(&packet), "received");
+        if !matches!(packet, Packet::Publish(_)) {
+            self.apply_telemetry()?;
+        }
         match packet {
             Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(a) => {
@@ -612,7 +678,11 @@ where
         let mut twin_response = None;
         let topic = super::module::device_form(&self.origin.identity, &p.topic)
             .map_err(Close::Violation)?;
-        match topics::route_publish(self.device_id, &topic) {
+        let route = topics::route_publish(self.device_id, &topic);
+        if !matches!(route, Route::Telemetry) {
+            self.apply_telemetry()?;
+        }
+        match route {
             Route::Refused(reason) => return Err(Close::Violation(reason)),
             Route::Twin(req) => {
                 let identity = &self.origin.identity;
@@ -625,35 +695,44 @@ where
             Route::Telemetry => {
                 let message = topics::telemetry(&topic, &p.payload)
                     .map_err(|e| Close::Violation(e.to_string()))?;
-                let origin = &self.origin;
-                let placed = self
-                    .ctx
-                    .hub
-                    .run(|hub, now| hub.send_telemetry(origin, message, now))
-                    .map_err(Close::Hub)?;
-                debug!(
-                    device = %self.device_id,
-                    partition = placed.partition,
-                    seq = placed.sequence_number,
-                    "telemetry accepted"
-                );
+                self.telemetry.push(message);
             }
         }
-        // Acknowledged means durable: the PUBACK and the twin answer wait for the disk.
-        if p.qos == QoS::AtLeastOnce || twin_response.is_some() {
-            self.ctx.hub.synced().await.map_err(|e| {
-                Close::Hub(HubError::ServerError {
-                    detail: e.to_string(),
-                })
-            })?;
-        }
+        // Acknowledged means durable: the PUBACK and the twin answer wait for the disk, and
+        // the connection goes on reading meanwhile ([`Connected::feed_synced`]).
         if p.qos == QoS::AtLeastOnce {
-            self.feed(Packet::PubAck(PubAck::new(p.pkid))).await?;
+            self.after_disk.push(Packet::PubAck(PubAck::new(p.pkid)));
         }
         if let Some(r) = twin_response {
-            self.feed(Packet::Publish(r)).await?;
+            self.after_disk.push(Packet::Publish(r));
         }
         Ok(())
+    }
+
+    /// Hands the telemetry read so far to the hub in one operation: one lock, one wake-up per
+    /// partition and one state write for a burst of PUBLISHes, instead of one each. Called
+    /// before anything else the device sent is handled, so the hub sees its packets in order,
+    /// and before a sync starts, so acknowledgements cover it.
+    fn apply_telemetry(&mut self) -> Result<(), Close> {
+        if self.telemetry.is_empty() {
+            return Ok(());
+        }
+        let (origin, batch, device) = (&self.origin, &mut self.telemetry, self.device_id);
+        self.ctx
+            .hub
+            .run(|hub, now| -> Result<(), HubError> {
+                for message in batch.drain(..) {
+                    let placed = hub.send_telemetry(origin, message, now)?;
+                    debug!(
+                        device = %device,
+                        partition = placed.partition,
+                        seq = placed.sequence_number,
+                        "telemetry accepted"
+                    );
+                }
+                Ok(())
+            })
+            .map_err(Close::Hub)
     }
 
     /// Holds a desired-property subscription exactly while the session holds the filter.

@@ -19,6 +19,7 @@
 //! | `store.rs` | persisted sessions (clean session 0), one slot per device |
 //! | `limits.rs` | sizes, timeouts, keep-alive, packet rate |
 //! | `connection.rs` | the socket loop of one connection |
+//! | `after_disk.rs` | PUBACKs and twin answers held until the disk has their data, pipelined |
 //! | `listener.rs` | accept loops (TLS handshake, connection cap, shutdown) |
 //!
 //! Decisions on the reference's open questions (section 10):
@@ -37,6 +38,7 @@
 //!   outside the device's events topic closes the connection.
 //! - The retain flag of a device PUBLISH is ignored; wills are not sent.
 
+mod after_disk;
 mod codec;
 mod connect;
 mod connection;

@@ -8,7 +8,7 @@
 //! section that exists.
 
 use fe2o3_amqp_types::messaging::{Message as AmqpMessage, MessageAnnotations};
-use fe2o3_amqp_types::primitives::{Symbol, Timestamp, Value};
+use fe2o3_amqp_types::primitives::{OrderedMap, Symbol, Timestamp, Value};
 use iothub_protocol::amqp as shared;
 
 use crate::amqp::convert::Outgoing;
@@ -16,8 +16,10 @@ use crate::hub::event_log::{AnnotationValue, Event};
 
 /// The message for one event.
 pub fn event_message(event: &Event) -> Outgoing {
-    let mut annotations = MessageAnnotations::default();
-    for (name, value) in event.annotations() {
+    let list = event.annotations();
+    // Sized up front: growing the map rehashes every key on the way.
+    let mut annotations = MessageAnnotations(OrderedMap::with_capacity(list.len()));
+    for (name, value) in list {
         let value = match value {
             AnnotationValue::String(s) => Value::String(s.into_owned()),
             AnnotationValue::Long(n) => Value::Long(n),

@@ -32,6 +32,7 @@
 //!
 //! What the AMQP adapter maps each [`EventLogError`] to is written on its variants.
 
+mod durable;
 mod event;
 mod partition;
 pub mod readers;
@@ -43,6 +44,7 @@ mod tests;
 use iothub_protocol::event_position::SelectorError;
 use time::OffsetDateTime;
 
+pub use durable::{EventChanges, EventRecord, PartitionRecord, RestoredLog, RestoredPartition};
 pub use event::{
     AnnotationValue, AuthMethod, AuthScope, ConnectionStamp, CredentialType, Event, EventSource,
     Origin, annotation, unix_ms,
@@ -238,6 +240,8 @@ pub struct EventLog {
     partitions: Vec<Partition>,
     readers: Readers,
     created_at: Option<OffsetDateTime>,
+    /// What changed, while a durable store tracks it (`durable`).
+    changes: Option<EventChanges>,
 }
 
 impl EventLog {
@@ -250,6 +254,7 @@ impl EventLog {
                 .collect(),
             readers: Readers::default(),
             created_at: None,
+            changes: None,
         }
     }
 
@@ -260,7 +265,10 @@ impl EventLog {
 
     /// Notes the hub's first moment, reported as the event hub's creation time.
     pub(super) fn start(&mut self, now: OffsetDateTime) {
-        self.created_at.get_or_insert(now);
+        if self.created_at.is_none() {
+            self.created_at = Some(now);
+            self.note_created();
+        }
     }
 
     /// The partition with this id (`"0"`, `"1"`, ... exactly as the hub writes them).
@@ -291,6 +299,7 @@ impl EventLog {
             None => &mut self.partitions[0],
         };
         let e = partition.append(new, now, settings, timers);
+        self.note_appended(&e, e.partition);
         Appended {
             partition: e.partition,
             sequence_number: e.sequence_number,
@@ -308,13 +317,20 @@ impl EventLog {
         timers: &mut Timers,
     ) {
         if let Some(p) = self.partitions.get_mut(partition as usize) {
+            let first = p.first_seq();
             p.expire(at, settings, timers);
+            if p.first_seq() != first {
+                self.note_partition(partition);
+            }
         }
     }
 
     /// Drops every retained event, keeping the numbering; the hub has cleared the timers.
     pub(super) fn clear(&mut self) {
         self.partitions.iter_mut().for_each(Partition::clear);
+        for p in 0..self.partition_count() {
+            self.note_partition(p);
+        }
     }
 }
 

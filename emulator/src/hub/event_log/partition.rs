@@ -35,9 +35,9 @@ fn to_millis(t: OffsetDateTime) -> OffsetDateTime {
 
 /// The last event ever appended, kept after retention drops it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Last {
-    offset: u64,
-    enqueued_time: OffsetDateTime,
+pub(super) struct Last {
+    pub(super) offset: u64,
+    pub(super) enqueued_time: OffsetDateTime,
 }
 
 /// What a new event carries before the partition numbers it.
@@ -57,15 +57,15 @@ pub struct NewEvent {
 #[derive(Debug)]
 pub(super) struct Partition {
     id: u32,
-    events: VecDeque<Arc<Event>>,
+    pub(super) events: VecDeque<Arc<Event>>,
     /// The sequence number the next event gets; the first retained one is this minus the
     /// number retained.
     pub(super) next_seq: i64,
     /// The offset the next event gets.
     pub(super) next_offset: u64,
-    last: Option<Last>,
+    pub(super) last: Option<Last>,
     /// The pending retention deadline, at most one per partition.
-    retention_timer: Option<TimerId>,
+    pub(super) retention_timer: Option<TimerId>,
 }
 
 impl Partition {
@@ -144,7 +144,7 @@ impl Partition {
     /// Registers the retention deadline of the oldest event, unless one is pending. A pending
     /// deadline may belong to an event the bounds already dropped; it then fires early, finds
     /// nothing due and re-arms for the current oldest, so one timer per partition suffices.
-    fn arm_retention(&mut self, settings: &EventLogSettings, timers: &mut Timers) {
+    pub(super) fn arm_retention(&mut self, settings: &EventLogSettings, timers: &mut Timers) {
         if self.retention_timer.is_some() {
             return;
         }

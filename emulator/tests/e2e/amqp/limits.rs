@@ -105,26 +105,39 @@ async fn performatives(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<Performative>
 
 /// Reads performatives until `n` attaches have arrived.
 async fn until_attaches(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> Vec<Performative> {
+    until(s, |ps| {
+        count(ps, |p| matches!(p, Performative::Attach(_))) >= n
+    })
+    .await
+}
+
+fn count(ps: &[Performative], f: impl Fn(&Performative) -> bool) -> usize {
+    ps.iter().filter(|p| f(p)).count()
+}
+
+/// Reads performatives (after the protocol header) until `done` says so.
+async fn until(
+    s: &mut (impl AsyncReadExt + Unpin),
+    done: impl Fn(&[Performative]) -> bool,
+) -> Vec<Performative> {
     let mut out = Vec::new();
     let mut header = [0u8; 8];
     within(s.read_exact(&mut header)).await.unwrap();
     assert_eq!(&header, AMQP_HEADER);
-    while out
-        .iter()
-        .filter(|p| matches!(p, Performative::Attach(_)))
-        .count()
-        < n
-    {
-        let mut size = [0u8; 4];
-        within(s.read_exact(&mut size)).await.unwrap();
-        let mut rest = vec![0u8; u32::from_be_bytes(size) as usize - 4];
-        within(s.read_exact(&mut rest)).await.unwrap();
-        let doff = rest[0] as usize * 4;
-        if rest.len() + 4 > doff {
-            out.push(serde_amqp::from_slice(&rest[doff - 4..]).unwrap());
-        }
+    while !done(&out) {
+        out.extend(read_performative(s).await);
     }
     out
+}
+
+/// The next frame's performative; `None` for an empty frame.
+async fn read_performative(s: &mut (impl AsyncReadExt + Unpin)) -> Option<Performative> {
+    let mut size = [0u8; 4];
+    within(s.read_exact(&mut size)).await.unwrap();
+    let mut rest = vec![0u8; u32::from_be_bytes(size) as usize - 4];
+    within(s.read_exact(&mut rest)).await.unwrap();
+    let doff = rest[0] as usize * 4;
+    (rest.len() + 4 > doff).then(|| serde_amqp::from_slice(&rest[doff - 4..]).unwrap())
 }
 
 fn closed_with(ps: &[Performative]) -> String {
@@ -218,6 +231,189 @@ async fn a_sender_and_a_receiver_may_share_a_link_name() {
         attaches.contains(&("shared".into(), Role::Sender)),
         "{ps:?}"
     );
+    within(emu.shutdown()).await;
+}
+
+/// fe2o3 alone fails a second attach of a name already attached in the same direction and
+/// sends nothing, so the peer waits forever. It gets an attach under its own name and a detach
+/// with `amqp:invalid-field`; the first link of that name, the rest of the session and other
+/// connections go on.
+#[tokio::test]
+async fn a_second_link_with_a_name_in_use_in_its_direction_is_detached_with_invalid_field() {
+    let emu = start().await;
+    let mut s = tls(&emu).await;
+    s.write_all(AMQP_HEADER).await.unwrap();
+    s.write_all(&open(65536)).await.unwrap();
+    s.write_all(&begin(0)).await.unwrap();
+    for (handle, role) in [
+        (0, Role::Sender),
+        (1, Role::Sender),
+        (2, Role::Receiver),
+        (3, Role::Receiver),
+    ] {
+        s.write_all(&attach("twice", handle, role)).await.unwrap();
+    }
+    s.write_all(&attach("after", 4, Role::Sender))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let ps = until(&mut s, |ps| {
+        count(ps, |p| matches!(p, Performative::Attach(_))) >= 5
+            && count(ps, |p| matches!(p, Performative::Detach(_))) >= 2
+    })
+    .await;
+    // The emulator's handle for each of the peer's links, in the order they were answered.
+    let answers: Vec<_> = ps
+        .iter()
+        .filter_map(|p| match p {
+            Performative::Attach(a) => Some((a.name.clone(), a.role.clone(), a.handle.0)),
+            _ => None,
+        })
+        .collect();
+    let handles_of = |name: &str, role: Role| -> Vec<u32> {
+        answers
+            .iter()
+            .filter(|(n, r, _)| n == name && *r == role)
+            .map(|(_, _, h)| *h)
+            .collect()
+    };
+    // Our receiver answers the peer's senders, our sender the peer's receivers.
+    let to_senders = handles_of("twice", Role::Receiver);
+    let to_receivers = handles_of("twice", Role::Sender);
+    assert_eq!(to_senders.len(), 2, "{ps:?}");
+    assert_eq!(to_receivers.len(), 2, "{ps:?}");
+    assert_eq!(handles_of("after", Role::Receiver).len(), 1, "{ps:?}");
+    let mut detached: Vec<_> = ps
+        .iter()
+        .filter_map(|p| match p {
+            Performative::Detach(d) => Some((d.handle.0, d.error.as_ref().map(condition))),
+            _ => None,
+        })
+        .collect();
+    detached.sort();
+    let mut expected = vec![
+        (to_senders[1], Some("amqp:invalid-field".to_string())),
+        (to_receivers[1], Some("amqp:invalid-field".to_string())),
+    ];
+    expected.sort();
+    assert_eq!(detached, expected, "{ps:?}");
+    assert!(
+        !ps.iter()
+            .any(|p| matches!(p, Performative::End(_) | Performative::Close(_))),
+        "{ps:?}"
+    );
+    // The session still takes links.
+    s.write_all(&attach("later", 5, Role::Receiver))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let ps = until_more_attaches(&mut s, 1).await;
+    assert!(
+        ps.iter()
+            .any(|p| matches!(p, Performative::Attach(a) if a.name == "later")),
+        "{ps:?}"
+    );
+    // Another connection is not affected.
+    let (mut c, _s) = session(&emu).await;
+    within(c.close()).await.unwrap();
+    within(emu.shutdown()).await;
+}
+
+/// Reads performatives after the protocol header was read, until `n` more attaches arrived.
+async fn until_more_attaches(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> Vec<Performative> {
+    let mut out = Vec::new();
+    while count(&out, |p| matches!(p, Performative::Attach(_))) < n {
+        out.extend(read_performative(s).await);
+    }
+    out
+}
+
+/// A transfer frame carrying `payload`.
+fn transfer(handle: u32, delivery: Option<u32>, more: bool, payload: &[u8]) -> Vec<u8> {
+    use fe2o3_amqp::types::performatives::Transfer;
+    let mut f = frame(
+        0,
+        &Performative::Transfer(Transfer {
+            handle: Handle(handle),
+            delivery_id: delivery,
+            delivery_tag: delivery.map(|d| d.to_be_bytes().to_vec().into()),
+            message_format: delivery.map(|_| 0),
+            settled: None,
+            more,
+            rcv_settle_mode: None,
+            state: None,
+            resume: false,
+            aborted: false,
+            batchable: false,
+        }),
+    );
+    f.extend_from_slice(payload);
+    let size = (f.len() as u32).to_be_bytes();
+    f[..4].copy_from_slice(&size);
+    f
+}
+
+fn flow(handle: Option<u32>) -> Vec<u8> {
+    use fe2o3_amqp::types::performatives::Flow;
+    frame(
+        0,
+        &Performative::Flow(Flow {
+            next_incoming_id: Some(0),
+            incoming_window: 100,
+            next_outgoing_id: 0,
+            outgoing_window: 100,
+            handle: handle.map(Handle),
+            delivery_count: Some(0),
+            link_credit: Some(10),
+            available: None,
+            drain: false,
+            echo: false,
+            properties: None,
+        }),
+    )
+}
+
+/// Flows for a handle never attached are dropped before fe2o3 (which would keep each one) and
+/// harm nothing; a message whose section claims 3 GB across two frames closes the connection
+/// with `amqp:decode-error` before serde_amqp reads the joined bytes.
+#[tokio::test]
+async fn stray_flows_are_dropped_and_a_split_oversized_claim_is_a_decode_error() {
+    let emu = start().await;
+    let mut s = tls(&emu).await;
+    s.write_all(AMQP_HEADER).await.unwrap();
+    s.write_all(&open(65536)).await.unwrap();
+    s.write_all(&begin(0)).await.unwrap();
+    let stray = flow(Some(9));
+    for _ in 0..2_000 {
+        s.write_all(&stray).await.unwrap();
+    }
+    s.write_all(&attach("cbs-in", 0, Role::Sender))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let ps = until_attaches(&mut s, 1).await;
+    assert!(
+        !ps.iter()
+            .any(|p| matches!(p, Performative::End(_) | Performative::Close(_))),
+        "{ps:?}"
+    );
+    // A data section claiming 0xbfffffff bytes, the claim cut across the two frames.
+    let mut section = vec![0x00, 0x53, 0x75, 0xb0, 0xbf, 0xff, 0xff, 0xff];
+    section.extend_from_slice(&[7; 40]);
+    s.write_all(&transfer(0, Some(0), true, &section[..5]))
+        .await
+        .unwrap();
+    s.write_all(&transfer(0, None, false, &section[5..]))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(
+        closed_with(&performatives(&mut s).await),
+        "amqp:decode-error"
+    );
+    // Another connection is not affected.
+    let (mut c, _s) = session(&emu).await;
+    within(c.close()).await.unwrap();
     within(emu.shutdown()).await;
 }
 
