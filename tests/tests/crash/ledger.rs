@@ -85,6 +85,32 @@ pub struct Telemetry {
     pub high: u64,
 }
 
+/// Telemetry bodies: every one sent, and those acknowledged (PUBACK).
+#[derive(Debug, Default)]
+pub struct Events {
+    pub attempted: BTreeSet<String>,
+    pub acked: BTreeSet<String>,
+}
+
+impl Events {
+    /// Checks what the Event Hubs-compatible endpoint holds: every acknowledged event (at
+    /// least once: a device may have sent one again), nothing that was never sent.
+    pub fn check(&self, read: &BTreeMap<String, usize>) -> Vec<String> {
+        let mut errors: Vec<String> = self
+            .acked
+            .iter()
+            .filter(|b| !read.contains_key(*b))
+            .map(|b| format!("telemetry {b:?}: acknowledged, not in the event log"))
+            .collect();
+        errors.extend(
+            read.keys()
+                .filter(|b| !self.attempted.contains(*b))
+                .map(|b| format!("telemetry {b:?}: in the event log, never sent")),
+        );
+        errors
+    }
+}
+
 /// Counts of acknowledged operations over the whole test.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Acked {
@@ -109,6 +135,7 @@ pub struct Ledger {
     pub registry: BTreeMap<String, (usize, Written<String>)>,
     pub twins: BTreeMap<String, TwinState>,
     pub telemetry: BTreeMap<String, Telemetry>,
+    pub events: Events,
     /// Distinct feedback records per message: (status, enqueued time in ms).
     pub feedback: BTreeMap<String, BTreeSet<(String, i128)>>,
     pub acked: Acked,

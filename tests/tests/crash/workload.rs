@@ -246,14 +246,22 @@ async fn receive_c2d(c: DeviceClient, ledger: Arc<Mutex<Ledger>>, mut rng: Rng) 
 
 async fn telemetry(c: DeviceClient, ledger: Arc<Mutex<Ledger>>, id: String, round: usize) {
     for n in 0u64.. {
-        lock(&ledger).telemetry.entry(id.clone()).or_default().high += 1;
-        let m = iothub_device::Message::new(format!("{id} telemetry {n}"));
-        if let Err(e) = c.send_event(m).await {
+        let body = format!("{id} r{round} telemetry {n}");
+        {
+            let mut l = lock(&ledger);
+            l.telemetry.entry(id.clone()).or_default().high += 1;
+            l.events.attempted.insert(body.clone());
+        }
+        if let Err(e) = c
+            .send_event(iothub_device::Message::new(body.clone()))
+            .await
+        {
             return stopped(&ledger, &id, e);
         }
         {
             let mut l = lock(&ledger);
             l.telemetry.entry(id.clone()).or_default().low += 1;
+            l.events.acked.insert(body);
             l.acked.telemetry += 1;
         }
         if n % 4 == 3 {
