@@ -58,6 +58,8 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// `--log-level`.
     pub log_level: &'static str,
+    /// `--in-memory`: nothing written to the data directory.
+    pub in_memory: bool,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             mqtt_inflight: 16,
             data_dir: None,
             log_level: "warn",
+            in_memory: false,
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct Emulator {
     pub ready_after: Duration,
     /// When the process was spawned.
     pub spawned_at: Instant,
+    /// What it printed up to the ready line (at most 200 lines).
+    pub banner: Vec<String>,
     data_dir: PathBuf,
     remove_dir: bool,
 }
@@ -149,6 +154,7 @@ impl Emulator {
             .arg(&config)
             .args(["--log-level", o.log_level])
             .args(["--mqtt-max-inflight", &o.mqtt_inflight.to_string()])
+            .args(o.in_memory.then_some("--in-memory"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -176,6 +182,7 @@ impl Emulator {
             service_connection_string: String::new(),
             ready_after: Duration::ZERO,
             spawned_at,
+            banner: Vec::new(),
             data_dir,
             remove_dir,
         };
@@ -217,6 +224,7 @@ impl Emulator {
                 seen.push(line);
             }
         }
+        emu.banner = seen.clone();
         let ca_path = ca_path.ok_or("the banner named no CA file")?;
         emu.ca_pem = std::fs::read_to_string(&ca_path)
             .map_err(|e| format!("cannot read the CA {}: {e}", ca_path.display()))?;

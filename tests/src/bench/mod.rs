@@ -53,6 +53,9 @@ pub enum Scenario {
     Twin,
     /// Direct methods: invoke_method round trip and calls per second, 1 and 100 devices.
     Methods,
+    /// Durable state: C2D and D2C with a data directory vs `--in-memory`, the ready time
+    /// with 10,000 devices × 50 queued messages, the data directory's size per message.
+    Durable,
     /// Every scenario, in the order above.
     All,
 }
@@ -154,7 +157,7 @@ pub fn main() -> ExitCode {
     }
     let Some(scenario) = cli.scenario else {
         eprintln!(
-            "bench: name a scenario: c2d, capacity, d2c, d2c-e2e, startup, mosquitto, hub, twin, methods or all"
+            "bench: name a scenario: c2d, capacity, d2c, d2c-e2e, startup, mosquitto, hub, twin, methods, durable or all"
         );
         return ExitCode::from(2);
     };

@@ -6,7 +6,7 @@
 //! cargo run --release -p iothub-tests --bin bench -- <scenario> [--quick|--full]
 //! ```
 //!
-//! Scenarios: `c2d`, `capacity`, `d2c`, `d2c-e2e`, `startup`, `mosquitto`, `hub`, `all`. Each prints one
+//! Scenarios: `c2d`, `capacity`, `d2c`, `d2c-e2e`, `startup`, `mosquitto`, `hub`, `twin`, `methods`, `durable`, `all`. Each prints one
 //! table and one JSON line. `tests/bench/README.md` explains every figure; `tests/bench/run.sh`
 //! installs mosquitto, raises the open-file limit, builds and runs everything.
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    MAX_MESSAGES, PER_DEVICE_CREDIT, connect_json, connect_note, emulator_rig, ids, lengths,
+    EmulatorRig, MAX_MESSAGES, PER_DEVICE_CREDIT, connect_json, connect_note, emulator_rig, ids,
+    lengths,
 };
 use crate::bench::load::{self, C2dOutcome, C2dPlan};
 use crate::bench::report::{self, Table, int, json_line, verdict};
@@ -129,6 +130,46 @@ fn parse_c2d_runs(list: &str) -> BenchResult<Vec<C2dRun>> {
         .collect()
 }
 
+/// Connects the rig's fleet up to `want` devices and sends each a probe message, so a run
+/// starts with every device subscribed. Returns the connect figures and a note when some
+/// device took no probe.
+pub(super) async fn grow_fleet(
+    rig: &mut EmulatorRig,
+    cli: &Cli,
+    want: usize,
+) -> (load::ConnectStats, Option<String>) {
+    let from = rig.fleet.len();
+    let c = rig
+        .fleet
+        .connect(
+            &rig.target,
+            ids(from..want),
+            cli.connect_concurrency,
+            usize::MAX,
+        )
+        .await;
+    let n = rig.fleet.len();
+    let probed = rig
+        .fleet
+        .probe(&rig.senders, n, Duration::from_secs(30), from == 0)
+        .await;
+    let note = (probed < n).then(|| format!("only {probed} of {n} devices took a probe message"));
+    (c, note)
+}
+
+/// A C2D run to the first `devices` devices: closed loop, or open loop at `rate`.
+pub(super) fn plan(cli: &Cli, devices: usize, duration: Duration, rate: Option<f64>) -> C2dPlan {
+    C2dPlan {
+        devices,
+        duration,
+        max_messages: MAX_MESSAGES,
+        window: cli.window,
+        per_device: PER_DEVICE_CREDIT,
+        rate,
+        payload: cli.payload,
+    }
+}
+
 /// Scenario 1: C2D end to end.
 pub(super) async fn c2d(cli: &Cli) -> BenchResult<()> {
     let mode = cli.mode();
@@ -170,35 +211,14 @@ pub(super) async fn c2d(cli: &Cli) -> BenchResult<()> {
         let want = devices.max(100.min(most));
         if rig.fleet.len() < want {
             let from = rig.fleet.len();
-            let c = rig
-                .fleet
-                .connect(
-                    &rig.target,
-                    ids(from..want),
-                    cli.connect_concurrency,
-                    usize::MAX,
-                )
-                .await;
+            let (c, probe_note) = grow_fleet(&mut rig, cli, want).await;
             table.note(connect_note(&format!("fleet {from}..{want}"), &c));
             connects.push(connect_json(&c));
-            let n = rig.fleet.len();
-            let probed = rig
-                .fleet
-                .probe(&rig.senders, n, Duration::from_secs(30), from == 0)
-                .await;
-            if probed < n {
-                table.note(format!("only {probed} of {n} devices took a probe message"));
+            if let Some(n) = probe_note {
+                table.note(n);
             }
         }
-        let plan = C2dPlan {
-            devices,
-            duration,
-            max_messages: MAX_MESSAGES,
-            window: cli.window,
-            per_device: PER_DEVICE_CREDIT,
-            rate,
-            payload: cli.payload,
-        };
+        let plan = plan(cli, devices, duration, rate);
         let o = load::run_c2d(
             &rig.fleet,
             &rig.senders,

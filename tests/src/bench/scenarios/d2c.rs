@@ -61,7 +61,7 @@ const D2C_HEADER: [&str; 6] = [
     "notes",
 ];
 
-fn d2c_plans(mode: Mode, payload: usize) -> Vec<(String, D2cPlan)> {
+pub(super) fn d2c_plans(mode: Mode, payload: usize) -> Vec<(String, D2cPlan)> {
     let run = lengths(mode).run;
     [(1, 1), (100, 1), (100, 16)]
         .into_iter()

@@ -11,6 +11,7 @@
 //! | `anchor.rs` | 5: mosquitto on the same machine, and the ratios |
 //! | `twin.rs` | 7: desired round trip, reported patches, twin query pages |
 //! | `methods.rs` | direct methods: round trip and calls per second (issue 16) |
+//! | `durable.rs` | durable state vs `--in-memory`, ready time and disk per queued message (issue 18) |
 //!
 //! The hub without sockets (6) is `hubops.rs`. This file holds what several scenarios share:
 //! run lengths, the emulator rig (process, service clients, fleet) and connect reports.
@@ -20,6 +21,7 @@ mod c2d;
 mod capacity;
 mod d2c;
 mod d2c_e2e;
+mod durable;
 mod methods;
 mod startup;
 mod twin;
@@ -47,6 +49,7 @@ pub async fn run(cli: &Cli, scenario: Scenario) -> BenchResult<()> {
         Scenario::Hub => hubops::run(cli),
         Scenario::Twin => twin::twin(cli).await,
         Scenario::Methods => methods::methods(cli).await,
+        Scenario::Durable => durable::durable(cli).await,
         Scenario::All => {
             return run_each(&[
                 Scenario::C2d,
@@ -58,6 +61,7 @@ pub async fn run(cli: &Cli, scenario: Scenario) -> BenchResult<()> {
                 Scenario::Hub,
                 Scenario::Twin,
                 Scenario::Methods,
+                Scenario::Durable,
             ]);
         }
     };
@@ -85,6 +89,7 @@ fn run_each(list: &[Scenario]) -> BenchResult<()> {
             Scenario::Hub => "hub",
             Scenario::Twin => "twin",
             Scenario::Methods => "methods",
+            Scenario::Durable => "durable",
             Scenario::All => continue,
         };
         let child_args: Vec<&str> = args
@@ -172,12 +177,18 @@ impl EmulatorRig {
 }
 
 async fn emulator_rig(cli: &Cli, devices: usize) -> BenchResult<EmulatorRig> {
+    emulator_rig_with(cli, devices, false).await
+}
+
+/// The rig, with the emulator `--in-memory` or on a (fresh, temporary) data directory.
+async fn emulator_rig_with(cli: &Cli, devices: usize, in_memory: bool) -> BenchResult<EmulatorRig> {
     let bin = emulator::locate(cli.emulator_bin.as_deref())?;
     let emu = Emulator::start(
         &bin,
         &emulator::Options {
             devices,
             mqtt_inflight: cli.mqtt_inflight,
+            in_memory,
             ..emulator::Options::default()
         },
     )?;
