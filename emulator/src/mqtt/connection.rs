@@ -277,6 +277,7 @@ async fn serve_device<IO>(
         desired: None,
         methods: None,
         after_disk: AfterDisk::default(),
+        telemetry: Vec::new(),
     };
     conn.sync_desired();
 
@@ -437,6 +438,8 @@ struct Connected<'a, IO> {
     methods: Option<MethodListener>,
     /// PUBACKs and twin answers waiting for the disk.
     after_disk: AfterDisk,
+    /// Telemetry read but not yet handed to the hub ([`Connected::apply_telemetry`]).
+    telemetry: Vec<iothub_protocol::Message>,
 }
 
 impl<IO> Connected<'_, IO>
@@ -509,6 +512,9 @@ where
                         if handled < READ_BATCH && self.after_disk.len() < after_disk::MAX_WAITING {
                             frame = self.t.next().now_or_never();
                         }
+                    }
+                    if let Err(close) = self.apply_telemetry() {
+                        return close;
                     }
                     if let Err(close) = self.feed_synced().await {
                         return close;
@@ -616,6 +622,9 @@ where
 
     async fn handle(&mut self, packet: Packet) -> Result<(), Close> {
         debug!(device = %self.device_id, packet = kind(&packet), "received");
+        if !matches!(packet, Packet::Publish(_)) {
+            self.apply_telemetry()?;
+        }
         match packet {
             Packet::Publish(p) => self.on_publish(p).await,
             Packet::PubAck(a) => {
@@ -669,7 +678,11 @@ where
         let mut twin_response = None;
         let topic = super::module::device_form(&self.origin.identity, &p.topic)
             .map_err(Close::Violation)?;
-        match topics::route_publish(self.device_id, &topic) {
+        let route = topics::route_publish(self.device_id, &topic);
+        if !matches!(route, Route::Telemetry) {
+            self.apply_telemetry()?;
+        }
+        match route {
             Route::Refused(reason) => return Err(Close::Violation(reason)),
             Route::Twin(req) => {
                 let identity = &self.origin.identity;
@@ -682,18 +695,7 @@ where
             Route::Telemetry => {
                 let message = topics::telemetry(&topic, &p.payload)
                     .map_err(|e| Close::Violation(e.to_string()))?;
-                let origin = &self.origin;
-                let placed = self
-                    .ctx
-                    .hub
-                    .run(|hub, now| hub.send_telemetry(origin, message, now))
-                    .map_err(Close::Hub)?;
-                debug!(
-                    device = %self.device_id,
-                    partition = placed.partition,
-                    seq = placed.sequence_number,
-                    "telemetry accepted"
-                );
+                self.telemetry.push(message);
             }
         }
         // Acknowledged means durable: the PUBACK and the twin answer wait for the disk, and
@@ -705,6 +707,32 @@ where
             self.after_disk.push(Packet::Publish(r));
         }
         Ok(())
+    }
+
+    /// Hands the telemetry read so far to the hub in one operation: one lock, one wake-up per
+    /// partition and one state write for a burst of PUBLISHes, instead of one each. Called
+    /// before anything else the device sent is handled, so the hub sees its packets in order,
+    /// and before a sync starts, so acknowledgements cover it.
+    fn apply_telemetry(&mut self) -> Result<(), Close> {
+        if self.telemetry.is_empty() {
+            return Ok(());
+        }
+        let (origin, batch, device) = (&self.origin, &mut self.telemetry, self.device_id);
+        self.ctx
+            .hub
+            .run(|hub, now| -> Result<(), HubError> {
+                for message in batch.drain(..) {
+                    let placed = hub.send_telemetry(origin, message, now)?;
+                    debug!(
+                        device = %device,
+                        partition = placed.partition,
+                        seq = placed.sequence_number,
+                        "telemetry accepted"
+                    );
+                }
+                Ok(())
+            })
+            .map_err(Close::Hub)
     }
 
     /// Holds a desired-property subscription exactly while the session holds the filter.

@@ -1,8 +1,8 @@
 //! D2C read back: device telemetry from MQTT/TLS publish to a back end that reads it.
 //!
 //! On the emulator the back end is an AMQP consumer on the Event Hubs-compatible endpoint
-//! (fe2o3's client, one TLS connection, one receiver per partition, SASL PLAIN with the
-//! `iothubowner` policy); on mosquitto it is one MQTT subscriber on
+//! (fe2o3's client, a receiver per partition over one or more TLS connections, SASL PLAIN with
+//! the `iothubowner` policy); on mosquitto it is one MQTT subscriber on
 //! `devices/+/messages/events/#`. Both hand each body to an [`EventSink`], which reads the send
 //! time the device stamped into it (see [`super::load::stamped`]) and keeps the
 //! send-to-receive latency. The sequence number in the body carries the run number in its
@@ -108,7 +108,7 @@ pub struct Reader {
     lanes: usize,
     runs: u64,
     tasks: JoinSet<()>,
-    amqp: Option<AmqpHandles>,
+    amqp: Vec<AmqpHandles>,
     mqtt: Option<AsyncClient>,
     /// The first error a reader task met (it stops then).
     error: Arc<Mutex<Option<String>>>,
@@ -122,15 +122,20 @@ impl Reader {
             lanes,
             runs: 0,
             tasks: JoinSet::new(),
-            amqp: None,
+            amqp: Vec::new(),
             mqtt: None,
             error: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// One receiver per partition of the emulator's Event Hubs-compatible endpoint, over TLS on
-    /// the AMQP port, each from the start of its partition (empty before the first run).
-    pub async fn event_hubs(emu: &Emulator) -> BenchResult<Reader> {
+    /// One receiver per partition of the emulator's Event Hubs-compatible endpoint, spread
+    /// over `connections` TLS connections on the AMQP port (partition `p` on connection
+    /// `p % connections`), each from the start of its partition (empty before the first run).
+    ///
+    /// fe2o3 runs each connection and each session as one task on either side, so the
+    /// connection count decides how many lanes the reader's frame handling has; an Event Hubs
+    /// processor spread over several hosts reads over a connection per partition.
+    pub async fn event_hubs(emu: &Emulator, connections: usize) -> BenchResult<Reader> {
         let mut reader = Reader::new(PARTITIONS);
         let (key_name, key) = policy_of(&emu.service_connection_string)?;
         let expiry = std::time::SystemTime::now()
@@ -140,38 +145,46 @@ impl Reader {
             + 3600;
         let token = iothub_protocol::sas::build_token("localhost", &key, Some(&key_name), expiry)
             .map_err(ctx("SAS token"))?;
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", emu.amqp_port))
-            .await
-            .map_err(ctx("consumer TCP connect"))?;
-        let _ = tcp.set_nodelay(true);
-        let name = rustls::pki_types::ServerName::try_from("localhost")
-            .map_err(ctx("server name"))?
-            .to_owned();
-        let tls = tokio_rustls::TlsConnector::from(client_tls(&emu.ca_pem)?)
-            .connect(name, tcp)
-            .await
-            .map_err(ctx("consumer TLS handshake"))?;
-        let mut connection = Connection::builder()
-            .container_id("iothub-bench-consumer")
-            .hostname("localhost")
-            .sasl_profile(SaslProfile::Plain {
-                username: format!("{key_name}@sas.root.{}", emu.hub_name),
-                password: token,
-            })
-            .open_with_stream(tls)
-            .await
-            .map_err(ctx("consumer AMQP open"))?;
-        let mut session = Session::begin(&mut connection)
-            .await
-            .map_err(ctx("consumer AMQP session"))?;
+        let connections = connections.clamp(1, PARTITIONS);
+        for c in 0..connections {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", emu.amqp_port))
+                .await
+                .map_err(ctx("consumer TCP connect"))?;
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(ctx("server name"))?
+                .to_owned();
+            let tls = tokio_rustls::TlsConnector::from(client_tls(&emu.ca_pem)?)
+                .connect(name, tcp)
+                .await
+                .map_err(ctx("consumer TLS handshake"))?;
+            let mut connection = Connection::builder()
+                .container_id(format!("iothub-bench-consumer-{c}"))
+                .hostname("localhost")
+                .sasl_profile(SaslProfile::Plain {
+                    username: format!("{key_name}@sas.root.{}", emu.hub_name),
+                    password: token.clone(),
+                })
+                .open_with_stream(tls)
+                .await
+                .map_err(ctx("consumer AMQP open"))?;
+            let session = Session::begin(&mut connection)
+                .await
+                .map_err(ctx("consumer AMQP session"))?;
+            reader.amqp.push(AmqpHandles {
+                connection,
+                session,
+            });
+        }
         for p in 0..PARTITIONS {
             let address = format!("{}/ConsumerGroups/$Default/Partitions/{p}", emu.hub_name);
+            let session = &mut reader.amqp[p % connections].session;
             let mut receiver = Receiver::builder()
                 .name(format!("bench-partition-{p}"))
                 .source(address)
                 .target("iothub-bench")
                 .credit_mode(CreditMode::Auto(CREDIT))
-                .attach(&mut session)
+                .attach(session)
                 .await
                 .map_err(|e| format!("attaching the partition {p} receiver: {e}"))?;
             let rx = reader.sink.subscribe();
@@ -201,10 +214,6 @@ impl Reader {
                 }
             });
         }
-        reader.amqp = Some(AmqpHandles {
-            connection,
-            session,
-        });
         Ok(reader)
     }
 
@@ -275,7 +284,7 @@ impl Reader {
     /// Detaches and closes (bounded).
     pub async fn close(mut self) {
         self.tasks.abort_all();
-        if let Some(mut h) = self.amqp.take() {
+        for mut h in self.amqp.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 let _ = h.session.end().await;
                 let _ = h.connection.close().await;

@@ -118,6 +118,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 16)]
     pub mqtt_inflight: u16,
 
+    /// AMQP connections the d2c-e2e scenario's Event Hubs reader spreads its partition
+    /// receivers over (1 to 4; the default, 4, is one per partition).
+    #[arg(long, default_value_t = 4)]
+    pub consumer_connections: usize,
+
     /// Devices connecting at the same time.
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,

@@ -154,7 +154,7 @@ pub(super) async fn d2c_e2e(cli: &Cli) -> BenchResult<()> {
             )
             .await;
         connects.push(connect_note("emulator fleet", &c));
-        let mut reader = Reader::event_hubs(&rig.emu).await?;
+        let mut reader = Reader::event_hubs(&rig.emu, cli.consumer_connections).await?;
         let out = runs(&rig.fleet, &mut reader, &plans, cli.payload, rig.emu.pid).await;
         reader.close().await;
         rig.finish().await;
@@ -279,8 +279,9 @@ pub(super) async fn d2c_e2e(cli: &Cli) -> BenchResult<()> {
         verdict(Some(ratio >= TARGET_RATIO))
     ));
     table.note(format!(
-        "devices are the project's DeviceClient (send_event resolves on PUBACK), {INFLIGHT} in flight each at full speed; {}-byte bodies stamped with the send time; the emulator's reader is one AMQP/TLS connection (fe2o3) with a receiver on each of its {PARTITIONS} partitions (credit 2,000, pre-settled); mosquitto's is one MQTT/TLS subscriber at QoS 0 on devices/+/messages/events/#; received/s counts from the first send to the last receive; CPU in % of one core ({} CPUs)",
+        "devices are the project's DeviceClient (send_event resolves on PUBACK), {INFLIGHT} in flight each at full speed; {}-byte bodies stamped with the send time; the emulator's reader (fe2o3) has a receiver on each of its {PARTITIONS} partitions (credit 2,000, pre-settled) over {} AMQP/TLS connection(s) (--consumer-connections); mosquitto's is one MQTT/TLS subscriber at QoS 0 on devices/+/messages/events/#; received/s counts from the first send to the last receive; CPU in % of one core ({} CPUs)",
         cli.payload,
+        cli.consumer_connections.clamp(1, PARTITIONS),
         sys::cpus()
     ));
     table.print();
