@@ -24,10 +24,14 @@
 //!   the keys before the partition's first retained sequence number are deleted in the same
 //!   commit.
 //!
-//! Records are MessagePack (`hub::persisted`): device records with field names, message
-//! records as arrays (compact: 285 bytes per queued 64-byte message in the file, against 657
-//! with whole queues in format 1). The CA and certificates stay where they were (`tls`), so
-//! `iothub-emulator reset` removes only this file.
+//! Records are MessagePack (`hub::persisted`): device records with field names, message and
+//! event records as arrays, messages without what their key and the hub's rules give back
+//! (sequence number, `to`, absolute expiry). 10,000 devices × 50 queued 64-byte messages take
+//! 156 bytes per message in the file and reopen in about 0.9 s in a release build on a loaded
+//! 2-core machine (format 1, with whole queues in device records: 657 bytes and 1.16 s);
+//! `ready_time_with_10k_devices_by_50_messages` in the tests prints the figures. The CA and
+//! certificates stay where they were (`tls`), so `iothub-emulator reset` removes only this
+//! file.
 //!
 //! # Opening
 //!
