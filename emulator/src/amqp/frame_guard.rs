@@ -13,7 +13,9 @@
 //!   claims, gigabytes, before finding the bytes missing), and reaches fe2o3 exactly as
 //!   serde_amqp encodes it, since serde_amqp also accepts shapes it reads past the checked value
 //!   (a performative's name as a plain string followed by its fields reads as an enum);
-//! * a SASL frame's body is whole, well-formed values and nothing else.
+//! * a SASL frame's body is whole, well-formed values and nothing else;
+//! * a delivery's message, joined from all its frames, is whole, well-formed values too; flows
+//!   for link handles the peer has not attached are dropped ([`super::peer_links`]).
 //!
 //! A violation is reported as a [`Violation`]; the stream then answers with a `close` carrying
 //! the condition (after an `open` of its own when fe2o3 has not sent one yet) and ends.
@@ -56,6 +58,8 @@ pub enum Violation {
     NotAllowed(String),
     /// A performative whose encoding is not well-formed ([`super::encoding`]).
     Decode(String),
+    /// More held for the peer than it may have ([`super::peer_links`]).
+    ResourceLimit(String),
 }
 
 impl Violation {
@@ -65,6 +69,7 @@ impl Violation {
             Violation::Framing(t) => (ConnectionError::FramingError.into(), t),
             Violation::NotAllowed(t) => (AmqpError::NotAllowed.into(), t),
             Violation::Decode(t) => (AmqpError::DecodeError.into(), t),
+            Violation::ResourceLimit(t) => (AmqpError::ResourceLimitExceeded.into(), t),
         };
         Error::new(condition, text.to_owned(), None)
     }
@@ -86,6 +91,8 @@ pub struct ReadGuard {
     pub full_lists: bool,
     /// What went wrong; nothing is forwarded after it.
     pub violation: Option<Violation>,
+    /// The peer's attached link handles and deliveries in progress.
+    pub links: super::peer_links::PeerLinks,
 }
 
 impl Default for ReadGuard {
@@ -98,6 +105,7 @@ impl Default for ReadGuard {
             channel_max: CHANNEL_MAX,
             full_lists: false,
             violation: None,
+            links: Default::default(),
         }
     }
 }
@@ -224,8 +232,9 @@ impl ReadGuard {
 
     /// Looks into a whole AMQP frame: the peer's `open` (checked, and shown to fe2o3 with
     /// `max-frame-size` lowered by [`super::stream::HEADROOM`]) and attaches (receiver names
-    /// suffixed); every other performative goes on as serde_amqp itself encodes it
-    /// ([`canonical`]). `Ok(None)` forwards the frame unchanged.
+    /// suffixed); handles, flows and deliveries go through [`super::peer_links`]; every other
+    /// performative goes on as serde_amqp itself encodes it ([`canonical`]). `Ok(None)`
+    /// forwards the frame unchanged, `Ok(Some(empty))` drops it.
     fn inspect(&mut self, frame: &[u8]) -> Result<Option<BytesMut>, Violation> {
         let Some((channel, performative, payload)) = decode_frame(frame) else {
             return Err(Violation::Decode(
@@ -252,6 +261,7 @@ impl ReadGuard {
                 "the first AMQP frame must be an open".into(),
             )),
             Performative::Attach(mut attach) if attach.role == Role::Receiver => {
+                self.links.attached(channel, attach.handle.0);
                 attach.name.push_str(RECEIVER_SUFFIX);
                 Ok(encode_frame(
                     channel,
@@ -259,7 +269,19 @@ impl ReadGuard {
                     payload,
                 ))
             }
-            other => canonical(frame, channel, &other, payload),
+            other => {
+                match &other {
+                    Performative::Attach(a) => self.links.attached(channel, a.handle.0),
+                    Performative::Detach(d) => self.links.detached(channel, d.handle.0),
+                    Performative::End(_) => self.links.ended(channel),
+                    Performative::Flow(f) if !self.links.admits(channel, f) => {
+                        return Ok(Some(BytesMut::new()));
+                    }
+                    Performative::Transfer(t) => self.links.transfer(channel, t, payload)?,
+                    _ => {}
+                }
+                canonical(frame, channel, &other, payload)
+            }
         }
     }
 }
@@ -630,6 +652,139 @@ mod tests {
             let Performative::Attach(a) = p else { panic!() };
             assert_eq!(a.name, "x");
         }
+    }
+
+    fn flow(handle: Option<u32>) -> BytesMut {
+        let flow = fe2o3_amqp_types::performatives::Flow {
+            next_incoming_id: Some(0),
+            incoming_window: 100,
+            next_outgoing_id: 0,
+            outgoing_window: 100,
+            handle: handle.map(Handle),
+            delivery_count: Some(0),
+            link_credit: Some(10),
+            available: None,
+            drain: false,
+            echo: false,
+            properties: None,
+        };
+        encode_frame(0, &Performative::Flow(flow), &[]).unwrap()
+    }
+
+    fn transfer(handle: u32, delivery: Option<u32>, more: bool, payload: &[u8]) -> BytesMut {
+        let t = fe2o3_amqp_types::performatives::Transfer {
+            handle: Handle(handle),
+            delivery_id: delivery,
+            delivery_tag: delivery.map(|d| d.to_be_bytes().to_vec().into()),
+            message_format: delivery.map(|_| 0),
+            settled: None,
+            more,
+            rcv_settle_mode: None,
+            state: None,
+            resume: false,
+            aborted: false,
+            batchable: false,
+        };
+        encode_frame(0, &Performative::Transfer(t), payload).unwrap()
+    }
+
+    fn attach_frame(handle: u32) -> BytesMut {
+        let mut a = attach(&format!("link{handle}"), Role::Sender);
+        a.handle = Handle(handle);
+        encode_frame(0, &Performative::Attach(a), &[]).unwrap()
+    }
+
+    /// A data section of `n` bytes, claiming `claim` bytes.
+    fn data_section(claim: u32, n: usize) -> Vec<u8> {
+        let mut d = vec![0x00, 0x53, 0x75, 0xb0];
+        d.extend_from_slice(&claim.to_be_bytes());
+        d.extend(std::iter::repeat_n(7u8, n));
+        d
+    }
+
+    #[test]
+    fn flows_for_handles_not_attached_never_reach_fe2o3() {
+        let mut g = opened();
+        g.push(&begin(0));
+        g.ready.clear();
+        for _ in 0..10_000 {
+            g.push(&flow(Some(7)));
+        }
+        assert!(g.violation.is_none());
+        assert!(g.ready.is_empty(), "fe2o3 would keep every one of them");
+        // The session's own flow, and flows for an attached handle, go on.
+        g.push(&flow(None));
+        assert_eq!(&g.ready[..], &flow(None)[..]);
+        g.ready.clear();
+        g.push(&attach_frame(7));
+        g.push(&flow(Some(7)));
+        assert!(g.ready.ends_with(&flow(Some(7))));
+        assert_eq!(g.links.handles(), 1);
+        // Detached: dropped again, and nothing is left of the handle.
+        let detach = fe2o3_amqp_types::performatives::Detach {
+            handle: Handle(7),
+            closed: true,
+            error: None,
+        };
+        g.push(&encode_frame(0, &Performative::Detach(detach), &[]).unwrap());
+        g.ready.clear();
+        g.push(&flow(Some(7)));
+        assert!(g.ready.is_empty());
+        assert_eq!(g.links.handles(), 0);
+    }
+
+    #[test]
+    fn a_delivery_is_checked_whole_before_its_last_frame_goes_on() {
+        let mut g = opened();
+        g.push(&begin(0));
+        g.push(&attach_frame(0));
+        // Well-formed, over three frames: passes, and nothing is held afterwards.
+        let section = data_section(1000, 1000);
+        g.push(&transfer(0, Some(0), true, &section[..400]));
+        g.push(&transfer(0, None, true, &section[400..800]));
+        assert_eq!(g.links.partial_bytes(), 800);
+        g.push(&transfer(0, None, false, &section[800..]));
+        assert!(g.violation.is_none(), "{:?}", g.violation);
+        assert_eq!(g.links.partial_bytes(), 0);
+        // A section claiming 3 GB, split so that no frame alone shows the claim whole.
+        g.ready.clear();
+        let hostile = data_section(0xbfff_ffff, 40);
+        g.push(&transfer(0, Some(1), true, &hostile[..6]));
+        let first = g.ready.len();
+        assert!(first > 0, "an incomplete frame cannot be judged yet");
+        g.push(&transfer(0, None, false, &hostile[6..]));
+        assert!(
+            matches!(g.violation, Some(Violation::Decode(_))),
+            "{:?}",
+            g.violation
+        );
+        assert_eq!(g.ready.len(), first, "the last frame never reaches fe2o3");
+        // In one frame as well.
+        let mut g = opened();
+        g.push(&begin(0));
+        g.push(&attach_frame(0));
+        g.push(&transfer(0, Some(0), false, &hostile));
+        assert!(matches!(g.violation, Some(Violation::Decode(_))));
+    }
+
+    #[test]
+    fn incomplete_deliveries_are_bounded_per_connection() {
+        let mut g = opened();
+        g.push(&begin(0));
+        let chunk = vec![0x40u8; 200 * 1024];
+        let mut handle = 0;
+        while g.violation.is_none() && handle < 40 {
+            g.push(&attach_frame(handle));
+            // Just under the link's own limit, which fe2o3 enforces by itself.
+            for i in 0..5 {
+                g.push(&transfer(handle, (i == 0).then_some(handle), true, &chunk));
+            }
+            handle += 1;
+            assert!(g.links.partial_bytes() <= super::super::peer_links::MAX_PARTIAL_BYTES);
+            g.ready.clear();
+        }
+        assert!(matches!(g.violation, Some(Violation::ResourceLimit(_))));
+        assert!(handle > 8, "{handle} links");
     }
 
     #[test]

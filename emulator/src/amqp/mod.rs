@@ -47,6 +47,7 @@ mod listener;
 mod methods;
 mod modules;
 mod outbound;
+mod peer_links;
 mod replies;
 mod sasl;
 mod service;

@@ -82,6 +82,13 @@ pub trait Outbox: Send {
     fn settle(&mut self, lock_token: &str, how: Settle) -> Result<(), HubError>;
     /// Hands back an item the peer never settled.
     fn unsettled(&mut self, lock_token: &str);
+    /// The hub whose changes must be on disk before an item goes out: an item that reports
+    /// an outcome (a feedback record) must not reach the peer before that outcome is durable,
+    /// or a crash could undo an outcome the peer was told about. `None` (the default) for
+    /// items the peer may see early (a C2D message is delivered at least once anyway).
+    fn durable_first(&self) -> Option<HubHandle> {
+        None
+    }
 }
 
 type OutcomeFut = Pin<Box<dyn Future<Output = (String, Result<Outcome, SendError>)> + Send>>;
@@ -94,6 +101,8 @@ enum Event {
     Woken,
     Outcome(String, Result<Outcome, SendError>),
     Sent(Result<Delivered, SendError>),
+    /// The state could not be written: nothing more goes out on this link.
+    Unsynced(HubError),
     Detached,
 }
 
@@ -125,6 +134,7 @@ pub async fn run(
     revoked: CancellationToken,
 ) {
     let wake = outbox.wake();
+    let durable_first = outbox.durable_first();
     let mut inflight: FuturesUnordered<OutcomeFut> = FuturesUnordered::new();
     let mut tokens: HashSet<String> = HashSet::new();
     let mut pending: Option<(String, Outgoing)> = None;
@@ -144,7 +154,16 @@ pub async fn run(
         }
         let link_op = async {
             match &pending {
-                Some((_, m)) => Event::Sent(sender.send_batchable(m.clone()).await),
+                Some((_, m)) => {
+                    if let Some(hub) = &durable_first
+                        && let Err(e) = hub.synced().await
+                    {
+                        return Event::Unsynced(HubError::ServerError {
+                            detail: e.to_string(),
+                        });
+                    }
+                    Event::Sent(sender.send_batchable(m.clone()).await)
+                }
                 None => {
                     sender.on_detach().await;
                     Event::Detached
@@ -163,7 +182,7 @@ pub async fn run(
         };
         match event {
             Event::Shutdown => break Ending::Close(None),
-            Event::Revoked(e) => break Ending::Close(Some(error_for(&e))),
+            Event::Revoked(e) | Event::Unsynced(e) => break Ending::Close(Some(error_for(&e))),
             Event::Detached => break Ending::Gone,
             Event::Tick | Event::Woken => {}
             Event::Outcome(token, outcome) => {

@@ -85,4 +85,8 @@ impl Outbox for FeedbackOutbox {
             .hub
             .run(|hub, now| hub.release_feedback_lock(lock_token, now));
     }
+
+    fn durable_first(&self) -> Option<HubHandle> {
+        Some(self.hub.clone())
+    }
 }

@@ -11,6 +11,7 @@
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use iothub_protocol::HubError;
 use iothub_protocol::feedback::FEEDBACK_CONTENT_TYPE;
 use iothub_protocol::time_format::format_millis;
 
@@ -30,6 +31,15 @@ pub async fn receive(State(st): State<AppState>, token: Token) -> Result<Respons
     let Some(d) = st.ctx.hub.run(|hub, now| hub.receive_feedback(now)) else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
+    // A record reports an outcome (a completion, a rejection); the service must not see it
+    // before that outcome is on disk, or a crash could undo an outcome it was told about.
+    st.ctx
+        .hub
+        .synced()
+        .await
+        .map_err(|e| HubError::ServerError {
+            detail: e.to_string(),
+        })?;
     let headers = [
         (
             header::ETAG.as_str(),

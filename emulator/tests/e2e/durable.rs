@@ -1,6 +1,6 @@
 //! Durable state: an emulator started on a data directory continues where the last one on it
-//! stopped (devices and their keys, twins, queued C2D), and a second one on the same directory
-//! refuses to start.
+//! stopped (devices and their keys, twins, queued C2D, the Event Hubs-compatible event log
+//! with its numbering), and a second one on the same directory refuses to start.
 
 use std::path::PathBuf;
 
@@ -10,6 +10,7 @@ use iothub_emulator::hub::Identity;
 use iothub_emulator::{Emulator, RunningEmulator, StartError};
 use iothub_protocol::Message;
 use iothub_protocol::twin::TwinWrite;
+use iothub_service::events::{Event, EventConsumer, EventPosition};
 use rumqttc::{Incoming, QoS};
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -141,6 +142,111 @@ async fn many_qos1_publishes_in_flight_are_acked_in_order_and_survive_a_restart(
         bodies, expected,
         "every acknowledged message, once, in order"
     );
+    emu.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn events_consumer(emu: &RunningEmulator) -> EventConsumer {
+    let s = emu
+        .config()
+        .eventhub_connection_string(Some(emu.endpoints().eventhubs))
+        .expect("service policy");
+    EventConsumer::from_connection_string(&s).expect("consumer")
+}
+
+/// Reads `n` events of every partition from the earliest on.
+async fn read_from_earliest(emu: &RunningEmulator, n: usize) -> Vec<Event> {
+    use futures_util::StreamExt;
+    let consumer = events_consumer(emu);
+    let mut events = within(consumer.receive_all(EventPosition::Earliest))
+        .await
+        .expect("receiving");
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let e = within(events.next()).await.expect("the stream goes on");
+        out.push(e.expect("an event"));
+    }
+    drop(events);
+    consumer.close().await;
+    out.sort_by_key(|e| (e.partition_id.clone(), e.sequence_number));
+    out
+}
+
+fn numbering(events: &[Event]) -> Vec<(String, i64, String, Option<time::OffsetDateTime>, String)> {
+    events
+        .iter()
+        .map(|e| {
+            let body = e.body_str().unwrap_or_default().to_owned();
+            (
+                e.partition_id.clone(),
+                e.sequence_number,
+                e.offset.clone(),
+                e.enqueued_time,
+                body,
+            )
+        })
+        .collect()
+}
+
+/// Telemetry acknowledged before a restart (PUBACK) is read afterwards by an Event Hubs
+/// consumer with the same sequence numbers, offsets and enqueued times, and new telemetry
+/// continues the numbering instead of starting from 0.
+#[tokio::test]
+async fn a_restart_keeps_the_event_log_and_its_sequence_numbers() {
+    let dir = temp_dir("events");
+    let emu = start_on(&dir).await.expect("starts");
+    let key = create_device(&emu, "dev1");
+    let mut d = connect(device_options(&emu, "dev1", &key, true)).await;
+    for i in 0..3 {
+        d.client
+            .publish(
+                "devices/dev1/messages/events/k=v",
+                QoS::AtLeastOnce,
+                false,
+                format!("before-{i}"),
+            )
+            .await
+            .expect("publish queued");
+        d.until(|p| matches!(p, Incoming::PubAck(_)).then_some(()))
+            .await;
+    }
+    drop(d);
+    let before = read_from_earliest(&emu, 3).await;
+    assert_eq!(
+        before.iter().map(|e| e.sequence_number).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    emu.shutdown().await;
+
+    let emu = start_on(&dir)
+        .await
+        .expect("restarts on the same directory");
+    let after = read_from_earliest(&emu, 3).await;
+    assert_eq!(numbering(&after), numbering(&before));
+    assert_eq!(after[0].device_id.as_deref(), Some("dev1"));
+    assert_eq!(after[0].message.properties.get("k"), Some("v"));
+    let mut d = connect(device_options(&emu, "dev1", &key, true)).await;
+    d.client
+        .publish(
+            "devices/dev1/messages/events/",
+            QoS::AtLeastOnce,
+            false,
+            "after",
+        )
+        .await
+        .expect("publish queued");
+    d.until(|p| matches!(p, Incoming::PubAck(_)).then_some(()))
+        .await;
+    let all = read_from_earliest(&emu, 4).await;
+    let last = &all[3];
+    assert_eq!(last.body_str(), Some("after"));
+    assert_eq!(
+        last.sequence_number, 3,
+        "numbering continues after the restart"
+    );
+    let offset = |e: &Event| e.offset.parse::<u64>().expect("decimal offset");
+    assert!(offset(last) > offset(&all[2]));
+    assert!(last.enqueued_time >= all[2].enqueued_time);
     emu.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

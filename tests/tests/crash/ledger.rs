@@ -112,6 +112,15 @@ pub struct Ledger {
     /// Distinct feedback records per message: (status, enqueued time in ms).
     pub feedback: BTreeMap<String, BTreeSet<(String, i128)>>,
     pub acked: Acked,
+    /// Messages whose send and settle were both in flight at a crash and that were gone
+    /// after it: both took effect (one feedback record) or neither did (none).
+    pub maybe_outcomes: BTreeMap<String, Outcome>,
+    /// How each outcome became known, for failure reports.
+    pub notes: BTreeMap<String, String>,
+    /// Checks so far.
+    pub restarts: usize,
+    /// Why each worker stopped, and when (the crash, or something earlier).
+    pub stops: Vec<(std::time::Instant, String)>,
 }
 
 /// What the hub showed after a restart.
@@ -171,6 +180,7 @@ impl Ledger {
     }
 
     fn check_c2d(&mut self, o: &Observed, errors: &mut Vec<String>) {
+        self.restarts += 1;
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for (device, ids) in &o.pending {
             for id in ids {
@@ -203,10 +213,27 @@ impl Ledger {
                 continue;
             }
             match (n, settle) {
-                (0, Some(st)) => {
-                    // Received, so the send took effect; gone, so the settle did.
+                // Gone after an acknowledged settle, or after a settle of an acknowledged
+                // send: the outcome took effect.
+                (0, Some(st)) if st.acked || s.acked => {
                     self.outcomes.insert(id.clone(), st.outcome);
+                    let how = if st.acked {
+                        "acknowledged"
+                    } else {
+                        "in doubt, took effect"
+                    };
+                    self.notes.insert(
+                        id.clone(),
+                        format!("{how}; checked after restart {}", self.restarts),
+                    );
                     s.acked = true;
+                }
+                // Send and settle both in doubt: a device may receive a message before its
+                // send is on disk, so either both took effect or neither did. The feedback
+                // tells at the end (one record or none).
+                (0, Some(st)) => {
+                    self.maybe_outcomes.insert(id.clone(), st.outcome);
+                    gone.push(id.clone());
                 }
                 (0, None) if s.acked => errors.push(format!(
                     "C2D {id} to {}: LOST (acknowledged, not pending, never settled)",
@@ -239,7 +266,8 @@ impl Ledger {
             let n = records.map_or(0, BTreeSet::len);
             if n != 1 {
                 errors.push(format!(
-                    "C2D {id} ({outcome:?}): {n} distinct feedback records {records:?}, expected 1"
+                    "C2D {id} ({outcome:?}, {}): {n} distinct feedback records {records:?}, expected 1",
+                    self.notes.get(id).map_or("", String::as_str)
                 ));
             } else if let Some((status, _)) = records.and_then(|r| r.first())
                 && status != outcome.feedback_status()
@@ -247,8 +275,20 @@ impl Ledger {
                 errors.push(format!("C2D {id} ({outcome:?}): feedback says {status}"));
             }
         }
+        for (id, outcome) in &self.maybe_outcomes {
+            let records = self.feedback.get(id);
+            let n = records.map_or(0, BTreeSet::len);
+            let status_ok = records
+                .and_then(|r| r.first())
+                .is_none_or(|(status, _)| status == outcome.feedback_status());
+            if n > 1 || !status_ok {
+                errors.push(format!(
+                    "C2D {id} ({outcome:?}, send and settle in doubt): feedback records {records:?}, expected none or one"
+                ));
+            }
+        }
         for (id, records) in &self.feedback {
-            if !self.outcomes.contains_key(id) {
+            if !self.outcomes.contains_key(id) && !self.maybe_outcomes.contains_key(id) {
                 errors.push(format!(
                     "feedback {records:?} for C2D {id}, which has no outcome (pending or unknown)"
                 ));
@@ -324,6 +364,31 @@ mod tests {
         assert_eq!(l.outcomes.get("m1"), Some(&Outcome::Reject));
         // ...and once it happened, the message must not come back.
         assert_eq!(l.check(&pending(&["m1"])).len(), 1);
+    }
+
+    #[test]
+    fn a_settle_of_a_send_in_doubt_may_vanish_with_it() {
+        let mut l = Ledger::default();
+        sent(&mut l, "m1", false);
+        l.settles.insert(
+            "m1".into(),
+            Settle {
+                outcome: Outcome::Complete,
+                acked: false,
+            },
+        );
+        assert!(l.check(&pending(&[])).is_empty());
+        assert!(l.check_feedback().is_empty());
+        l.feedback
+            .entry("m1".into())
+            .or_default()
+            .insert(("Success".into(), 1));
+        assert!(l.check_feedback().is_empty());
+        l.feedback
+            .entry("m1".into())
+            .or_default()
+            .insert(("Rejected".into(), 2));
+        assert_eq!(l.check_feedback().len(), 1);
     }
 
     #[test]

@@ -102,10 +102,16 @@ async fn run(dir: &std::path::Path) -> Result<(), String> {
     std::fs::write(&config, workload::config_toml())
         .map_err(|e| format!("{}: {e}", config.display()))?;
 
+    let mut starts = 0;
+    let mut start = || {
+        starts += 1;
+        let log = dir.join(format!("emulator-{starts}.log"));
+        Process::start(&bin, &data, &config, &log)
+    };
     let mut rng = Rng::new(seed);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     for round in 0..rounds {
-        let p = Process::start(&bin, &data, &config)?;
+        let p = start()?;
         if round > 0 {
             verify(&p, &ledger, &format!("after kill {round}")).await?;
         }
@@ -114,8 +120,18 @@ async fn run(dir: &std::path::Path) -> Result<(), String> {
             .map_err(|e| format!("round {round}: {e}\nemulator:\n{}", p.output_tail()))?;
         let after = Duration::from_millis(300 + rng.below(1200));
         tokio::time::sleep(after).await;
+        let killed = Instant::now();
         p.kill9();
         load.stop().await;
+        // Workers stop when the emulator dies; one that stopped before is worth a line.
+        for (at, why) in std::mem::take(&mut lock(&ledger).stops) {
+            if at < killed {
+                println!(
+                    "round {round}: a worker stopped {} ms before the kill: {why}",
+                    (killed - at).as_millis()
+                );
+            }
+        }
         let a = lock(&ledger).acked;
         println!(
             "round {round}: kill -9 after {} ms of load; acknowledged so far: {} C2D sends, {} settles, {} registry writes, {} desired and {} reported twin writes, {} telemetry, {} feedback records",
@@ -131,10 +147,10 @@ async fn run(dir: &std::path::Path) -> Result<(), String> {
     }
 
     // The last crash's state, then a clean stop and start: the graceful path keeps it too.
-    let p = Process::start(&bin, &data, &config)?;
+    let p = start()?;
     verify(&p, &ledger, &format!("after kill {rounds}")).await?;
     p.stop()?;
-    let p = Process::start(&bin, &data, &config)?;
+    let p = start()?;
     verify(&p, &ledger, "after a clean stop").await?;
     drain_feedback(&p, &ledger).await?;
     let errors = lock(&ledger).check_feedback();

@@ -30,8 +30,19 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `bin` on `data_dir` with `config` and waits for the ready line.
-    pub fn start(bin: &Path, data_dir: &Path, config: &Path) -> Result<Process, String> {
+    /// Starts `bin` on `data_dir` with `config` and waits for the ready line; everything it
+    /// prints also goes to `log` (kept with the data directory when the test fails).
+    /// `CRASH_LOG_LEVEL` sets its `--log-level` (default `warn`).
+    pub fn start(
+        bin: &Path,
+        data_dir: &Path,
+        config: &Path,
+        log: &Path,
+    ) -> Result<Process, String> {
+        let level = std::env::var("CRASH_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
+        let file = std::fs::File::create(log)
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let file = Arc::new(Mutex::new(std::io::LineWriter::new(file)));
         let mut cmd = Command::new(bin);
         // An IOTHUB_EMULATOR_* variable in the caller's shell could move a port or turn on
         // --in-memory; start from none of them.
@@ -49,7 +60,7 @@ impl Process {
             .arg(data_dir)
             .arg("--config")
             .arg(config)
-            .args(["--log-level", "warn"])
+            .args(["--log-level", &level])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -59,12 +70,12 @@ impl Process {
         let output = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
-            let (tx, output) = (tx.clone(), output.clone());
-            std::thread::spawn(move || forward(out, tx, output));
+            let (tx, output, file) = (tx.clone(), output.clone(), file.clone());
+            std::thread::spawn(move || forward(out, tx, output, file));
         }
         if let Some(err) = child.stderr.take() {
             let output = output.clone();
-            std::thread::spawn(move || forward(err, tx, output));
+            std::thread::spawn(move || forward(err, tx, output, file));
         }
         let mut p = Process {
             child,
@@ -178,6 +189,7 @@ fn forward(
     stream: impl std::io::Read,
     tx: mpsc::Sender<String>,
     output: Arc<Mutex<VecDeque<String>>>,
+    file: Arc<Mutex<std::io::LineWriter<std::fs::File>>>,
 ) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -188,6 +200,11 @@ fn forward(
             Ok(_) => {}
         }
         let text = line.trim_end().to_owned();
+        {
+            use std::io::Write as _;
+            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(f, "{text}");
+        }
         {
             let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
             if out.len() == KEEP_LINES {

@@ -60,6 +60,13 @@ fn lock(l: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
     l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Notes why a worker stops (normally: the emulator is gone).
+fn stopped(l: &Mutex<Ledger>, worker: &str, e: impl std::fmt::Display) {
+    lock(l)
+        .stops
+        .push((std::time::Instant::now(), format!("{worker}: {e}")));
+}
+
 /// The load of one round, running until [`Round::stop`].
 pub struct Round {
     tasks: JoinSet<()>,
@@ -196,7 +203,7 @@ async fn send_c2d(svc: ServiceClient, ledger: Arc<Mutex<Ledger>>, mut rng: Rng, 
             Err(e) if e.code() == Some(ErrorCode::DeviceMaximumQueueDepthExceeded) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(_) => return,
+            Err(e) => return stopped(&ledger, &prefix, e),
         }
         tokio::time::sleep(Duration::from_millis(rng.below(4))).await;
     }
@@ -204,7 +211,10 @@ async fn send_c2d(svc: ServiceClient, ledger: Arc<Mutex<Ledger>>, mut rng: Rng, 
 
 async fn receive_c2d(c: DeviceClient, ledger: Arc<Mutex<Ledger>>, mut rng: Rng) {
     loop {
-        let Ok(m) = c.recv().await else { return };
+        let m = match c.recv().await {
+            Ok(m) => m,
+            Err(e) => return stopped(&ledger, c.device_id(), e),
+        };
         let id = m.message_id().map(|i| i.canonical()).unwrap_or_default();
         let outcome = match rng.below(10) {
             0..=5 => Outcome::Complete,
@@ -223,8 +233,8 @@ async fn receive_c2d(c: DeviceClient, ledger: Arc<Mutex<Ledger>>, mut rng: Rng) 
             Outcome::Complete => m.complete().await,
             Outcome::Reject => m.reject().await,
         };
-        if r.is_err() {
-            return;
+        if let Err(e) = r {
+            return stopped(&ledger, &format!("{} {outcome:?} {id}", c.device_id()), e);
         }
         let mut l = lock(&ledger);
         if let Some(s) = l.settles.get_mut(&id) {
@@ -238,8 +248,8 @@ async fn telemetry(c: DeviceClient, ledger: Arc<Mutex<Ledger>>, id: String, roun
     for n in 0u64.. {
         lock(&ledger).telemetry.entry(id.clone()).or_default().high += 1;
         let m = iothub_device::Message::new(format!("{id} telemetry {n}"));
-        if c.send_event(m).await.is_err() {
-            return;
+        if let Err(e) = c.send_event(m).await {
+            return stopped(&ledger, &id, e);
         }
         {
             let mut l = lock(&ledger);
@@ -254,8 +264,9 @@ async fn telemetry(c: DeviceClient, ledger: Arc<Mutex<Ledger>>, id: String, roun
                 .or_default()
                 .reported
                 .doubt = Some(v);
-            let Ok(version) = c.update_reported(&json!({ "r": v })).await else {
-                return;
+            let version = match c.update_reported(&json!({ "r": v })).await {
+                Ok(v) => v,
+                Err(e) => return stopped(&ledger, &id, e),
             };
             let mut l = lock(&ledger);
             let t = l.twins.entry(id.clone()).or_default();
@@ -307,8 +318,8 @@ async fn registry(
             Some(_) => svc.update_device(&d, IfMatch::Any).await,
             None => svc.create_device(&d).await,
         };
-        if r.is_err() {
-            return;
+        if let Err(e) = r {
+            return stopped(&ledger, &id, e);
         }
         let mut l = lock(&ledger);
         if let Some((_, w)) = l.registry.get_mut(&id) {
@@ -330,8 +341,9 @@ async fn desired(svc: ServiceClient, ledger: Arc<Mutex<Ledger>>, round: usize) {
             .desired
             .doubt = Some(v);
         let patch = json!({ "properties": { "desired": { "v": v } } });
-        let Ok(twin) = svc.update_twin(&id, &patch, IfMatch::Any).await else {
-            return;
+        let twin = match svc.update_twin(&id, &patch, IfMatch::Any).await {
+            Ok(t) => t,
+            Err(e) => return stopped(&ledger, "desired", e),
         };
         let mut l = lock(&ledger);
         let t = l.twins.entry(id).or_default();
@@ -343,15 +355,20 @@ async fn desired(svc: ServiceClient, ledger: Arc<Mutex<Ledger>>, round: usize) {
 }
 
 async fn feedback(svc: ServiceClient, ledger: Arc<Mutex<Ledger>>) {
-    let Ok(mut rx) = svc.feedback().await else {
-        return;
+    let mut rx = match svc.feedback().await {
+        Ok(rx) => rx,
+        Err(e) => return stopped(&ledger, "feedback", e),
     };
-    while let Ok(batch) = rx.recv().await {
+    loop {
+        let batch = match rx.recv().await {
+            Ok(b) => b,
+            Err(e) => return stopped(&ledger, "feedback", e),
+        };
         record_feedback(&ledger, batch.records());
         // Not acknowledged by the hub (an AMQP disposition has no answer): a batch may come
         // again after the crash, with the same records.
-        if batch.complete().await.is_err() {
-            return;
+        if let Err(e) = batch.complete().await {
+            return stopped(&ledger, "feedback complete", e);
         }
     }
 }

@@ -328,6 +328,95 @@ async fn until_more_attaches(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> V
     out
 }
 
+/// A transfer frame carrying `payload`.
+fn transfer(handle: u32, delivery: Option<u32>, more: bool, payload: &[u8]) -> Vec<u8> {
+    use fe2o3_amqp::types::performatives::Transfer;
+    let mut f = frame(
+        0,
+        &Performative::Transfer(Transfer {
+            handle: Handle(handle),
+            delivery_id: delivery,
+            delivery_tag: delivery.map(|d| d.to_be_bytes().to_vec().into()),
+            message_format: delivery.map(|_| 0),
+            settled: None,
+            more,
+            rcv_settle_mode: None,
+            state: None,
+            resume: false,
+            aborted: false,
+            batchable: false,
+        }),
+    );
+    f.extend_from_slice(payload);
+    let size = (f.len() as u32).to_be_bytes();
+    f[..4].copy_from_slice(&size);
+    f
+}
+
+fn flow(handle: Option<u32>) -> Vec<u8> {
+    use fe2o3_amqp::types::performatives::Flow;
+    frame(
+        0,
+        &Performative::Flow(Flow {
+            next_incoming_id: Some(0),
+            incoming_window: 100,
+            next_outgoing_id: 0,
+            outgoing_window: 100,
+            handle: handle.map(Handle),
+            delivery_count: Some(0),
+            link_credit: Some(10),
+            available: None,
+            drain: false,
+            echo: false,
+            properties: None,
+        }),
+    )
+}
+
+/// Flows for a handle never attached are dropped before fe2o3 (which would keep each one) and
+/// harm nothing; a message whose section claims 3 GB across two frames closes the connection
+/// with `amqp:decode-error` before serde_amqp reads the joined bytes.
+#[tokio::test]
+async fn stray_flows_are_dropped_and_a_split_oversized_claim_is_a_decode_error() {
+    let emu = start().await;
+    let mut s = tls(&emu).await;
+    s.write_all(AMQP_HEADER).await.unwrap();
+    s.write_all(&open(65536)).await.unwrap();
+    s.write_all(&begin(0)).await.unwrap();
+    let stray = flow(Some(9));
+    for _ in 0..2_000 {
+        s.write_all(&stray).await.unwrap();
+    }
+    s.write_all(&attach("cbs-in", 0, Role::Sender))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    let ps = until_attaches(&mut s, 1).await;
+    assert!(
+        !ps.iter()
+            .any(|p| matches!(p, Performative::End(_) | Performative::Close(_))),
+        "{ps:?}"
+    );
+    // A data section claiming 0xbfffffff bytes, the claim cut across the two frames.
+    let mut section = vec![0x00, 0x53, 0x75, 0xb0, 0xbf, 0xff, 0xff, 0xff];
+    section.extend_from_slice(&[7; 40]);
+    s.write_all(&transfer(0, Some(0), true, &section[..5]))
+        .await
+        .unwrap();
+    s.write_all(&transfer(0, None, false, &section[5..]))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(
+        closed_with(&performatives(&mut s).await),
+        "amqp:decode-error"
+    );
+    // Another connection is not affected.
+    let (mut c, _s) = session(&emu).await;
+    within(c.close()).await.unwrap();
+    within(emu.shutdown()).await;
+}
+
 #[tokio::test]
 async fn links_past_the_session_limit_are_detached_with_resource_limit_exceeded() {
     use fe2o3_amqp::Sender;
