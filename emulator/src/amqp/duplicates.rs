@@ -17,6 +17,16 @@ use fe2o3_amqp_types::messaging::{Source, Target};
 use fe2o3_amqp_types::performatives::Attach;
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// How long to wait, one after the other, for a name to come free before the attach counts
+/// as a duplicate: fe2o3 frees a link's name only once its answer to the peer's `detach` has
+/// gone out, so a peer that detaches and at once attaches under the same name (legal) can
+/// find the name still taken for a moment.
+const NAME_RELEASE_WAITS: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(10),
+    std::time::Duration::from_millis(40),
+    std::time::Duration::from_millis(150),
+];
+
 /// An attached link, and whether it is a duplicate to detach at once.
 pub struct Accepted {
     /// The link as fe2o3 attached it.
@@ -39,8 +49,9 @@ pub fn marker() -> &'static str {
     })
 }
 
-/// Accepts `attach`; a duplicate name is accepted under a new name (`renamed` counts them, so
-/// that each gets its own) and reported in [`Accepted::duplicate_of`].
+/// Accepts `attach`. A name still taken after [`NAME_RELEASE_WAITS`] is accepted under a new
+/// name (`renamed` counts them, so that each gets its own) and reported in
+/// [`Accepted::duplicate_of`].
 pub async fn accept<FS, FT>(
     acceptor: &LinkAcceptor<FS, FT>,
     attach: Attach,
@@ -51,25 +62,32 @@ where
     FS: Fn(Source) -> Option<Source>,
     FT: Fn(Target) -> Option<Target>,
 {
-    let retry = attach.clone();
-    match acceptor.accept_incoming_attach(attach, session).await {
-        Ok(link) => Ok(Accepted {
-            link,
-            duplicate_of: None,
-        }),
-        Err(e) if is_duplicate(&e) => {
-            let mut attach = retry;
-            let name = attach.name.clone();
-            *renamed += 1;
-            attach.name = format!("{name}{}{renamed}", marker());
-            let link = acceptor.accept_incoming_attach(attach, session).await?;
-            Ok(Accepted {
-                link,
-                duplicate_of: Some(name),
-            })
+    let mut waits = NAME_RELEASE_WAITS.iter();
+    loop {
+        let retry = attach.clone();
+        match acceptor.accept_incoming_attach(retry, session).await {
+            Ok(link) => {
+                return Ok(Accepted {
+                    link,
+                    duplicate_of: None,
+                });
+            }
+            Err(e) if is_duplicate(&e) => match waits.next() {
+                Some(wait) => tokio::time::sleep(*wait).await,
+                None => break,
+            },
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    let mut attach = attach;
+    let name = attach.name.clone();
+    *renamed += 1;
+    attach.name = format!("{name}{}{renamed}", marker());
+    let link = acceptor.accept_incoming_attach(attach, session).await?;
+    Ok(Accepted {
+        link,
+        duplicate_of: Some(name),
+    })
 }
 
 fn is_duplicate(e: &AcceptorAttachError) -> bool {

@@ -2,6 +2,10 @@
 //! reads peer bytes before anything is authenticated.
 
 use fe2o3_amqp::acceptor::SaslAcceptor;
+use fe2o3_amqp_types::messaging::Body;
+use fe2o3_amqp_types::messaging::message::DecodeIntoMessage;
+use fe2o3_amqp_types::performatives::Performative;
+use fe2o3_amqp_types::primitives::Value;
 use fe2o3_amqp_types::sasl::SaslInit;
 
 use super::frame_guard::{self, ReadGuard};
@@ -21,6 +25,7 @@ pub fn frames(data: &[u8]) {
     while rest.first() == Some(&b'A') && rest.len() >= 8 {
         rest = &rest[8..];
     }
+    let mut deliveries = Deliveries::default();
     while let Some(size) = rest
         .get(..4)
         .and_then(|b| b.try_into().ok())
@@ -28,13 +33,50 @@ pub fn frames(data: &[u8]) {
     {
         let Some(frame) = rest.get(..size) else { break };
         assert!(size >= 8, "the guard forwarded a {size}-byte frame");
-        let _ = decode_frame(frame);
+        if let Some((channel, performative, payload)) = decode_frame(frame) {
+            deliveries.take(channel, &performative, payload);
+        }
         let _ = frame_guard::restore_link_name(frame);
         fe2o3_decodes(frame);
         rest = &rest[size..];
     }
     if let Some(v) = &guard.violation {
         let _ = frame_guard::refusal(v, data.len().is_multiple_of(2), "fuzz");
+    }
+}
+
+/// Messages as fe2o3's receiver links join and decode them from the forwarded frames, on the
+/// handles fe2o3 knows (it drops transfers for others unread).
+#[derive(Default)]
+struct Deliveries(std::collections::HashMap<(u16, u32), Vec<u8>>);
+
+impl Deliveries {
+    fn take(&mut self, channel: u16, performative: &Performative, payload: &[u8]) {
+        match performative {
+            Performative::Attach(a) => {
+                self.0.insert((channel, a.handle.0), Vec::new());
+            }
+            Performative::Detach(d) => {
+                self.0.remove(&(channel, d.handle.0));
+            }
+            Performative::End(_) => self.0.retain(|(c, _), _| *c != channel),
+            Performative::Transfer(t) => {
+                let Some(joined) = self.0.get_mut(&(channel, t.handle.0)) else {
+                    return;
+                };
+                if t.aborted {
+                    joined.clear();
+                    return;
+                }
+                joined.extend_from_slice(payload);
+                if !t.more {
+                    let reader = serde_amqp::read::IoReader::new(bytes::Buf::reader(&joined[..]));
+                    let _ = Body::<Value>::decode_message_from_reader(reader);
+                    joined.clear();
+                }
+            }
+            _ => {}
+        }
     }
 }
 

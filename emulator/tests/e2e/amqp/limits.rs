@@ -319,6 +319,48 @@ async fn a_second_link_with_a_name_in_use_in_its_direction_is_detached_with_inva
     within(emu.shutdown()).await;
 }
 
+/// Detaching a link and attaching another under its name at once is legal: the new link is
+/// attached, not refused as a duplicate (fe2o3 frees the name a moment after the detach).
+#[tokio::test]
+async fn a_name_detached_can_be_attached_again_at_once() {
+    use fe2o3_amqp::types::performatives::Detach;
+    let emu = start().await;
+    let mut s = tls(&emu).await;
+    s.write_all(AMQP_HEADER).await.unwrap();
+    s.write_all(&open(65536)).await.unwrap();
+    s.write_all(&begin(0)).await.unwrap();
+    s.write_all(&attach("again", 0, Role::Sender))
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    until_attaches(&mut s, 1).await;
+    for round in 1..20u32 {
+        let detach = Detach {
+            handle: Handle(round - 1),
+            closed: true,
+            error: None,
+        };
+        s.write_all(&frame(0, &Performative::Detach(detach)))
+            .await
+            .unwrap();
+        s.write_all(&attach("again", round, Role::Sender))
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        let ps = until_more_attaches(&mut s, 1).await;
+        assert!(
+            !ps.iter().any(|p| matches!(
+                p,
+                Performative::Detach(Detach { error: Some(_), .. })
+                    | Performative::End(_)
+                    | Performative::Close(_)
+            )),
+            "round {round}: {ps:?}"
+        );
+    }
+    within(emu.shutdown()).await;
+}
+
 /// Reads performatives after the protocol header was read, until `n` more attaches arrived.
 async fn until_more_attaches(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> Vec<Performative> {
     let mut out = Vec::new();

@@ -107,6 +107,24 @@ impl Mqtt {
         }
     }
 
+    /// Polls until an event, incoming or outgoing, satisfies `pick`; PUBLISHes not picked are
+    /// kept for [`Mqtt::next_publish`].
+    pub async fn until_event<T>(&mut self, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        loop {
+            match within(self.events.poll()).await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return t;
+                    }
+                    if let Event::Incoming(Incoming::Publish(p)) = e {
+                        self.received.push_back(p);
+                    }
+                }
+                Err(e) => panic!("connection failed: {e}"),
+            }
+        }
+    }
+
     /// The next C2D PUBLISH.
     pub async fn next_publish(&mut self) -> Publish {
         if let Some(p) = self.received.pop_front() {
