@@ -6,7 +6,7 @@
 #   4. runs the scenarios and keeps a copy of the output under target/bench/.
 #
 # Usage: tests/bench/run.sh [--quick|--full] [scenario ...] [-- extra bench options]
-#   scenarios: c2d capacity d2c d2c-e2e startup mosquitto hub methods all (default: all)
+#   scenarios: c2d capacity d2c d2c-e2e startup mosquitto hub twin methods durable all (default: all)
 #   e.g.       tests/bench/run.sh --full c2d -- --senders 4
 set -euo pipefail
 
