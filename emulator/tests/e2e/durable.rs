@@ -146,6 +146,53 @@ async fn many_qos1_publishes_in_flight_are_acked_in_order_and_survive_a_restart(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test]
+async fn many_c2d_sends_in_flight_on_one_amqp_link_are_accepted_and_survive_a_restart() {
+    use crate::support::amqp::{authorized, to};
+    use fe2o3_amqp::Sender;
+    use fe2o3_amqp::types::messaging::{Message as AmqpMessage, Outcome, Properties};
+
+    const N: usize = 40;
+    let dir = temp_dir("amqp-pipelined");
+    let emu = start_on(&dir).await.expect("starts");
+    create_device(&emu, "dev1");
+    let (mut c, mut s, _cbs) = authorized(&emu, &owner_token(&emu)).await;
+    let mut sender = within(Sender::attach(&mut s, "c2d", "/messages/devicebound"))
+        .await
+        .expect("sender attached");
+    // All sent before any outcome is awaited: the link takes them on while the disk syncs.
+    let mut outcomes = Vec::new();
+    for i in 0..N {
+        let m = AmqpMessage::builder()
+            .properties(Properties {
+                to: Some(to("dev1")),
+                ..Properties::default()
+            })
+            .data(format!("c{i}").into_bytes())
+            .build();
+        outcomes.push(within(sender.send_batchable(m)).await.expect("sent"));
+    }
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let outcome = within(outcome).await.expect("settled");
+        assert!(matches!(outcome, Outcome::Accepted(_)), "{i}: {outcome:?}");
+    }
+    let _ = within(c.close()).await;
+    emu.shutdown().await;
+
+    let emu = start_on(&dir).await.expect("restarts");
+    let queued: Vec<String> = emu.hub().read(|h| {
+        h.peek_c2d("dev1")
+            .expect("device kept")
+            .into_iter()
+            .map(|m| String::from_utf8_lossy(&m.message.body).into_owned())
+            .collect()
+    });
+    let expected: Vec<String> = (0..N).map(|i| format!("c{i}")).collect();
+    assert_eq!(queued, expected, "every accepted message, once, in order");
+    emu.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn events_consumer(emu: &RunningEmulator) -> EventConsumer {
     let s = emu
         .config()
