@@ -63,7 +63,14 @@ fn acknowledged_operations_survive_kill_9() {
 
 fn emulator_bin() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("IOTHUB_CRASH_EMULATOR") {
-        return Ok(PathBuf::from(p));
+        // cargo runs tests in the package's directory; a relative path is meant from the
+        // workspace root, where the README's commands run.
+        let p = PathBuf::from(p);
+        return Ok(if p.is_relative() {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+        } else {
+            p
+        });
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
