@@ -57,6 +57,12 @@
 //! and queued, numbered in operation order, for the writer thread. The writer takes everything
 //! waiting, applies it in one write transaction and commits it with one fsync
 //! (`Durability::Immediate`): a group commit, so many concurrent operations share one fsync.
+//! A commit that would hold fewer than `COMMIT_WINDOW_BATCHES` operations first waits
+//! `COMMIT_WINDOW` (0.5 ms) for more: redb's cost per commit (every tree touched copies and
+//! checksums its pages) dominated once commits were small, and the window traded at most 0.5 ms
+//! of acknowledgement latency for it (`durable` bench, quiet machine: D2C 100 devices × 16 in
+//! flight 58–61k → 82–83k acked/s; `d2c-e2e` durable 37k → 54k events/s end to end, p99 at
+//! 10,000 events/s 31 → 1.9 ms).
 //! Adapters await [`Persister::synced`] (through `HubHandle::synced`) before they acknowledge
 //! (PUBACK, AMQP disposition, HTTP response): it returns once everything submitted before the
 //! call is committed. Operations nobody acknowledges (connection state, lock expiry) are written
@@ -548,6 +554,11 @@ fn migrate_from_2(
     Ok(())
 }
 
+/// A commit holding fewer batches than this waits [`COMMIT_WINDOW`] for more first.
+const COMMIT_WINDOW_BATCHES: usize = 64;
+/// How long a small commit waits for company.
+const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// The writer thread: everything waiting goes into one transaction with one fsync.
 fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sender<Progress>) {
     let mut closing = false;
@@ -558,6 +569,15 @@ fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sender<Progres
             match job {
                 Job::Write(b) => batches.push(*b),
                 Job::Close => closing = true,
+            }
+        }
+        if !closing && batches.len() < COMMIT_WINDOW_BATCHES {
+            std::thread::sleep(COMMIT_WINDOW);
+            for job in std::iter::from_fn(|| rx.try_recv().ok()) {
+                match job {
+                    Job::Write(b) => batches.push(*b),
+                    Job::Close => closing = true,
+                }
             }
         }
         let Some(last) = batches.last().map(|b| b.seq) else {
