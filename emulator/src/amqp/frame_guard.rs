@@ -381,7 +381,7 @@ fn frame_size(buf: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fe2o3_amqp_types::definitions::{Handle, ReceiverSettleMode, SenderSettleMode};
+    use fe2o3_amqp_types::definitions::Handle;
     use fe2o3_amqp_types::performatives::{Attach, Begin};
     use proptest::prelude::*;
 
@@ -422,22 +422,7 @@ mod tests {
     }
 
     fn attach(name: &str, role: Role) -> Attach {
-        Attach {
-            name: name.into(),
-            handle: Handle(0),
-            role,
-            snd_settle_mode: SenderSettleMode::Mixed,
-            rcv_settle_mode: ReceiverSettleMode::First,
-            source: None,
-            target: None,
-            unsettled: None,
-            incomplete_unsettled: false,
-            initial_delivery_count: None,
-            max_message_size: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        }
+        crate::amqp::test_frames::attach(name, role, 0)
     }
 
     fn opened() -> ReadGuard {
@@ -655,36 +640,12 @@ mod tests {
     }
 
     fn flow(handle: Option<u32>) -> BytesMut {
-        let flow = fe2o3_amqp_types::performatives::Flow {
-            next_incoming_id: Some(0),
-            incoming_window: 100,
-            next_outgoing_id: 0,
-            outgoing_window: 100,
-            handle: handle.map(Handle),
-            delivery_count: Some(0),
-            link_credit: Some(10),
-            available: None,
-            drain: false,
-            echo: false,
-            properties: None,
-        };
+        let flow = crate::amqp::test_frames::flow(handle);
         encode_frame(0, &Performative::Flow(flow), &[]).unwrap()
     }
 
     fn transfer(handle: u32, delivery: Option<u32>, more: bool, payload: &[u8]) -> BytesMut {
-        let t = fe2o3_amqp_types::performatives::Transfer {
-            handle: Handle(handle),
-            delivery_id: delivery,
-            delivery_tag: delivery.map(|d| d.to_be_bytes().to_vec().into()),
-            message_format: delivery.map(|_| 0),
-            settled: None,
-            more,
-            rcv_settle_mode: None,
-            state: None,
-            resume: false,
-            aborted: false,
-            batchable: false,
-        };
+        let t = crate::amqp::test_frames::transfer(handle, delivery, more);
         encode_frame(0, &Performative::Transfer(t), payload).unwrap()
     }
 

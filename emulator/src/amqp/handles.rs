@@ -110,66 +110,24 @@ fn first_uint(list: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::amqp::stream::encode_frame;
-    use fe2o3_amqp_types::definitions::{Handle, ReceiverSettleMode, Role, SenderSettleMode};
-    use fe2o3_amqp_types::performatives::{Attach, Detach, End, Flow, Transfer};
+    use crate::amqp::test_frames;
+    use fe2o3_amqp_types::definitions::Role;
+    use fe2o3_amqp_types::performatives::End;
 
     fn attach(handle: u32) -> Performative {
-        Performative::Attach(Attach {
-            name: "l".into(),
-            handle: Handle(handle),
-            role: Role::Receiver,
-            snd_settle_mode: SenderSettleMode::Mixed,
-            rcv_settle_mode: ReceiverSettleMode::First,
-            source: None,
-            target: None,
-            unsettled: None,
-            incomplete_unsettled: false,
-            initial_delivery_count: None,
-            max_message_size: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        })
+        Performative::Attach(test_frames::attach("l", Role::Receiver, handle))
     }
 
     fn flow(handle: Option<u32>) -> Performative {
-        Performative::Flow(Flow {
-            next_incoming_id: Some(0),
-            incoming_window: 5000,
-            next_outgoing_id: 0,
-            outgoing_window: 5000,
-            handle: handle.map(Handle),
-            delivery_count: Some(0),
-            link_credit: Some(200),
-            available: None,
-            drain: false,
-            echo: false,
-            properties: None,
-        })
+        Performative::Flow(test_frames::flow(handle))
     }
 
     fn transfer(handle: u32) -> Performative {
-        Performative::Transfer(Transfer {
-            handle: Handle(handle),
-            delivery_id: Some(0),
-            delivery_tag: Some(vec![1, 2, 3, 4].into()),
-            message_format: Some(0),
-            settled: None,
-            more: false,
-            rcv_settle_mode: None,
-            state: None,
-            resume: false,
-            aborted: false,
-            batchable: false,
-        })
+        Performative::Transfer(test_frames::transfer(handle, Some(0), false))
     }
 
     fn detach(handle: u32) -> Performative {
-        Performative::Detach(Detach {
-            handle: Handle(handle),
-            closed: true,
-            error: None,
-        })
+        Performative::Detach(test_frames::detach(handle))
     }
 
     fn send(h: &mut OutgoingHandles, channel: u16, p: Performative) -> bool {

@@ -52,6 +52,8 @@ mod replies;
 mod sasl;
 mod service;
 mod stream;
+#[cfg(test)]
+mod test_frames;
 mod tokens;
 mod twin;
 
