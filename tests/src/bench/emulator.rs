@@ -8,10 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use iothub_tests::banner::Banner;
+
 use super::{BenchResult, sys};
 
-/// The line the emulator prints once every listener is up.
-const READY_LINE: &str = "iothub-emulator ready";
 /// The one device key of the benchmark (32 bytes, base64). Not a secret.
 pub const DEVICE_KEY: &str = "YmVuY2htYXJrLWRldmljZS1rZXktMzItYnl0ZXMhISE=";
 /// How long a start may take, seeding included.
@@ -186,8 +186,7 @@ impl Emulator {
             data_dir,
             remove_dir,
         };
-        let mut ca_path = None;
-        let mut next_is_cs = false;
+        let mut banner = Banner::default();
         let mut seen = Vec::new();
         loop {
             let left = START_TIMEOUT.saturating_sub(spawned_at.elapsed());
@@ -197,26 +196,7 @@ impl Emulator {
                     seen.join("\n")
                 ));
             };
-            let t = line.trim();
-            if next_is_cs && !t.is_empty() {
-                emu.service_connection_string = t.to_owned();
-                next_is_cs = false;
-            }
-            if t.starts_with("Service connection string") {
-                next_is_cs = true;
-            } else if let Some(rest) = t.strip_prefix("MQTT (TLS)") {
-                emu.mqtt_port = port_in(rest).unwrap_or(0);
-            } else if let Some(rest) = t.strip_prefix("AMQP (TLS)") {
-                emu.amqp_port = port_in(rest).unwrap_or(0);
-            } else if let Some(rest) = t.strip_prefix("hub name") {
-                emu.hub_name = rest.trim().to_owned();
-            } else if let Some(rest) = t.strip_prefix("Event Hubs ") {
-                emu.eventhubs_port = port_in(rest).unwrap_or(0);
-            } else if let Some(rest) = t.strip_prefix("HTTPS") {
-                emu.https_port = port_in(rest).unwrap_or(0);
-            } else if let Some(rest) = t.strip_prefix("CA file") {
-                ca_path = Some(PathBuf::from(rest.trim()));
-            } else if t == READY_LINE {
+            if banner.read(&line) {
                 emu.ready_after = at - spawned_at;
                 break;
             }
@@ -224,6 +204,13 @@ impl Emulator {
                 seen.push(line);
             }
         }
+        emu.mqtt_port = banner.mqtt_port;
+        emu.amqp_port = banner.amqp_port;
+        emu.https_port = banner.https_port;
+        emu.eventhubs_port = banner.eventhubs_port;
+        emu.hub_name = banner.hub_name;
+        emu.service_connection_string = banner.service_connection_string;
+        let ca_path = banner.ca_path;
         emu.banner = seen.clone();
         let ca_path = ca_path.ok_or("the banner named no CA file")?;
         emu.ca_pem = std::fs::read_to_string(&ca_path)
@@ -280,12 +267,6 @@ impl Drop for Emulator {
     }
 }
 
-/// The port at the end of `scheme://host:PORT` followed by optional text.
-fn port_in(rest: &str) -> Option<u16> {
-    let url = rest.split_whitespace().next()?;
-    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
-}
-
 /// Sends each line with the time it was read; after the channel closes (start-up done),
 /// warnings still go to stderr so a misbehaving server is visible.
 pub fn forward(stream: impl std::io::Read, tx: mpsc::Sender<(Instant, String)>, who: &str) {
@@ -313,15 +294,6 @@ pub fn forward(stream: impl std::io::Read, tx: mpsc::Sender<(Instant, String)>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn banner_ports() {
-        assert_eq!(port_in("   mqtts://localhost:40123"), Some(40123));
-        assert_eq!(
-            port_in("   https://localhost:443  (registry, device and service REST)"),
-            Some(443)
-        );
-    }
 
     #[test]
     fn the_key_is_32_bytes() {

@@ -3,14 +3,14 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The line the emulator prints once every listener serves.
-const READY_LINE: &str = "iothub-emulator ready";
+use iothub_tests::banner::Banner;
+
 /// A restart on a data directory with a few thousand records takes milliseconds; a debug
 /// machine shared with builds gets far more.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,8 +87,7 @@ impl Process {
             ready_after: Duration::ZERO,
             output,
         };
-        let mut ca_path = None;
-        let mut next_is_cs = false;
+        let mut banner = Banner::default();
         loop {
             let left = START_TIMEOUT.saturating_sub(spawned.elapsed());
             let Ok(line) = rx.recv_timeout(left) else {
@@ -98,26 +97,16 @@ impl Process {
                     p.output_tail()
                 ));
             };
-            let t = line.trim();
-            if next_is_cs && !t.is_empty() {
-                p.service_connection_string = t.to_owned();
-                next_is_cs = false;
-            }
-            if t.starts_with("Service connection string") {
-                next_is_cs = true;
-            } else if let Some(rest) = t.strip_prefix("MQTT (TLS)") {
-                p.mqtt_port = port_in(rest).unwrap_or(0);
-            } else if let Some(rest) = t.strip_prefix("AMQP (TLS)") {
-                p.amqp_port = port_in(rest).unwrap_or(0);
-            } else if let Some(rest) = t.strip_prefix("HTTPS") {
-                p.https_port = port_in(rest).unwrap_or(0);
-            } else if let Some(rest) = t.strip_prefix("CA file") {
-                ca_path = Some(PathBuf::from(rest.trim()));
-            } else if t == READY_LINE {
+            if banner.read(&line) {
                 p.ready_after = spawned.elapsed();
                 break;
             }
         }
+        p.mqtt_port = banner.mqtt_port;
+        p.amqp_port = banner.amqp_port;
+        p.https_port = banner.https_port;
+        p.service_connection_string = banner.service_connection_string;
+        let ca_path = banner.ca_path;
         let ca_path = ca_path.ok_or("the banner named no CA file")?;
         p.ca_pem = std::fs::read_to_string(&ca_path)
             .map_err(|e| format!("cannot read the CA {}: {e}", ca_path.display()))?;
@@ -177,12 +166,6 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The port at the end of `scheme://host:PORT` followed by optional text.
-fn port_in(rest: &str) -> Option<u16> {
-    let url = rest.split_whitespace().next()?;
-    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
 }
 
 fn forward(
