@@ -337,9 +337,11 @@ impl HubHandle {
         }
     }
 
-    /// Writes what is queued and closes the state file (at shutdown).
+    /// Writes what is queued, with the activity times written late, and closes the state
+    /// file (at shutdown).
     pub async fn close_store(&self) {
-        if self.inner.persist.is_some() {
+        if let Some(p) = &self.inner.persist {
+            p.flush_activity(&mut lock(&self.inner.hub));
             let h = self.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 if let Some(p) = &h.inner.persist {

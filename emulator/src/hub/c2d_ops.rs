@@ -41,17 +41,17 @@ impl<S: Store> Hub<S> {
             .system
             .absolute_expiry
             .unwrap_or(now + self.settings.default_ttl);
-        let entry = self
+        let mut entry = self
             .store
-            .get_mut(device_id)
+            .get_runtime_mut(device_id)
             .ok_or_else(|| not_found(device_id))?;
-        if entry.device.status == DeviceStatus::Disabled {
+        if entry.device().status == DeviceStatus::Disabled {
             return Err(HubError::DeviceDisabled {
                 device_id: device_id.to_owned(),
             });
         }
         message.validate_c2d()?;
-        if entry.queue.len() >= depth {
+        if entry.queue().len() >= depth {
             return Err(HubError::DeviceMaximumQueueDepthExceeded {
                 device_id: device_id.to_owned(),
                 depth,
@@ -60,7 +60,7 @@ impl<S: Store> Hub<S> {
         message.system.to = Some(devicebound_address(device_id));
         let sequence_number =
             entry
-                .queue
+                .queue()
                 .push(device_id, message, now, expires_at, &mut self.timers);
         self.events.push_back(HubEvent::C2dAvailable {
             device_id: device_id.to_owned(),
@@ -84,12 +84,12 @@ impl<S: Store> Hub<S> {
         self.handle_timeout(now);
         let token = self.entropy.lock_token()?;
         let lock = self.settings.lock_duration;
-        let entry = self
+        let mut entry = self
             .store
-            .get_mut(device_id)
+            .get_runtime_mut(device_id)
             .ok_or_else(|| not_found(device_id))?;
         let m = entry
-            .queue
+            .queue()
             .lock_next(device_id, token, now, lock, &mut self.timers);
         if m.is_some() {
             self.store.commit(&[device_id]);
@@ -200,10 +200,10 @@ impl<S: Store> Hub<S> {
         now: OffsetDateTime,
     ) {
         let max = self.settings.max_delivery_count;
-        let Some(entry) = self.store.get_mut(device_id) else {
+        let Some(mut entry) = self.store.get_runtime_mut(device_id) else {
             return;
         };
-        match entry.queue.release(seq, counts, max, &mut self.timers) {
+        match entry.queue().release(seq, counts, max, &mut self.timers) {
             Some(Released::Requeued) => {
                 self.events.push_back(HubEvent::C2dAvailable {
                     device_id: device_id.to_owned(),
@@ -225,10 +225,10 @@ impl<S: Store> Hub<S> {
         outcome: Outcome,
         now: OffsetDateTime,
     ) {
-        let Some(entry) = self.store.get_mut(device_id) else {
+        let Some(mut entry) = self.store.get_runtime_mut(device_id) else {
             return;
         };
-        if let Some(m) = entry.queue.remove(seq, &mut self.timers) {
+        if let Some(m) = entry.queue().remove(seq, &mut self.timers) {
             self.settled(device_id, &m, outcome, now);
         }
         self.store.commit(&[device_id]);

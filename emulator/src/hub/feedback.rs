@@ -38,9 +38,32 @@ pub struct FeedbackDelivery {
 #[derive(Debug, Default)]
 pub struct FeedbackQueue {
     pending: Vec<FeedbackRecord>,
+    /// The durable store's key of `pending[0]`; `pending[i]` is stored under
+    /// `first_pending + i`, so a new record is written alone, not with all the others.
+    first_pending: u64,
     window: Option<TimerId>,
     batches: BTreeMap<u64, StoredBatch>,
     next_batch: u64,
+    /// What changed in stored form while a durable store tracks changes (`None` otherwise).
+    touched: Option<FeedbackChanges>,
+}
+
+/// The pending records (by key) and batches (by id) whose stored form changed: each is
+/// written if it still exists, deleted otherwise. Locks are not stored, so a receive changes
+/// nothing here.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FeedbackChanges {
+    /// Keys of pending records added or removed.
+    pub pending: Vec<u64>,
+    /// Ids of batches released, removed or redelivered.
+    pub batches: Vec<u64>,
+}
+
+impl FeedbackChanges {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.batches.is_empty()
+    }
 }
 
 impl FeedbackQueue {
@@ -67,6 +90,8 @@ impl FeedbackQueue {
         settings: &super::HubSettings,
         timers: &mut Timers,
     ) -> bool {
+        let key = self.first_pending + self.pending.len() as u64;
+        self.touch_pending(key..key + 1);
         self.pending.push(record);
         if self.pending.len() >= settings.feedback_batch_size || settings.feedback_window.is_zero()
         {
@@ -93,9 +118,13 @@ impl FeedbackQueue {
             return false;
         }
         let records = std::mem::take(&mut self.pending);
+        let len = records.len() as u64;
+        self.touch_pending(self.first_pending..self.first_pending + len);
+        self.first_pending += len;
         for chunk in records.chunks(settings.feedback_batch_size.max(1)) {
             self.next_batch += 1;
             let id = self.next_batch;
+            self.touch_batch(id);
             let expiry_timer = timers.insert(
                 now + settings.feedback_ttl,
                 Timer::FeedbackExpiry { batch: id },
@@ -158,6 +187,7 @@ impl FeedbackQueue {
 
     fn remove(&mut self, id: u64, timers: &mut Timers) -> Option<StoredBatch> {
         let b = self.batches.remove(&id)?;
+        self.touch_batch(id);
         timers.remove(b.expiry_timer);
         if let Some((_, t)) = &b.lock {
             timers.remove(*t);
@@ -210,7 +240,9 @@ impl FeedbackQueue {
             timers.remove(t);
         }
         b.delivery_count += 1;
-        if b.delivery_count >= max_delivery_count {
+        let dropped = b.delivery_count >= max_delivery_count;
+        self.touch_batch(id);
+        if dropped {
             self.remove(id, timers);
             return false;
         }
@@ -224,15 +256,31 @@ impl FeedbackQueue {
 
     /// Drops every record about `device_id` that the service has not received yet.
     pub fn drop_device(&mut self, device_id: &str, timers: &mut Timers) {
+        let before = self.pending.len() as u64;
         self.pending.retain(|r| r.device_id != device_id);
+        if self.pending.len() as u64 != before {
+            // The survivors move to fresh keys: the stored ones are all deleted.
+            self.touch_pending(self.first_pending..self.first_pending + before);
+            self.first_pending += before;
+            let now = self.pending.len() as u64;
+            self.touch_pending(self.first_pending..self.first_pending + now);
+        }
+        let mut changed = Vec::new();
         let mut emptied = Vec::new();
         for (&id, b) in self.batches.iter_mut() {
             if b.lock.is_none() {
+                let len = b.batch.records.len();
                 b.batch.records.retain(|r| r.device_id != device_id);
+                if b.batch.records.len() != len {
+                    changed.push(id);
+                }
                 if b.batch.records.is_empty() {
                     emptied.push(id);
                 }
             }
+        }
+        for id in changed {
+            self.touch_batch(id);
         }
         for id in emptied {
             self.remove(id, timers);
@@ -244,12 +292,58 @@ impl FeedbackQueue {
         }
     }
 
-    /// Forgets everything.
+    /// Forgets everything. The store clears its copy as a whole, so nothing is noted as
+    /// touched; numbering continues.
     pub fn clear(&mut self) {
         *self = FeedbackQueue {
+            first_pending: self.first_pending + self.pending.len() as u64,
             next_batch: self.next_batch,
+            touched: self.touched.as_ref().map(|_| FeedbackChanges::default()),
             ..FeedbackQueue::default()
         };
+    }
+
+    /// From now on, note which pending records and batches change, for
+    /// [`FeedbackQueue::take_touched`].
+    pub fn track_changes(&mut self) {
+        self.touched.get_or_insert_with(FeedbackChanges::default);
+    }
+
+    /// What changed since the last call, each key ascending and once; empty when not
+    /// tracking.
+    pub fn take_touched(&mut self) -> FeedbackChanges {
+        let Some(t) = &mut self.touched else {
+            return FeedbackChanges::default();
+        };
+        let mut c = std::mem::take(t);
+        for keys in [&mut c.pending, &mut c.batches] {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        c
+    }
+
+    fn touch_pending(&mut self, keys: std::ops::Range<u64>) {
+        if let Some(t) = &mut self.touched {
+            t.pending.extend(keys);
+        }
+    }
+
+    fn touch_batch(&mut self, id: u64) {
+        if let Some(t) = &mut self.touched {
+            t.batches.push(id);
+        }
+    }
+
+    /// The pending record stored under `key`; `None` if there is none (its key is deleted).
+    pub fn pending_record(&self, key: u64) -> Option<&FeedbackRecord> {
+        let i = usize::try_from(key.checked_sub(self.first_pending)?).ok()?;
+        self.pending.get(i)
+    }
+
+    /// The released batch `id` with its delivery count; `None` once it is gone.
+    pub fn batch_record(&self, id: u64) -> Option<(&FeedbackBatch, u32)> {
+        self.batches.get(&id).map(|b| (&b.batch, b.delivery_count))
     }
 }
 
@@ -258,6 +352,8 @@ impl FeedbackQueue {
 pub struct StoredFeedback {
     /// Records waiting for the batch window.
     pub pending: Vec<FeedbackRecord>,
+    /// The key of the first pending record (the others follow it).
+    pub first_pending: u64,
     /// Released batches by id, with their delivery counts.
     pub batches: Vec<(u64, FeedbackBatch, u32)>,
     /// The last batch id given out.
@@ -269,6 +365,7 @@ impl FeedbackQueue {
     pub fn stored(&self) -> StoredFeedback {
         StoredFeedback {
             pending: self.pending.clone(),
+            first_pending: self.first_pending,
             batches: self
                 .batches
                 .iter()
@@ -289,9 +386,11 @@ impl FeedbackQueue {
     ) -> FeedbackQueue {
         let mut queue = FeedbackQueue {
             pending: stored.pending,
+            first_pending: stored.first_pending,
             window: None,
             batches: BTreeMap::new(),
             next_batch: stored.last_batch,
+            touched: None,
         };
         for (id, batch, delivery_count) in stored.batches {
             queue.next_batch = queue.next_batch.max(id);

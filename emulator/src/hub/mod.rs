@@ -69,7 +69,7 @@ pub use c2d::{C2dQueue, MessageState, Outcome, QueuedMessage};
 pub use c2d_ops::{Enqueued, devicebound_address};
 pub use entropy::Entropy;
 pub use event_log::{Appended, AuthMethod, EventLog, EventLogError, Origin, ReaderId};
-pub use feedback::{FeedbackDelivery, FeedbackQueue, StoredBatch};
+pub use feedback::{FeedbackChanges, FeedbackDelivery, FeedbackQueue, StoredBatch, StoredFeedback};
 pub use identity::Identity;
 pub use ids::IdGen;
 pub use methods::{
@@ -79,7 +79,7 @@ pub use methods::{
 pub use modules::ModuleEntry;
 pub use registry::if_match_allows;
 pub use settings::{DeliveryCountRule, EventLogSettings, EventRoutes, HubSettings, SettingsError};
-pub use store::{D2cRecord, DeviceEntry, MemoryStore, Store};
+pub use store::{D2cRecord, DeviceEntry, MemoryStore, RuntimeEntry, Store};
 pub use timers::Timer;
 pub use twin::{EventSource, NonTelemetryEvent, TwinState};
 

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::c2d::StoredMessage;
 use super::event_log::{EventChanges, RestoredLog};
-use super::feedback::StoredFeedback;
+use super::feedback::{FeedbackChanges, StoredFeedback};
 use super::store::{DeviceEntry, MemoryStore, Store};
 use super::twin::TwinState;
 use super::{C2dQueue, FeedbackQueue, Hub, IdGen, ModuleEntry};
@@ -226,7 +226,8 @@ impl From<MessageRecord> for StoredMessage {
     }
 }
 
-/// The feedback queue: records waiting for their window and released batches.
+/// The whole feedback queue as one record: how format 3 stored it (read only to migrate),
+/// and a comparable snapshot for tests.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FeedbackState {
     pending: Vec<FeedbackRecord>,
@@ -267,6 +268,7 @@ impl From<FeedbackState> for StoredFeedback {
     fn from(f: FeedbackState) -> Self {
         StoredFeedback {
             pending: f.pending,
+            first_pending: 0,
             batches: f
                 .batches
                 .into_iter()
@@ -280,6 +282,79 @@ impl From<FeedbackState> for StoredFeedback {
                 })
                 .collect(),
             last_batch: f.last_batch,
+        }
+    }
+}
+
+/// A released feedback batch as stored under its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackBatchRecord {
+    enqueued_time: OffsetDateTime,
+    user_id: String,
+    records: Vec<FeedbackRecord>,
+    delivery_count: u32,
+}
+
+impl FeedbackBatchRecord {
+    /// The batch and its delivery count.
+    pub fn into_batch(self) -> (FeedbackBatch, u32) {
+        let batch = FeedbackBatch {
+            enqueued_time: self.enqueued_time,
+            user_id: self.user_id,
+            records: self.records,
+        };
+        (batch, self.delivery_count)
+    }
+}
+
+/// The feedback queue as stored key by key.
+#[derive(Debug, Default)]
+pub struct FeedbackRecords {
+    /// Pending records by key, ascending and consecutive.
+    pub pending: Vec<(u64, FeedbackRecord)>,
+    /// Released batches by id.
+    pub batches: Vec<(u64, FeedbackBatchRecord)>,
+}
+
+impl StoredFeedback {
+    /// Splits a whole-queue record into what is stored key by key.
+    pub fn into_records(self) -> FeedbackRecords {
+        let first = self.first_pending;
+        let pending = (first..).zip(self.pending).collect();
+        let batches = self
+            .batches
+            .into_iter()
+            .map(|(id, b, delivery_count)| {
+                let record = FeedbackBatchRecord {
+                    enqueued_time: b.enqueued_time,
+                    user_id: b.user_id,
+                    records: b.records,
+                    delivery_count,
+                };
+                (id, record)
+            })
+            .collect();
+        FeedbackRecords { pending, batches }
+    }
+
+    /// The queue from its stored records: pending records by key (consecutive, as the queue
+    /// writes them), batches by id; the last batch id given out is the highest stored (ids of
+    /// settled batches may be given out again: nothing refers to them any more).
+    pub fn from_records(records: FeedbackRecords) -> StoredFeedback {
+        let FeedbackRecords { pending, batches } = records;
+        let first_pending = pending.first().map_or(0, |(k, _)| *k);
+        let last_batch = batches.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        StoredFeedback {
+            pending: pending.into_iter().map(|(_, r)| r).collect(),
+            first_pending,
+            batches: batches
+                .into_iter()
+                .map(|(id, r)| {
+                    let (batch, count) = r.into_batch();
+                    (id, batch, count)
+                })
+                .collect(),
+            last_batch,
         }
     }
 }
@@ -310,14 +385,22 @@ pub struct Changes {
     pub cleared: bool,
     /// Devices written or removed (their records, not their queues).
     pub devices: BTreeSet<String>,
+    /// Devices not in `devices` whose [`RuntimeEntry`](super::store::RuntimeEntry) parts
+    /// changed: their queues' messages are listed in `messages`; their counters and activity
+    /// times may be written later (`crate::persist` says when).
+    pub runtime: BTreeSet<String>,
+    /// Devices of `runtime` whose telemetry counter or last activity times (their own or a
+    /// module's) changed: nothing acknowledged depends on these, so a durable store may write
+    /// them late.
+    pub activity: BTreeSet<String>,
     /// Devices created, replaced or removed: every stored message of theirs goes first, then
     /// their current messages (listed in `messages`) are written.
     pub replaced: BTreeSet<String>,
     /// Per device, the C2D messages added, removed or redelivered, by sequence number: each is
     /// written if still queued, deleted otherwise.
     pub messages: BTreeMap<String, Vec<u64>>,
-    /// The feedback queue changed.
-    pub feedback: bool,
+    /// Feedback records and batches added, removed or redelivered.
+    pub feedback: FeedbackChanges,
     /// Events appended and partitions trimmed or renumbered.
     pub events: EventChanges,
 }
@@ -325,7 +408,11 @@ pub struct Changes {
 impl Changes {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        !self.cleared && !self.feedback && self.devices.is_empty() && self.events.is_empty()
+        !self.cleared
+            && self.feedback.is_empty()
+            && self.devices.is_empty()
+            && self.runtime.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -335,7 +422,7 @@ pub struct Restored {
     /// Every device.
     pub devices: Vec<DeviceRecord>,
     /// The feedback queue.
-    pub feedback: Option<FeedbackState>,
+    pub feedback: Option<StoredFeedback>,
     /// The id generator, so etags continue instead of repeating.
     pub ids: Option<IdGen>,
     /// The event log's retained events and numbering.
@@ -378,6 +465,11 @@ impl<S: Store> Hub<S> {
         })
     }
 
+    /// The last C2D sequence number given out to the device; `None` if it does not exist.
+    pub fn last_sequence_number(&self, device_id: &str) -> Option<u64> {
+        Some(self.store.get(device_id)?.queue.last_sequence_number())
+    }
+
     /// A queued C2D message's durable record; `None` once it left the queue (its record is
     /// deleted).
     pub fn message_record(&self, device_id: &str, seq: u64) -> Option<QueuedRecord> {
@@ -385,9 +477,25 @@ impl<S: Store> Hub<S> {
         Some(MessageRecord::from(m).into())
     }
 
-    /// The feedback queue's durable record.
+    /// The whole feedback queue as one comparable record.
     pub fn feedback_record(&self) -> FeedbackState {
         self.store.feedback().stored().into()
+    }
+
+    /// The pending feedback record stored under `key`; `None` if its key is to be deleted.
+    pub fn feedback_pending_record(&self, key: u64) -> Option<&FeedbackRecord> {
+        self.store.feedback().pending_record(key)
+    }
+
+    /// The released feedback batch `id`'s record; `None` once it is gone.
+    pub fn feedback_batch_record(&self, id: u64) -> Option<FeedbackBatchRecord> {
+        let (b, delivery_count) = self.store.feedback().batch_record(id)?;
+        Some(FeedbackBatchRecord {
+            enqueued_time: b.enqueued_time,
+            user_id: b.user_id.clone(),
+            records: b.records.clone(),
+            delivery_count,
+        })
     }
 
     /// The id generator's state.
@@ -423,7 +531,7 @@ impl<S: Store> Hub<S> {
         }
         if let Some(f) = state.feedback {
             *self.store.feedback_mut() =
-                FeedbackQueue::restored(f.into(), now, &self.settings, &mut self.timers);
+                FeedbackQueue::restored(f, now, &self.settings, &mut self.timers);
         }
         if let Some(ids) = state.ids {
             self.ids = ids;
@@ -525,7 +633,76 @@ mod tests {
         assert!(hub.take_changes().is_none());
         hub.enqueue_c2d("a", Message::new("x"), t(1)).unwrap();
         let c = hub.take_changes().unwrap();
-        assert_eq!(c.devices.iter().collect::<Vec<_>>(), ["a"]);
+        assert!(
+            c.devices.is_empty(),
+            "a message does not rewrite the device"
+        );
+        assert_eq!(c.runtime.iter().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(c.messages["a"], [1]);
+        assert!(c.activity.is_empty());
+        hub.send_telemetry(&crate::hub::Origin::device("b"), Message::new("t"), t(2))
+            .unwrap();
+        let c = hub.take_changes().unwrap();
+        assert!(c.devices.is_empty());
+        assert_eq!(c.activity.iter().collect::<Vec<_>>(), ["b"]);
+        hub.update_twin(
+            &crate::hub::Identity::device("b"),
+            &iothub_protocol::twin::TwinWrite::from_json(&serde_json::json!({"tags": {"x": 1}}))
+                .unwrap(),
+            None,
+            t(3),
+        )
+        .unwrap();
+        let c = hub.take_changes().unwrap();
+        assert_eq!(c.devices.iter().collect::<Vec<_>>(), ["b"]);
+    }
+
+    /// A feedback record or batch is noted by its key, and a lock is not stored.
+    #[test]
+    fn changes_name_the_feedback_records_an_operation_touched() {
+        let settings = HubSettings {
+            feedback_batch_size: 2,
+            ..HubSettings::default()
+        };
+        let mut hub = Hub::new(settings, 1);
+        hub.track_changes();
+        hub.create_device(Device::new("a"), t(0)).unwrap();
+        for _ in 0..3 {
+            let mut m = Message::new("x");
+            m.system.ack = AckMode::Full;
+            hub.enqueue_c2d("a", m, t(0)).unwrap();
+        }
+        hub.take_changes();
+        let m = hub.receive_c2d("a", t(1)).unwrap().unwrap();
+        hub.complete_c2d("a", &m.system.lock_token.unwrap(), t(1))
+            .unwrap();
+        let c = hub.take_changes().unwrap();
+        assert_eq!(c.feedback.pending, [0]);
+        assert!(c.feedback.batches.is_empty());
+        assert!(hub.feedback_pending_record(0).is_some());
+        let m = hub.receive_c2d("a", t(2)).unwrap().unwrap();
+        hub.complete_c2d("a", &m.system.lock_token.unwrap(), t(2))
+            .unwrap();
+        let c = hub.take_changes().unwrap();
+        // The second record fills a batch: both pending keys go, batch 1 comes.
+        assert_eq!(c.feedback.pending, [0, 1]);
+        assert_eq!(c.feedback.batches, [1]);
+        assert!(hub.feedback_pending_record(0).is_none());
+        assert_eq!(
+            hub.feedback_batch_record(1)
+                .unwrap()
+                .into_batch()
+                .0
+                .records
+                .len(),
+            2
+        );
+        let d = hub.receive_feedback(t(3)).unwrap();
+        assert!(hub.take_changes().is_none_or(|c| c.feedback.is_empty()));
+        hub.complete_feedback(&d.lock_token, t(3)).unwrap();
+        let c = hub.take_changes().unwrap();
+        assert_eq!(c.feedback.batches, [1]);
+        assert!(hub.feedback_batch_record(1).is_none());
     }
 
     /// Changes name the C2D messages an operation touched, so a durable store writes those

@@ -239,13 +239,6 @@ impl<S: Store> Hub<S> {
             }
         }
     }
-
-    /// Records activity from the device (telemetry) that does not change its connection state.
-    pub(super) fn set_connection_state_activity(&mut self, device_id: &str, now: OffsetDateTime) {
-        if let Some(e) = self.store.get_mut(device_id) {
-            e.device.last_activity_time = Some(now);
-        }
-    }
 }
 
 fn view(entry: &DeviceEntry) -> Device {

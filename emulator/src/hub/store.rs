@@ -4,7 +4,7 @@
 //! [`Store`]. [`MemoryStore`] keeps everything in memory; a durable store can implement the same
 //! trait (writing the entries named in [`Store::commit`]) without any change to the rules.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use iothub_protocol::Message;
 use iothub_protocol::registry::Device;
@@ -42,6 +42,9 @@ pub struct DeviceEntry {
     pub twin: TwinState,
     /// Its module identities, by module id; they go with the device.
     pub modules: BTreeMap<String, ModuleEntry>,
+    /// Its telemetry counter or an activity time changed through a [`RuntimeEntry`] since the
+    /// last [`MemoryStore::take_changes`].
+    activity_changed: bool,
 }
 
 impl DeviceEntry {
@@ -60,6 +63,53 @@ impl DeviceEntry {
             d2c_count: 0,
             twin: TwinState::new(now),
             modules: BTreeMap::new(),
+            activity_changed: false,
+        }
+    }
+}
+
+/// A device opened for the changes that come at message rates: its C2D queue, its telemetry
+/// view and counter, its and its modules' last activity times. Nothing else of the device can
+/// be changed through it, so a durable store writes the queue's touched messages and, now and
+/// then, the counters, instead of re-encoding the whole device (keys, twin, modules) per
+/// message.
+#[derive(Debug)]
+pub struct RuntimeEntry<'a> {
+    entry: &'a mut DeviceEntry,
+}
+
+impl RuntimeEntry<'_> {
+    /// The registry identity, to read.
+    pub fn device(&self) -> &Device {
+        &self.entry.device
+    }
+
+    /// The C2D queue.
+    pub fn queue(&mut self) -> &mut C2dQueue {
+        &mut self.entry.queue
+    }
+
+    /// The recent-telemetry view and the telemetry counter.
+    pub fn telemetry(&mut self) -> (&mut VecDeque<D2cRecord>, &mut u64) {
+        self.entry.activity_changed = true;
+        (&mut self.entry.d2c, &mut self.entry.d2c_count)
+    }
+
+    /// Records activity from the device at `now`.
+    pub fn set_last_activity(&mut self, now: OffsetDateTime) {
+        self.entry.activity_changed = true;
+        self.entry.device.last_activity_time = Some(now);
+    }
+
+    /// Records activity from one of its modules at `now`; false if it has no such module.
+    pub fn set_module_last_activity(&mut self, module_id: &str, now: OffsetDateTime) -> bool {
+        match self.entry.modules.get_mut(module_id) {
+            Some(m) => {
+                m.module.last_activity_time = Some(now);
+                self.entry.activity_changed = true;
+                true
+            }
+            None => false,
         }
     }
 }
@@ -70,6 +120,8 @@ pub trait Store: Send {
     fn get(&self, id: &str) -> Option<&DeviceEntry>;
     /// The device with this id, to change it.
     fn get_mut(&mut self, id: &str) -> Option<&mut DeviceEntry>;
+    /// The device with this id, to change only what [`RuntimeEntry`] offers.
+    fn get_runtime_mut(&mut self, id: &str) -> Option<RuntimeEntry<'_>>;
     /// Adds or replaces a device.
     fn insert(&mut self, entry: DeviceEntry);
     /// Removes a device with its queue and telemetry.
@@ -95,10 +147,11 @@ pub trait Store: Send {
 
 /// The default store: everything in memory, gone when the process ends.
 ///
-/// With [`MemoryStore::track_changes`] it also records which devices, and whether the
-/// feedback queue, were changed, for a durable writer to copy to disk (`crate::persist`).
-/// Every mutable access counts as a change, not only [`Store::commit`]: a rule that forgets
-/// to commit can then cost a needless write, never a lost one.
+/// With [`MemoryStore::track_changes`] it also records which devices were changed, and how
+/// (their records, or only their [`RuntimeEntry`] parts), and which C2D messages and feedback
+/// records, for a durable writer to copy to disk (`crate::persist`). Every mutable access
+/// counts as a change, not only [`Store::commit`]: a rule that forgets to commit can then
+/// cost a needless write, never a lost one.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     devices: BTreeMap<String, DeviceEntry>,
@@ -113,6 +166,7 @@ impl MemoryStore {
         for e in self.devices.values_mut() {
             e.queue.track_changes();
         }
+        self.feedback.track_changes();
     }
 
     /// The changes since the last call; `None` when not tracking or nothing changed. Names
@@ -120,14 +174,21 @@ impl MemoryStore {
     /// created or replaced).
     pub fn take_changes(&mut self) -> Option<Changes> {
         let c = self.changes.as_mut()?;
+        c.feedback = self.feedback.take_touched();
         if c.is_empty() {
             return None;
         }
         let mut c = std::mem::take(c);
-        for id in &c.devices {
+        let mut messages = BTreeMap::new();
+        let mut activity = BTreeSet::new();
+        for id in c.devices.iter().chain(&c.runtime) {
             let Some(e) = self.devices.get_mut(id) else {
                 continue;
             };
+            // A device whose record is written anyway needs no separate activity write.
+            if std::mem::take(&mut e.activity_changed) && !c.devices.contains(id) {
+                activity.insert(id.clone());
+            }
             let seqs = if c.replaced.contains(id) {
                 e.queue.take_touched();
                 e.queue.sequence_numbers()
@@ -135,9 +196,11 @@ impl MemoryStore {
                 e.queue.take_touched()
             };
             if !seqs.is_empty() {
-                c.messages.insert(id.clone(), seqs);
+                messages.insert(id.clone(), seqs);
             }
         }
+        c.messages = messages;
+        c.activity = activity;
         Some(c)
     }
 
@@ -145,7 +208,17 @@ impl MemoryStore {
         if let Some(c) = &mut self.changes
             && !c.devices.contains(id)
         {
+            c.runtime.remove(id);
             c.devices.insert(id.to_owned());
+        }
+    }
+
+    fn touch_runtime(&mut self, id: &str) {
+        if let Some(c) = &mut self.changes
+            && !c.devices.contains(id)
+            && !c.runtime.contains(id)
+        {
+            c.runtime.insert(id.to_owned());
         }
     }
 }
@@ -160,6 +233,13 @@ impl Store for MemoryStore {
             self.touch(id);
         }
         self.devices.get_mut(id)
+    }
+
+    fn get_runtime_mut(&mut self, id: &str) -> Option<RuntimeEntry<'_>> {
+        if self.changes.is_some() && self.devices.contains_key(id) {
+            self.touch_runtime(id);
+        }
+        self.devices.get_mut(id).map(|entry| RuntimeEntry { entry })
     }
 
     fn insert(&mut self, mut entry: DeviceEntry) {
@@ -205,9 +285,7 @@ impl Store for MemoryStore {
     }
 
     fn feedback_mut(&mut self) -> &mut FeedbackQueue {
-        if let Some(c) = &mut self.changes {
-            c.feedback = true;
-        }
+        // The queue notes its own changes, record by record.
         &mut self.feedback
     }
 
@@ -217,7 +295,6 @@ impl Store for MemoryStore {
         if let Some(c) = &mut self.changes {
             *c = Changes {
                 cleared: true,
-                feedback: true,
                 ..Changes::default()
             };
         }
@@ -226,7 +303,7 @@ impl Store for MemoryStore {
     fn commit(&mut self, devices: &[&str]) {
         for id in devices {
             if self.devices.contains_key(*id) {
-                self.touch(id);
+                self.touch_runtime(id);
             }
         }
     }

@@ -141,24 +141,23 @@ impl<S: Store> Hub<S> {
         let message = sender_fields_only(message);
         let keep = self.settings.d2c_retention;
         let device_id = &origin.identity.device_id;
-        if let Some(entry) = self.store.get_mut(device_id) {
-            entry.d2c_count += 1;
+        if let Some(mut entry) = self.store.get_runtime_mut(device_id) {
+            let (d2c, count) = entry.telemetry();
+            *count += 1;
             if keep > 0 {
-                while entry.d2c.len() >= keep {
-                    entry.d2c.pop_front();
+                while d2c.len() >= keep {
+                    d2c.pop_front();
                 }
-                entry.d2c.push_back(D2cRecord {
-                    sequence_number: entry.d2c_count,
+                d2c.push_back(D2cRecord {
+                    sequence_number: *count,
                     received: now,
                     message: message.clone(),
                 });
             }
-        }
-        self.set_connection_state_activity(device_id, now);
-        if let Some(m) = &origin.identity.module_id
-            && let Ok(e) = self.module_entry_mut(device_id, m)
-        {
-            e.module.last_activity_time = Some(now);
+            entry.set_last_activity(now);
+            if let Some(m) = &origin.identity.module_id {
+                entry.set_module_last_activity(m, now);
+            }
         }
         self.append_event(
             NewEvent {

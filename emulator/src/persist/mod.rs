@@ -5,11 +5,15 @@
 //!
 //! `<data dir>/state.redb`, a redb database (copy-on-write B-trees, ACID transactions):
 //! - table `meta`: `format` = the format version (u64, little endian), `ids` = the hub's id
-//!   generator (so etags continue rather than repeat), `feedback` = the feedback queue,
-//!   `created_at` = the hub's first moment (the Event Hubs creation time);
+//!   generator (so etags continue rather than repeat), `created_at` = the hub's first moment
+//!   (the Event Hubs creation time);
 //! - table `devices`: device id → one [`DeviceRecord`]: registry identity with keys, generation
 //!   id, etag and status, twin, modules with their twins, the last C2D sequence number given
-//!   out, the telemetry counter;
+//!   out, the telemetry counter and last activity times. Written by registry, twin and
+//!   connection changes; message traffic does not rewrite it (see *Activity* below);
+//! - table `sequence_numbers`: device id → the last C2D sequence number given out, written by
+//!   the enqueue that moved it, so numbers never repeat after a restart although the device
+//!   record is not rewritten per message (on load the higher of the two counts);
 //! - table `messages`: (device id, sequence number) → one queued C2D message with its delivery
 //!   count and expiry time. One key per message, so an operation writes only the messages it
 //!   touched (an enqueue, a settlement or a redelivery writes one; a lock writes none) and not
@@ -22,7 +26,12 @@
 //!   event's offset and time), which continues after a restart even when retention dropped
 //!   every event. Retention (age, per-partition count and bytes) and reset trim the front:
 //!   the keys before the partition's first retained sequence number are deleted in the same
-//!   commit.
+//!   commit;
+//! - tables `feedback_pending` (key → a feedback record waiting for its batch window, keys
+//!   consecutive in arrival order) and `feedback_batches` (batch id → a released batch with
+//!   its delivery count): one key each, so a settlement writes one record, not the whole
+//!   feedback queue (format 3 kept the queue in one `meta` record: encoding it for every
+//!   completion cost more CPU than the rest of the C2D path together).
 //!
 //! Records are MessagePack (`hub::persisted`): device records with field names, message and
 //! event records as arrays, messages without what their key and the hub's rules give back
@@ -36,9 +45,9 @@
 //! # Opening
 //!
 //! - No file: a new one is created, stamped with [`FORMAT_VERSION`].
-//! - Format 1 (each device's queue inside its record) and format 2 (whole message records,
-//!   sequence number, `to` and absolute expiry included): migrated in the opening transaction,
-//!   all or nothing, like any transaction.
+//! - Format 1 (each device's queue inside its record), format 2 (whole message records,
+//!   sequence number, `to` and absolute expiry included) and format 3 (the feedback queue in
+//!   one record): migrated in the opening transaction, all or nothing, like any transaction.
 //! - A file from a newer emulator, or one without a format stamp: refused
 //!   ([`PersistError::NewerFormat`], [`PersistError::Corrupt`]) with what to do. A file that
 //!   redb or the decoder cannot read is reported and left as it is, never wiped.
@@ -51,12 +60,13 @@
 //! # Writing: acknowledged means durable
 //!
 //! The hub stays sans-IO. Its [`MemoryStore`](crate::hub::MemoryStore) records which devices
-//! an operation changed, which of their C2D messages (each queue notes the sequence numbers it
-//! added, removed or redelivered), and whether the feedback queue changed. Right after each operation, still
-//! under the hub lock, the driver calls [`Persister::submit`]: the changed records are encoded
+//! an operation changed (their records, or only their queues and counters), which of their C2D
+//! messages (each queue notes the sequence numbers it added, removed or redelivered) and which
+//! feedback records and batches. Right after each operation, still under the hub lock, the driver calls [`Persister::submit`]: the changed records are encoded
 //! and queued, numbered in operation order, for the writer thread. The writer takes everything
 //! waiting, applies it in one write transaction and commits it with one fsync
 //! (`Durability::Immediate`): a group commit, so many concurrent operations share one fsync.
+//! Within a commit only the last write of each key is applied, each table opened once.
 //! A commit that would hold fewer than `COMMIT_WINDOW_BATCHES` operations first waits
 //! `COMMIT_WINDOW` (0.5 ms) for more: redb's cost per commit (every tree touched copies and
 //! checksums its pages) dominated once commits were small, and the window traded at most 0.5 ms
@@ -75,6 +85,16 @@
 //! A D2C acknowledgement (PUBACK, AMQP disposition, HTTP 204) waits for the event itself: the
 //! append's event record is in the batch that `synced` waits for.
 //!
+//! # Activity: written late on purpose
+//!
+//! A device's telemetry counter and last activity times (its own and its modules') change
+//! with every message, and nothing acknowledged depends on them. They live in the device
+//! record, and rewriting that record (keys, twin, modules) per telemetry message cost more
+//! than the message. So a device whose only change is activity is written at most once per
+//! `ACTIVITY_INTERVAL` (1 s), with a later operation's batch, and at a clean shutdown
+//! ([`Persister::flush_activity`]): a kill -9 can lose up to a second of activity times and
+//! counts, never a message, an event or a registry or twin write.
+//!
 //! # Not kept (known gaps)
 //!
 //! - The recent-telemetry inspection view, direct-method invocations and attached Event Hubs
@@ -82,36 +102,43 @@
 //! - Events of partitions beyond a lowered `partition_count`: they are not loaded (a warning
 //!   says how many), as their devices now hash to other partitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, TableDefinition};
 use tokio::sync::watch;
 
-use crate::hub::event_log::{EventRecord, PartitionRecord, RestoredPartition};
-use crate::hub::persisted::{
-    DeviceRecord, FeedbackState, MessageRecord, QueuedRecord, Restored, decode, encode,
-    encode_compact,
-};
-use crate::hub::{Hub, IdGen};
+use crate::hub::Hub;
+use crate::hub::event_log::EventRecord;
+use crate::hub::persisted::{Restored, encode, encode_compact};
+
+mod load;
+mod write;
 
 /// The state file's name in the data directory.
 pub const FILE_NAME: &str = "state.redb";
 
 /// The format this emulator writes and reads. Older ones are migrated on open: format 1 kept
 /// each device's queue inside its record, format 2 stored each message with the fields its key
-/// and the hub's rules give back.
-pub const FORMAT_VERSION: u64 = 3;
+/// and the hub's rules give back, format 3 kept the feedback queue in one record.
+pub const FORMAT_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const EVENTS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("events");
 const PARTITIONS: TableDefinition<u32, &[u8]> = TableDefinition::new("partitions");
+const SEQUENCE_NUMBERS: TableDefinition<&str, u64> = TableDefinition::new("sequence_numbers");
+const FEEDBACK_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("feedback_pending");
+const FEEDBACK_BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("feedback_batches");
+
+/// How often at most a device's activity alone is written.
+const ACTIVITY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the state cannot be opened or written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -164,16 +191,21 @@ pub enum PersistError {
     Closed,
 }
 
-/// The changes of one or more operations, encoded, in operation order.
+/// The changes of one operation (or of several, under one hub lock), encoded.
 struct Batch {
     seq: u64,
     cleared: bool,
     /// Devices whose stored messages all go before `messages` are written.
     replaced: Vec<String>,
     devices: Vec<(String, Option<Vec<u8>>)>,
+    /// (device, last C2D sequence number given out); `None` deletes.
+    numbering: Vec<(String, Option<u64>)>,
     /// (device, sequence number, record); `None` deletes.
     messages: Vec<(String, u64, Option<Vec<u8>>)>,
-    feedback: Option<Vec<u8>>,
+    /// (key, record) of pending feedback records; `None` deletes.
+    feedback_pending: Vec<(u64, Option<Vec<u8>>)>,
+    /// (batch id, record) of released feedback batches; `None` deletes.
+    feedback_batches: Vec<(u64, Option<Vec<u8>>)>,
     ids: Vec<u8>,
     /// (partition, sequence number, record) of each appended event.
     events: Vec<(u32, u64, Vec<u8>)>,
@@ -195,10 +227,24 @@ struct Progress {
     closed: bool,
 }
 
+/// What was handed to the writer, to leave out what did not change.
+#[derive(Debug)]
+struct Handed {
+    /// Per device, the last C2D sequence number handed to the writer.
+    numbering: HashMap<String, u64>,
+    /// Devices whose activity changed since their record was last handed over.
+    activity: BTreeSet<String>,
+    /// When `activity` was last written.
+    activity_written: Instant,
+}
+
 /// The handle to the state file's writer.
 pub struct Persister {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     submitted: AtomicU64,
+    handed: Mutex<Handed>,
+    /// [`ACTIVITY_INTERVAL`], longer in tests that must not see it pass.
+    activity_interval: Duration,
     progress: watch::Receiver<Progress>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -211,17 +257,65 @@ impl Persister {
     /// Queues what the last operation(s) changed. Call under the hub lock, right after the
     /// operation, so batches are numbered in operation order.
     pub fn submit(&self, hub: &mut Hub) {
-        let Some(changes) = hub.take_changes() else {
+        self.submit_with(hub, false);
+    }
+
+    /// Queues every device whose only change since its last write is activity (see the
+    /// module's *Activity*), with whatever else changed: at a clean shutdown, before
+    /// [`Persister::close`].
+    pub fn flush_activity(&self, hub: &mut Hub) {
+        self.submit_with(hub, true);
+    }
+
+    fn submit_with(&self, hub: &mut Hub, flush_activity: bool) {
+        let changes = hub.take_changes();
+        let mut handed = guard(&self.handed);
+        let activity_due = !handed.activity.is_empty()
+            && (flush_activity || handed.activity_written.elapsed() >= self.activity_interval);
+        if changes.is_none() && !activity_due {
             return;
-        };
-        let devices = changes
-            .devices
-            .iter()
-            .map(|id| {
-                let record = hub.device_record_without_queue(id).map(|r| encode(&r));
-                (id.clone(), record)
-            })
-            .collect();
+        }
+        let changes = changes.unwrap_or_default();
+        let handed = &mut *handed;
+        if changes.cleared {
+            handed.numbering.clear();
+            handed.activity.clear();
+        }
+        let mut devices = Vec::with_capacity(changes.devices.len());
+        let mut numbering = Vec::new();
+        for id in &changes.devices {
+            handed.activity.remove(id);
+            let record = hub.device_record_without_queue(id);
+            let last = record.as_ref().map(|r| r.last_sequence_number);
+            // Written with the record, so a stale number of a deleted namesake never counts.
+            numbering.push((id.clone(), last));
+            match last {
+                Some(n) => handed.numbering.insert(id.clone(), n),
+                None => handed.numbering.remove(id),
+            };
+            devices.push((id.clone(), record.map(|r| encode(&r))));
+        }
+        for id in changes.messages.keys() {
+            if changes.devices.contains(id) {
+                continue;
+            }
+            if let Some(n) = hub.last_sequence_number(id)
+                && handed.numbering.get(id) != Some(&n)
+            {
+                numbering.push((id.clone(), Some(n)));
+                handed.numbering.insert(id.clone(), n);
+            }
+        }
+        handed.activity.extend(changes.activity);
+        if activity_due {
+            handed.activity_written = Instant::now();
+            for id in std::mem::take(&mut handed.activity) {
+                // A device deleted since is deleted by its own change, not here.
+                if let Some(r) = hub.device_record_without_queue(&id) {
+                    devices.push((id, Some(encode(&r))));
+                }
+            }
+        }
         let messages = changes
             .messages
             .iter()
@@ -232,7 +326,18 @@ impl Persister {
                 })
             })
             .collect();
-        let feedback = changes.feedback.then(|| encode(&hub.feedback_record()));
+        let feedback_pending = changes
+            .feedback
+            .pending
+            .iter()
+            .map(|&k| (k, hub.feedback_pending_record(k).map(encode)))
+            .collect();
+        let feedback_batches = changes
+            .feedback
+            .batches
+            .iter()
+            .map(|&id| (id, hub.feedback_batch_record(id).map(|r| encode(&r))))
+            .collect();
         let log = hub.event_log();
         let events = changes
             .events
@@ -262,9 +367,11 @@ impl Persister {
             seq,
             cleared: changes.cleared,
             replaced: changes.replaced.into_iter().collect(),
-            messages,
             devices,
-            feedback,
+            numbering,
+            messages,
+            feedback_pending,
+            feedback_batches,
             ids: encode(&hub.id_state()),
             events,
             partitions,
@@ -348,316 +455,28 @@ fn open_db(dir: &Path) -> Result<Database, PersistError> {
 /// Opens (or creates) the state in `dir`, reads the whole hub, and starts the writer.
 pub fn open(dir: &Path) -> Result<(Persister, Restored), PersistError> {
     let db = open_db(dir)?;
-    let restored = load(&db, dir)?;
+    let restored = load::load(&db, dir)?;
     let (done, progress) = watch::channel(Progress::default());
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("iothub-state-writer".into())
-        .spawn(move || write_loop(db, rx, done))
+        .spawn(move || write::write_loop(db, rx, done))
         .map_err(|e| io_error(dir, e))?;
     Ok((
         Persister {
             tx: Mutex::new(Some(tx)),
             submitted: AtomicU64::new(0),
+            handed: Mutex::new(Handed {
+                numbering: HashMap::new(),
+                activity: BTreeSet::new(),
+                activity_written: Instant::now(),
+            }),
+            activity_interval: ACTIVITY_INTERVAL,
             progress,
             thread: Mutex::new(Some(thread)),
         },
         restored,
     ))
-}
-
-/// Reads the format stamp (writing it into a new file, migrating an older one) and every
-/// record.
-fn load(db: &Database, dir: &Path) -> Result<Restored, PersistError> {
-    let bad = |e: redb::Error| corrupt(dir, e);
-    let txn = db.begin_write().map_err(|e| bad(e.into()))?;
-    let mut restored = Restored::default();
-    {
-        let mut meta = txn.open_table(META).map_err(|e| bad(e.into()))?;
-        let mut devices = txn.open_table(DEVICES).map_err(|e| bad(e.into()))?;
-        let mut messages = txn.open_table(MESSAGES).map_err(|e| bad(e.into()))?;
-        let stamp = meta
-            .get("format")
-            .map_err(|e| bad(e.into()))?
-            .map(|v| v.value().to_vec());
-        match stamp {
-            None if devices.is_empty().map_err(|e| bad(e.into()))? => {
-                meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
-                    .map_err(|e| bad(e.into()))?;
-            }
-            None => return Err(corrupt(dir, "no format version")),
-            Some(v) => {
-                let found = <[u8; 8]>::try_from(v.as_slice())
-                    .map(u64::from_le_bytes)
-                    .map_err(|_| corrupt(dir, "unreadable format version"))?;
-                if found > FORMAT_VERSION {
-                    return Err(PersistError::NewerFormat {
-                        path: dir.join(FILE_NAME),
-                        dir: dir.to_owned(),
-                        found,
-                    });
-                }
-                if found == 1 || found == 2 {
-                    if found == 1 {
-                        migrate_from_1(&mut devices, &mut messages, dir)?;
-                    } else {
-                        migrate_from_2(&mut messages, dir)?;
-                    }
-                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
-                        .map_err(|e| bad(e.into()))?;
-                    tracing::info!(dir = %dir.display(), "state migrated from format {found} to {FORMAT_VERSION}");
-                } else if found != FORMAT_VERSION {
-                    return Err(corrupt(dir, format!("unknown format version {found}")));
-                }
-            }
-        }
-        restored.devices = read_devices(&devices, &messages, dir)?;
-        if let Some(v) = meta.get("feedback").map_err(|e| bad(e.into()))? {
-            let f: FeedbackState =
-                decode(v.value()).map_err(|e| corrupt(dir, format!("feedback: {e}")))?;
-            restored.feedback = Some(f);
-        }
-        if let Some(v) = meta.get("ids").map_err(|e| bad(e.into()))? {
-            let ids: IdGen = decode(v.value()).map_err(|e| corrupt(dir, format!("ids: {e}")))?;
-            restored.ids = Some(ids);
-        }
-        if let Some(v) = meta.get("created_at").map_err(|e| bad(e.into()))? {
-            let t = decode(v.value()).map_err(|e| corrupt(dir, format!("created_at: {e}")))?;
-            restored.event_log.created_at = Some(t);
-        }
-        let events = txn.open_table(EVENTS).map_err(|e| bad(e.into()))?;
-        let partitions = txn.open_table(PARTITIONS).map_err(|e| bad(e.into()))?;
-        restored.event_log.partitions = read_event_log(&partitions, &events, dir)?;
-    }
-    txn.commit().map_err(|e| bad(e.into()))?;
-    Ok(restored)
-}
-
-/// Every device record with its queue. Both tables are in device id order, so each message
-/// finds its device by walking forward, never by a lookup.
-fn read_devices(
-    devices: &redb::Table<&str, &[u8]>,
-    messages: &redb::Table<(&str, u64), &[u8]>,
-    dir: &Path,
-) -> Result<Vec<DeviceRecord>, PersistError> {
-    let bad = |e: redb::StorageError| corrupt(dir, e);
-    let mut out: Vec<DeviceRecord> = Vec::with_capacity(devices.len().map_err(bad)? as usize);
-    for item in devices.iter().map_err(bad)? {
-        let (k, v) = item.map_err(bad)?;
-        let record: DeviceRecord =
-            decode(v.value()).map_err(|e| corrupt(dir, format!("device {}: {e}", k.value())))?;
-        out.push(record);
-    }
-    let mut at = 0;
-    for item in messages.iter().map_err(bad)? {
-        let (k, v) = item.map_err(bad)?;
-        let (id, seq) = k.value();
-        while out
-            .get(at)
-            .is_some_and(|d| d.device.device_id.as_str() < id)
-        {
-            at += 1;
-        }
-        let Some(device) = out.get_mut(at).filter(|d| d.device.device_id == id) else {
-            // A device's messages go in the same transaction as its record: never left over.
-            return Err(corrupt(
-                dir,
-                format!("message {seq} of unknown device {id}"),
-            ));
-        };
-        let m: QueuedRecord = decode(v.value())
-            .map_err(|e| corrupt(dir, format!("message {seq} of device {id}: {e}")))?;
-        device.queue.push(m.into_message_record(id, seq));
-    }
-    Ok(out)
-}
-
-/// Every partition's numbering with its retained events, by partition id.
-fn read_event_log(
-    partitions: &redb::Table<u32, &[u8]>,
-    events: &redb::Table<(u32, u64), &[u8]>,
-    dir: &Path,
-) -> Result<Vec<(u32, RestoredPartition)>, PersistError> {
-    let bad = |e: redb::StorageError| corrupt(dir, e);
-    let mut out: BTreeMap<u32, RestoredPartition> = BTreeMap::new();
-    for item in partitions.iter().map_err(bad)? {
-        let (k, v) = item.map_err(bad)?;
-        let p = k.value();
-        let record: PartitionRecord =
-            decode(v.value()).map_err(|e| corrupt(dir, format!("partition {p}: {e}")))?;
-        out.entry(p).or_default().record = Some(record);
-    }
-    for item in events.iter().map_err(bad)? {
-        let (k, v) = item.map_err(bad)?;
-        let (p, seq) = k.value();
-        let record: EventRecord = decode(v.value())
-            .map_err(|e| corrupt(dir, format!("event {seq} of partition {p}: {e}")))?;
-        let seq = i64::try_from(seq)
-            .map_err(|_| corrupt(dir, format!("event {seq} of partition {p}")))?;
-        out.entry(p).or_default().events.push((seq, record));
-    }
-    Ok(out.into_iter().collect())
-}
-
-/// Format 1 kept each device's queue inside its record: move the messages to their own keys.
-fn migrate_from_1(
-    devices: &mut redb::Table<&str, &[u8]>,
-    messages: &mut redb::Table<(&str, u64), &[u8]>,
-    dir: &Path,
-) -> Result<(), PersistError> {
-    let bad = |e: redb::StorageError| corrupt(dir, e);
-    let mut old = Vec::new();
-    for item in devices.iter().map_err(bad)? {
-        let (k, v) = item.map_err(bad)?;
-        let record: DeviceRecord =
-            decode(v.value()).map_err(|e| corrupt(dir, format!("device {}: {e}", k.value())))?;
-        if !record.queue.is_empty() {
-            old.push(record);
-        }
-    }
-    for mut record in old {
-        let id = record.device.device_id.clone();
-        for m in std::mem::take(&mut record.queue) {
-            let seq = m.sequence_number();
-            let queued = QueuedRecord::from(m);
-            messages
-                .insert((id.as_str(), seq), encode_compact(&queued).as_slice())
-                .map_err(bad)?;
-        }
-        devices
-            .insert(id.as_str(), encode(&record).as_slice())
-            .map_err(bad)?;
-    }
-    Ok(())
-}
-
-/// Format 2 stored each message as a whole [`MessageRecord`]: rewrite them without what the
-/// key and the hub's rules give back.
-fn migrate_from_2(
-    messages: &mut redb::Table<(&str, u64), &[u8]>,
-    dir: &Path,
-) -> Result<(), PersistError> {
-    let bad = |e: redb::StorageError| corrupt(dir, e);
-    let mut rewritten = Vec::new();
-    for item in messages.iter().map_err(bad)? {
-        let (k, v) = item.map_err(bad)?;
-        let (id, seq) = k.value();
-        let m: MessageRecord = decode(v.value())
-            .map_err(|e| corrupt(dir, format!("message {seq} of device {id}: {e}")))?;
-        rewritten.push((id.to_owned(), seq, encode_compact(&QueuedRecord::from(m))));
-    }
-    for (id, seq, bytes) in rewritten {
-        messages
-            .insert((id.as_str(), seq), bytes.as_slice())
-            .map_err(bad)?;
-    }
-    Ok(())
-}
-
-/// A commit holding fewer batches than this waits [`COMMIT_WINDOW`] for more first.
-const COMMIT_WINDOW_BATCHES: usize = 64;
-/// How long a small commit waits for company.
-const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
-
-/// The writer thread: everything waiting goes into one transaction with one fsync.
-fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sender<Progress>) {
-    let mut closing = false;
-    while !closing {
-        let Ok(first) = rx.recv() else { break };
-        let mut batches = Vec::new();
-        for job in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-            match job {
-                Job::Write(b) => batches.push(*b),
-                Job::Close => closing = true,
-            }
-        }
-        if !closing && batches.len() < COMMIT_WINDOW_BATCHES {
-            std::thread::sleep(COMMIT_WINDOW);
-            for job in std::iter::from_fn(|| rx.try_recv().ok()) {
-                match job {
-                    Job::Write(b) => batches.push(*b),
-                    Job::Close => closing = true,
-                }
-            }
-        }
-        let Some(last) = batches.last().map(|b| b.seq) else {
-            continue;
-        };
-        if done.borrow().failed.is_some() {
-            continue;
-        }
-        match write(&db, &batches) {
-            Ok(()) => done.send_modify(|p| p.committed = last),
-            Err(e) => {
-                tracing::error!(error = %e, "writing the hub state failed; nothing is acknowledged any more, restart the emulator");
-                done.send_modify(|p| p.failed = Some(e.to_string()));
-            }
-        }
-    }
-    drop(db);
-    done.send_modify(|p| p.closed = true);
-}
-
-fn write(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    for b in batches {
-        if b.cleared {
-            txn.delete_table(DEVICES)?;
-            txn.delete_table(MESSAGES)?;
-        }
-        let mut messages = txn.open_table(MESSAGES)?;
-        for id in &b.replaced {
-            messages.retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
-        }
-        for (id, seq, record) in &b.messages {
-            match record {
-                Some(bytes) => {
-                    messages.insert((id.as_str(), *seq), bytes.as_slice())?;
-                }
-                None => {
-                    messages.remove((id.as_str(), *seq))?;
-                }
-            }
-        }
-        drop(messages);
-        let mut devices = txn.open_table(DEVICES)?;
-        for (id, record) in &b.devices {
-            match record {
-                Some(bytes) => {
-                    devices.insert(id.as_str(), bytes.as_slice())?;
-                }
-                None => {
-                    devices.remove(id.as_str())?;
-                }
-            }
-        }
-        drop(devices);
-        let mut meta = txn.open_table(META)?;
-        if let Some(f) = &b.feedback {
-            meta.insert("feedback", f.as_slice())?;
-        }
-        if let Some(t) = &b.created_at {
-            meta.insert("created_at", t.as_slice())?;
-        }
-        meta.insert("ids", b.ids.as_slice())?;
-        drop(meta);
-        let mut events = txn.open_table(EVENTS)?;
-        for (p, seq, record) in &b.events {
-            events.insert((*p, *seq), record.as_slice())?;
-        }
-        let mut partitions = txn.open_table(PARTITIONS)?;
-        for (p, record, first) in &b.partitions {
-            partitions.insert(*p, record.as_slice())?;
-            // Retention and reset trim the front only: everything before the first retained
-            // event goes (usually nothing, or the one or two events an append pushed out).
-            if *first > 0 {
-                events.retain_in((*p, 0)..(*p, *first), |_, _| false)?;
-            }
-        }
-    }
-    txn.commit()?;
-    Ok(())
 }
 
 /// Removes the state in `dir` (not the CA). Refused while an emulator uses it. Returns

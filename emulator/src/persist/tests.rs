@@ -5,7 +5,10 @@ use iothub_protocol::{AckMode, Message};
 use proptest::prelude::*;
 use time::OffsetDateTime;
 
+use redb::{ReadableDatabase, ReadableTableMetadata};
+
 use super::*;
+use crate::hub::persisted::decode;
 use crate::hub::{Hub, HubSettings};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -323,6 +326,138 @@ fn a_format_2_file_is_migrated_on_open() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Format 3 kept the whole feedback queue in one `meta` record: it is split into keys.
+#[test]
+fn a_format_3_file_is_migrated_on_open() {
+    let dir = temp_dir("migrate3");
+    let mut s = settings();
+    s.feedback_batch_size = 2;
+    s.feedback_window = std::time::Duration::from_secs(60);
+    let mut hub = Hub::new(s.clone(), 1);
+    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    for _ in 0..3 {
+        let mut m = Message::new("x");
+        m.system.ack = AckMode::Full;
+        hub.enqueue_c2d("d1", m, t(1)).unwrap();
+        let token = lock_one(&mut hub, "d1");
+        hub.complete_c2d("d1", &token, t(1)).unwrap();
+    }
+    // One released batch of two, one record waiting for its window.
+    let before = encode(&hub.feedback_record());
+    {
+        let db = open_db(&dir).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("format", 3u64.to_le_bytes().as_slice())
+                .unwrap();
+            meta.insert("feedback", before.as_slice()).unwrap();
+            let mut devices = txn.open_table(DEVICES).unwrap();
+            let record = hub.device_record_without_queue("d1").unwrap();
+            devices.insert("d1", encode(&record).as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    for now in [t(2), t(3)] {
+        let (p, restored) = open(&dir).unwrap();
+        let mut again = Hub::new(s.clone(), 1);
+        again.restore(restored, now);
+        assert!(
+            encode(&again.feedback_record()) == before,
+            "migrated feedback differs"
+        );
+        p.close();
+    }
+    let db = open_db(&dir).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(
+        txn.open_table(META)
+            .unwrap()
+            .get("feedback")
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(txn.open_table(FEEDBACK_PENDING).unwrap().len().unwrap(), 1);
+    assert_eq!(txn.open_table(FEEDBACK_BATCHES).unwrap().len().unwrap(), 1);
+    drop(txn);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The device record is not rewritten per message, yet C2D sequence numbers never repeat
+/// after a restart, even when every message was completed.
+#[test]
+fn sequence_numbers_continue_after_a_restart_with_an_empty_queue() {
+    let dir = temp_dir("numbering");
+    let (p, mut hub) = open_hub(&dir, t(0));
+    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    p.submit(&mut hub);
+    for _ in 0..3 {
+        hub.enqueue_c2d("d1", Message::new("x"), t(1)).unwrap();
+        p.submit(&mut hub);
+        let token = lock_one(&mut hub, "d1");
+        hub.complete_c2d("d1", &token, t(1)).unwrap();
+        p.submit(&mut hub);
+    }
+    block_on(p.synced()).unwrap();
+    p.close();
+    drop(p);
+    let (p, mut again) = open_hub(&dir, t(2));
+    let e = again.enqueue_c2d("d1", Message::new("y"), t(2)).unwrap();
+    assert_eq!(e.sequence_number, 4);
+    // A deleted and re-created namesake starts again from 1, also after a restart.
+    again.delete_device("d1", None, t(3)).unwrap();
+    again.create_device(Device::new("d1"), t(3)).unwrap();
+    p.submit(&mut again);
+    block_on(p.synced()).unwrap();
+    p.close();
+    drop(p);
+    let (p, mut third) = open_hub(&dir, t(4));
+    let e = third.enqueue_c2d("d1", Message::new("z"), t(4)).unwrap();
+    assert_eq!(e.sequence_number, 1);
+    p.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Telemetry counters and activity times are written late (at most once a second, or at a
+/// clean shutdown), the events themselves at once.
+#[test]
+fn activity_is_written_late_and_at_shutdown() {
+    let dir = temp_dir("activity");
+    let (mut p, mut hub) = open_hub(&dir, t(0));
+    // However slow the machine, the interval does not pass in this test.
+    p.activity_interval = Duration::MAX;
+    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    p.submit(&mut hub);
+    telemetry(&mut hub, "d1", "a", t(5));
+    p.submit(&mut hub);
+    block_on(p.synced()).unwrap();
+    p.close();
+    drop(p);
+    let (p, mut again) = open_hub(&dir, t(6));
+    let d = again.get_device("d1").unwrap();
+    assert_ne!(d.last_activity_time, Some(t(5)), "activity alone waits");
+    assert!(event_log(&again).contains("m-a"), "the event is there");
+    telemetry(&mut again, "d1", "b", t(7));
+    p.submit(&mut again);
+    p.flush_activity(&mut again);
+    block_on(p.synced()).unwrap();
+    p.close();
+    drop(p);
+    let (p, third) = open_hub(&dir, t(8));
+    assert_eq!(
+        third.get_device("d1").unwrap().last_activity_time,
+        Some(t(7))
+    );
+    assert_eq!(
+        third.device_record("d1").unwrap().d2c_count,
+        1,
+        "the first session closed as if killed: its count was lost, the second's was flushed"
+    );
+    p.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn lock_one(hub: &mut Hub, device: &str) -> String {
     let m = hub.receive_c2d(device, t(1)).unwrap().unwrap();
     m.system.lock_token.unwrap()
@@ -584,6 +719,10 @@ proptest! {
             p.submit(&mut hub);
             block_on(p.synced()).unwrap();
         }
+        // Activity (telemetry counters, last activity times) is written late on purpose; its
+        // own test is `activity_is_written_late_and_at_shutdown`.
+        p.flush_activity(&mut hub);
+        block_on(p.synced()).unwrap();
         let model = records(&hub);
         // Unacknowledged work after the crash point is never submitted.
         for op in &ops[cut..] {

@@ -1,0 +1,234 @@
+//! The writer thread: group commits of coalesced changes.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+
+use redb::{Database, Durability, TableDefinition, WriteTransaction};
+use tokio::sync::watch;
+
+use super::{
+    Batch, DEVICES, EVENTS, FEEDBACK_BATCHES, FEEDBACK_PENDING, Job, MESSAGES, META, PARTITIONS,
+    Progress, SEQUENCE_NUMBERS,
+};
+
+/// A commit holding fewer batches than this waits [`COMMIT_WINDOW`] for more first.
+const COMMIT_WINDOW_BATCHES: usize = 64;
+/// How long a small commit waits for company.
+const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// The writer thread: everything waiting goes into one transaction with one fsync.
+pub(super) fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sender<Progress>) {
+    let mut closing = false;
+    while !closing {
+        let Ok(first) = rx.recv() else { break };
+        let mut batches = Vec::new();
+        for job in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match job {
+                Job::Write(b) => batches.push(*b),
+                Job::Close => closing = true,
+            }
+        }
+        if !closing && batches.len() < COMMIT_WINDOW_BATCHES {
+            std::thread::sleep(COMMIT_WINDOW);
+            for job in std::iter::from_fn(|| rx.try_recv().ok()) {
+                match job {
+                    Job::Write(b) => batches.push(*b),
+                    Job::Close => closing = true,
+                }
+            }
+        }
+        let Some(last) = batches.last().map(|b| b.seq) else {
+            continue;
+        };
+        if done.borrow().failed.is_some() {
+            continue;
+        }
+        match write(&db, batches) {
+            Ok(()) => done.send_modify(|p| p.committed = last),
+            Err(e) => {
+                tracing::error!(error = %e, "writing the hub state failed; nothing is acknowledged any more, restart the emulator");
+                done.send_modify(|p| p.failed = Some(e.to_string()));
+            }
+        }
+    }
+    drop(db);
+    done.send_modify(|p| p.closed = true);
+}
+
+/// The last value of every key the batches wrote (`None`: deleted), so a key written by many
+/// operations of one commit (a device's numbering, a message enqueued and completed, the id
+/// generator) costs one B-tree update, and each table is opened once per commit.
+#[derive(Default)]
+struct Coalesced {
+    devices: BTreeMap<String, Option<Vec<u8>>>,
+    numbering: BTreeMap<String, Option<u64>>,
+    messages: BTreeMap<(String, u64), Option<Vec<u8>>>,
+    feedback_pending: BTreeMap<u64, Option<Vec<u8>>>,
+    feedback_batches: BTreeMap<u64, Option<Vec<u8>>>,
+    ids: Option<Vec<u8>>,
+    created_at: Option<Vec<u8>>,
+    events: Vec<(u32, u64, Vec<u8>)>,
+    /// Per partition: its last numbering record and the first sequence number it retains
+    /// (retention only moves it forward, so trimming once after the inserts is the same as
+    /// trimming after each).
+    partitions: BTreeMap<u32, (Vec<u8>, u64)>,
+}
+
+impl Coalesced {
+    fn add(&mut self, b: Batch) {
+        self.devices.extend(b.devices);
+        self.numbering.extend(b.numbering);
+        self.messages.extend(
+            b.messages
+                .into_iter()
+                .map(|(id, seq, record)| ((id, seq), record)),
+        );
+        self.feedback_pending.extend(b.feedback_pending);
+        self.feedback_batches.extend(b.feedback_batches);
+        self.ids = Some(b.ids);
+        if b.created_at.is_some() {
+            self.created_at = b.created_at;
+        }
+        self.events.extend(b.events);
+        for (p, record, first) in b.partitions {
+            let e = self.partitions.entry(p).or_insert((Vec::new(), 0));
+            e.0 = record;
+            e.1 = e.1.max(first);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+            && self.numbering.is_empty()
+            && self.messages.is_empty()
+            && self.feedback_pending.is_empty()
+            && self.feedback_batches.is_empty()
+            && self.ids.is_none()
+            && self.created_at.is_none()
+            && self.events.is_empty()
+            && self.partitions.is_empty()
+    }
+
+    /// Writes everything into the transaction and empties itself.
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let Coalesced {
+            devices,
+            numbering,
+            messages,
+            feedback_pending,
+            feedback_batches,
+            ids,
+            created_at,
+            events,
+            partitions,
+        } = std::mem::take(self);
+        if !messages.is_empty() {
+            let mut table = txn.open_table(MESSAGES)?;
+            for ((id, seq), record) in &messages {
+                match record {
+                    Some(bytes) => drop(table.insert((id.as_str(), *seq), bytes.as_slice())?),
+                    None => drop(table.remove((id.as_str(), *seq))?),
+                }
+            }
+        }
+        put_all(txn, DEVICES, devices.iter().map(|(k, v)| (k.as_str(), v)))?;
+        if !numbering.is_empty() {
+            let mut table = txn.open_table(SEQUENCE_NUMBERS)?;
+            for (id, n) in &numbering {
+                match n {
+                    Some(n) => drop(table.insert(id.as_str(), *n)?),
+                    None => drop(table.remove(id.as_str())?),
+                }
+            }
+        }
+        put_all(
+            txn,
+            FEEDBACK_PENDING,
+            feedback_pending.iter().map(|(k, v)| (*k, v)),
+        )?;
+        put_all(
+            txn,
+            FEEDBACK_BATCHES,
+            feedback_batches.iter().map(|(k, v)| (*k, v)),
+        )?;
+        if ids.is_some() || created_at.is_some() {
+            let mut meta = txn.open_table(META)?;
+            if let Some(t) = &created_at {
+                meta.insert("created_at", t.as_slice())?;
+            }
+            if let Some(ids) = &ids {
+                meta.insert("ids", ids.as_slice())?;
+            }
+        }
+        if !events.is_empty() || !partitions.is_empty() {
+            let mut table = txn.open_table(EVENTS)?;
+            for (p, seq, record) in &events {
+                table.insert((*p, *seq), record.as_slice())?;
+            }
+            let mut numbering = txn.open_table(PARTITIONS)?;
+            for (p, (record, first)) in &partitions {
+                numbering.insert(*p, record.as_slice())?;
+                // Retention and reset trim the front only: everything before the first
+                // retained event goes (usually nothing, or the events appends pushed out).
+                if *first > 0 {
+                    table.retain_in((*p, 0)..(*p, *first), |_, _| false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes (`Some`) or deletes (`None`) each entry of a table with byte-string values.
+fn put_all<'k, K: redb::Key + 'static>(
+    txn: &WriteTransaction,
+    table: TableDefinition<K, &'static [u8]>,
+    entries: impl Iterator<Item = (K::SelfType<'k>, &'k Option<Vec<u8>>)>,
+) -> Result<(), redb::Error> {
+    let mut entries = entries.peekable();
+    if entries.peek().is_none() {
+        return Ok(());
+    }
+    let mut t = txn.open_table(table)?;
+    for (k, v) in entries {
+        match v {
+            Some(bytes) => drop(t.insert(k, bytes.as_slice())?),
+            None => drop(t.remove(k)?),
+        }
+    }
+    Ok(())
+}
+
+/// One transaction, one fsync, for all `batches` in order.
+fn write(db: &Database, batches: Vec<Batch>) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let mut pending = Coalesced::default();
+    for b in batches {
+        // A reset or a replaced device deletes ranges of keys: what came before goes in first,
+        // so the deletes apply to it and not to what comes after.
+        if b.cleared || !b.replaced.is_empty() {
+            pending.apply(&txn)?;
+        }
+        if b.cleared {
+            txn.delete_table(DEVICES)?;
+            txn.delete_table(MESSAGES)?;
+            txn.delete_table(SEQUENCE_NUMBERS)?;
+            txn.delete_table(FEEDBACK_PENDING)?;
+            txn.delete_table(FEEDBACK_BATCHES)?;
+        }
+        if !b.replaced.is_empty() {
+            let mut messages = txn.open_table(MESSAGES)?;
+            for id in &b.replaced {
+                messages.retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
+            }
+        }
+        pending.add(b);
+    }
+    pending.apply(&txn)?;
+    txn.commit()?;
+    Ok(())
+}
