@@ -341,6 +341,11 @@ impl FeedbackQueue {
         self.pending.get(i)
     }
 
+    /// The last batch id given out.
+    pub fn last_batch(&self) -> u64 {
+        self.next_batch
+    }
+
     /// The released batch `id` with its delivery count; `None` once it is gone.
     pub fn batch_record(&self, id: u64) -> Option<(&FeedbackBatch, u32)> {
         self.batches.get(&id).map(|b| (&b.batch, b.delivery_count))

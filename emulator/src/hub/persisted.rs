@@ -314,6 +314,8 @@ pub struct FeedbackRecords {
     pub pending: Vec<(u64, FeedbackRecord)>,
     /// Released batches by id.
     pub batches: Vec<(u64, FeedbackBatchRecord)>,
+    /// The last batch id given out (at least the highest in `batches`).
+    pub last_batch: u64,
 }
 
 impl StoredFeedback {
@@ -334,16 +336,24 @@ impl StoredFeedback {
                 (id, record)
             })
             .collect();
-        FeedbackRecords { pending, batches }
+        FeedbackRecords {
+            pending,
+            batches,
+            last_batch: self.last_batch,
+        }
     }
 
     /// The queue from its stored records: pending records by key (consecutive, as the queue
-    /// writes them), batches by id; the last batch id given out is the highest stored (ids of
-    /// settled batches may be given out again: nothing refers to them any more).
+    /// writes them), batches by id.
     pub fn from_records(records: FeedbackRecords) -> StoredFeedback {
-        let FeedbackRecords { pending, batches } = records;
+        let FeedbackRecords {
+            pending,
+            batches,
+            last_batch,
+        } = records;
         let first_pending = pending.first().map_or(0, |(k, _)| *k);
-        let last_batch = batches.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        let highest = batches.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        let last_batch = last_batch.max(highest);
         StoredFeedback {
             pending: pending.into_iter().map(|(_, r)| r).collect(),
             first_pending,
@@ -485,6 +495,11 @@ impl<S: Store> Hub<S> {
     /// The pending feedback record stored under `key`; `None` if its key is to be deleted.
     pub fn feedback_pending_record(&self, key: u64) -> Option<&FeedbackRecord> {
         self.store.feedback().pending_record(key)
+    }
+
+    /// The last feedback batch id given out.
+    pub fn feedback_last_batch(&self) -> u64 {
+        self.store.feedback().last_batch()
     }
 
     /// The released feedback batch `id`'s record; `None` once it is gone.

@@ -80,7 +80,13 @@ pub(super) fn load(db: &Database, dir: &Path) -> Result<Restored, PersistError> 
             }
         }
         restored.devices = read_devices(&devices, &messages, &numbering, dir)?;
-        restored.feedback = read_feedback(&pending, &batches, dir)?;
+        let last_batch = match meta.get("feedback_last_batch").map_err(|e| bad(e.into()))? {
+            Some(v) => {
+                decode(v.value()).map_err(|e| corrupt(dir, format!("feedback_last_batch: {e}")))?
+            }
+            None => 0,
+        };
+        restored.feedback = read_feedback(&pending, &batches, last_batch, dir)?;
         if let Some(v) = meta.get("ids").map_err(|e| bad(e.into()))? {
             let ids: IdGen = decode(v.value()).map_err(|e| corrupt(dir, format!("ids: {e}")))?;
             restored.ids = Some(ids);
@@ -157,6 +163,7 @@ fn read_devices(
 fn read_feedback(
     pending: &redb::Table<u64, &[u8]>,
     batches: &redb::Table<u64, &[u8]>,
+    last_batch: u64,
     dir: &Path,
 ) -> Result<Option<StoredFeedback>, PersistError> {
     let bad = |e: redb::StorageError| corrupt(dir, e);
@@ -174,12 +181,13 @@ fn read_feedback(
             .map_err(|e| corrupt(dir, format!("feedback batch {}: {e}", k.value())))?;
         released.push((k.value(), b));
     }
-    if records.is_empty() && released.is_empty() {
+    if records.is_empty() && released.is_empty() && last_batch == 0 {
         return Ok(None);
     }
     Ok(Some(StoredFeedback::from_records(FeedbackRecords {
         pending: records,
         batches: released,
+        last_batch,
     })))
 }
 
@@ -283,7 +291,10 @@ fn migrate_feedback_from_3(
     let FeedbackRecords {
         pending: records,
         batches: released,
+        last_batch,
     } = StoredFeedback::from(state).into_records();
+    meta.insert("feedback_last_batch", encode(&last_batch).as_slice())
+        .map_err(bad)?;
     for (key, r) in records {
         pending.insert(key, encode(&r).as_slice()).map_err(bad)?;
     }

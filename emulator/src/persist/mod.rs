@@ -6,7 +6,8 @@
 //! `<data dir>/state.redb`, a redb database (copy-on-write B-trees, ACID transactions):
 //! - table `meta`: `format` = the format version (u64, little endian), `ids` = the hub's id
 //!   generator (so etags continue rather than repeat), `created_at` = the hub's first moment
-//!   (the Event Hubs creation time);
+//!   (the Event Hubs creation time), `feedback_last_batch` = the last feedback batch id given
+//!   out;
 //! - table `devices`: device id → one [`DeviceRecord`]: registry identity with keys, generation
 //!   id, etag and status, twin, modules with their twins, the last C2D sequence number given
 //!   out, the telemetry counter and last activity times. Written by registry, twin and
@@ -206,12 +207,32 @@ struct Batch {
     feedback_pending: Vec<(u64, Option<Vec<u8>>)>,
     /// (batch id, record) of released feedback batches; `None` deletes.
     feedback_batches: Vec<(u64, Option<Vec<u8>>)>,
-    ids: Vec<u8>,
+    /// The last feedback batch id given out, when it moved.
+    feedback_last_batch: Option<u64>,
+    /// The id generator, when it moved.
+    ids: Option<Vec<u8>>,
     /// (partition, sequence number, record) of each appended event.
     events: Vec<(u32, u64, Vec<u8>)>,
     /// (partition, numbering record, first retained sequence number): keys before it go.
     partitions: Vec<(u32, Vec<u8>, u64)>,
     created_at: Option<Vec<u8>>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        !self.cleared
+            && self.replaced.is_empty()
+            && self.devices.is_empty()
+            && self.numbering.is_empty()
+            && self.messages.is_empty()
+            && self.feedback_pending.is_empty()
+            && self.feedback_batches.is_empty()
+            && self.feedback_last_batch.is_none()
+            && self.ids.is_none()
+            && self.events.is_empty()
+            && self.partitions.is_empty()
+            && self.created_at.is_none()
+    }
 }
 
 enum Job {
@@ -236,6 +257,10 @@ struct Handed {
     activity: BTreeSet<String>,
     /// When `activity` was last written.
     activity_written: Instant,
+    /// The id generator as last handed over.
+    ids: Vec<u8>,
+    /// The last feedback batch id as last handed over.
+    last_batch: u64,
 }
 
 /// The handle to the state file's writer.
@@ -362,9 +387,18 @@ impl Persister {
             .created_at
             .then(|| log.created_at().map(|t| encode(&t)))
             .flatten();
-        let seq = self.submitted.fetch_add(1, Ordering::SeqCst) + 1;
-        let batch = Batch {
-            seq,
+        let last_batch = hub.feedback_last_batch();
+        let feedback_last_batch = (handed.last_batch != last_batch).then(|| {
+            handed.last_batch = last_batch;
+            last_batch
+        });
+        let ids = encode(&hub.id_state());
+        let ids = (handed.ids != ids).then(|| {
+            handed.ids.clone_from(&ids);
+            ids
+        });
+        let mut batch = Batch {
+            seq: 0,
             cleared: changes.cleared,
             replaced: changes.replaced.into_iter().collect(),
             devices,
@@ -372,11 +406,18 @@ impl Persister {
             messages,
             feedback_pending,
             feedback_batches,
-            ids: encode(&hub.id_state()),
+            feedback_last_batch,
+            ids,
             events,
             partitions,
             created_at,
         };
+        // A lock, or a message that came and went before this: nothing to write, and no
+        // commit (an fsync) for anybody to wait for.
+        if batch.is_empty() {
+            return;
+        }
+        batch.seq = self.submitted.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(tx) = guard(&self.tx).as_ref() {
             // A send fails only once the writer has stopped; `synced` then reports it.
             let _ = tx.send(Job::Write(Box::new(batch)));
@@ -470,6 +511,8 @@ pub fn open(dir: &Path) -> Result<(Persister, Restored), PersistError> {
                 numbering: HashMap::new(),
                 activity: BTreeSet::new(),
                 activity_written: Instant::now(),
+                ids: Vec::new(),
+                last_batch: 0,
             }),
             activity_interval: ACTIVITY_INTERVAL,
             progress,

@@ -6,6 +6,8 @@ use std::sync::mpsc;
 use redb::{Database, Durability, TableDefinition, WriteTransaction};
 use tokio::sync::watch;
 
+use crate::hub::persisted::encode;
+
 use super::{
     Batch, DEVICES, EVENTS, FEEDBACK_BATCHES, FEEDBACK_PENDING, Job, MESSAGES, META, PARTITIONS,
     Progress, SEQUENCE_NUMBERS,
@@ -65,6 +67,7 @@ struct Coalesced {
     messages: BTreeMap<(String, u64), Option<Vec<u8>>>,
     feedback_pending: BTreeMap<u64, Option<Vec<u8>>>,
     feedback_batches: BTreeMap<u64, Option<Vec<u8>>>,
+    feedback_last_batch: Option<u64>,
     ids: Option<Vec<u8>>,
     created_at: Option<Vec<u8>>,
     events: Vec<(u32, u64, Vec<u8>)>,
@@ -85,7 +88,12 @@ impl Coalesced {
         );
         self.feedback_pending.extend(b.feedback_pending);
         self.feedback_batches.extend(b.feedback_batches);
-        self.ids = Some(b.ids);
+        if b.ids.is_some() {
+            self.ids = b.ids;
+        }
+        if b.feedback_last_batch.is_some() {
+            self.feedback_last_batch = b.feedback_last_batch;
+        }
         if b.created_at.is_some() {
             self.created_at = b.created_at;
         }
@@ -103,6 +111,7 @@ impl Coalesced {
             && self.messages.is_empty()
             && self.feedback_pending.is_empty()
             && self.feedback_batches.is_empty()
+            && self.feedback_last_batch.is_none()
             && self.ids.is_none()
             && self.created_at.is_none()
             && self.events.is_empty()
@@ -120,6 +129,7 @@ impl Coalesced {
             messages,
             feedback_pending,
             feedback_batches,
+            feedback_last_batch,
             ids,
             created_at,
             events,
@@ -154,8 +164,11 @@ impl Coalesced {
             FEEDBACK_BATCHES,
             feedback_batches.iter().map(|(k, v)| (*k, v)),
         )?;
-        if ids.is_some() || created_at.is_some() {
+        if ids.is_some() || created_at.is_some() || feedback_last_batch.is_some() {
             let mut meta = txn.open_table(META)?;
+            if let Some(n) = feedback_last_batch {
+                meta.insert("feedback_last_batch", encode(&n).as_slice())?;
+            }
             if let Some(t) = &created_at {
                 meta.insert("created_at", t.as_slice())?;
             }
