@@ -114,7 +114,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, TableDefinition};
 use tokio::sync::watch;
 
-use crate::hub::Hub;
+use crate::hub::{Hub, IdGen};
 use crate::hub::event_log::EventRecord;
 use crate::hub::persisted::{Restored, encode, encode_compact};
 
@@ -258,7 +258,7 @@ struct Handed {
     /// When `activity` was last written.
     activity_written: Instant,
     /// The id generator as last handed over.
-    ids: Vec<u8>,
+    ids: Option<IdGen>,
     /// The last feedback batch id as last handed over.
     last_batch: u64,
 }
@@ -392,10 +392,11 @@ impl Persister {
             handed.last_batch = last_batch;
             last_batch
         });
-        let ids = encode(&hub.id_state());
-        let ids = (handed.ids != ids).then(|| {
-            handed.ids.clone_from(&ids);
-            ids
+        let ids = hub.id_state();
+        let ids = (handed.ids.as_ref() != Some(&ids)).then(|| {
+            let bytes = encode(&ids);
+            handed.ids = Some(ids);
+            bytes
         });
         let mut batch = Batch {
             seq: 0,
@@ -511,7 +512,7 @@ pub fn open(dir: &Path) -> Result<(Persister, Restored), PersistError> {
                 numbering: HashMap::new(),
                 activity: BTreeSet::new(),
                 activity_written: Instant::now(),
-                ids: Vec::new(),
+                ids: None,
                 last_batch: 0,
             }),
             activity_interval: ACTIVITY_INTERVAL,
