@@ -114,12 +114,14 @@ use std::time::{Duration, Instant};
 use redb::{Database, TableDefinition};
 use tokio::sync::watch;
 
-use crate::hub::{Hub, IdGen};
 use crate::hub::event_log::EventRecord;
 use crate::hub::persisted::{Restored, encode, encode_compact};
+use crate::hub::{Hub, IdGen};
 
 mod load;
 mod write;
+
+use write::Writes;
 
 /// The state file's name in the data directory.
 pub const FILE_NAME: &str = "state.redb";
@@ -196,43 +198,9 @@ pub enum PersistError {
 struct Batch {
     seq: u64,
     cleared: bool,
-    /// Devices whose stored messages all go before `messages` are written.
+    /// Devices whose stored messages all go before `writes` are written.
     replaced: Vec<String>,
-    devices: Vec<(String, Option<Vec<u8>>)>,
-    /// (device, last C2D sequence number given out); `None` deletes.
-    numbering: Vec<(String, Option<u64>)>,
-    /// (device, sequence number, record); `None` deletes.
-    messages: Vec<(String, u64, Option<Vec<u8>>)>,
-    /// (key, record) of pending feedback records; `None` deletes.
-    feedback_pending: Vec<(u64, Option<Vec<u8>>)>,
-    /// (batch id, record) of released feedback batches; `None` deletes.
-    feedback_batches: Vec<(u64, Option<Vec<u8>>)>,
-    /// The last feedback batch id given out, when it moved.
-    feedback_last_batch: Option<u64>,
-    /// The id generator, when it moved.
-    ids: Option<Vec<u8>>,
-    /// (partition, sequence number, record) of each appended event.
-    events: Vec<(u32, u64, Vec<u8>)>,
-    /// (partition, numbering record, first retained sequence number): keys before it go.
-    partitions: Vec<(u32, Vec<u8>, u64)>,
-    created_at: Option<Vec<u8>>,
-}
-
-impl Batch {
-    fn is_empty(&self) -> bool {
-        !self.cleared
-            && self.replaced.is_empty()
-            && self.devices.is_empty()
-            && self.numbering.is_empty()
-            && self.messages.is_empty()
-            && self.feedback_pending.is_empty()
-            && self.feedback_batches.is_empty()
-            && self.feedback_last_batch.is_none()
-            && self.ids.is_none()
-            && self.events.is_empty()
-            && self.partitions.is_empty()
-            && self.created_at.is_none()
-    }
+    writes: Writes,
 }
 
 enum Job {
@@ -306,29 +274,30 @@ impl Persister {
             handed.numbering.clear();
             handed.activity.clear();
         }
-        let mut devices = Vec::with_capacity(changes.devices.len());
-        let mut numbering = Vec::new();
+        let mut w = Writes::default();
         for id in &changes.devices {
             handed.activity.remove(id);
             let record = hub.device_record_without_queue(id);
             let last = record.as_ref().map(|r| r.last_sequence_number);
             // Written with the record, so a stale number of a deleted namesake never counts.
-            numbering.push((id.clone(), last));
+            w.numbering.insert(id.clone(), last);
             match last {
                 Some(n) => handed.numbering.insert(id.clone(), n),
                 None => handed.numbering.remove(id),
             };
-            devices.push((id.clone(), record.map(|r| encode(&r))));
+            w.devices.insert(id.clone(), record.map(|r| encode(&r)));
         }
-        for id in changes.messages.keys() {
-            if changes.devices.contains(id) {
-                continue;
-            }
-            if let Some(n) = hub.last_sequence_number(id)
+        for (id, seqs) in &changes.messages {
+            if !changes.devices.contains(id)
+                && let Some(n) = hub.last_sequence_number(id)
                 && handed.numbering.get(id) != Some(&n)
             {
-                numbering.push((id.clone(), Some(n)));
+                w.numbering.insert(id.clone(), Some(n));
                 handed.numbering.insert(id.clone(), n);
+            }
+            for &seq in seqs {
+                let record = hub.message_record(id, seq).map(|r| encode_compact(&r));
+                w.messages.insert((id.clone(), seq), record);
             }
         }
         handed.activity.extend(changes.activity);
@@ -337,88 +306,58 @@ impl Persister {
             for id in std::mem::take(&mut handed.activity) {
                 // A device deleted since is deleted by its own change, not here.
                 if let Some(r) = hub.device_record_without_queue(&id) {
-                    devices.push((id, Some(encode(&r))));
+                    w.devices.insert(id, Some(encode(&r)));
                 }
             }
         }
-        let messages = changes
-            .messages
-            .iter()
-            .flat_map(|(id, seqs)| {
-                seqs.iter().map(|&seq| {
-                    let record = hub.message_record(id, seq).map(|r| encode_compact(&r));
-                    (id.clone(), seq, record)
-                })
-            })
-            .collect();
-        let feedback_pending = changes
-            .feedback
-            .pending
-            .iter()
-            .map(|&k| (k, hub.feedback_pending_record(k).map(encode)))
-            .collect();
-        let feedback_batches = changes
-            .feedback
-            .batches
-            .iter()
-            .map(|&id| (id, hub.feedback_batch_record(id).map(|r| encode(&r))))
-            .collect();
-        let log = hub.event_log();
-        let events = changes
-            .events
-            .appended
-            .iter()
-            .map(|e| {
-                let seq = u64::try_from(e.sequence_number).unwrap_or_default();
-                (e.partition, seq, encode_compact(&EventRecord::from(&**e)))
-            })
-            .collect();
-        let partitions = changes
-            .events
-            .partitions
-            .iter()
-            .filter_map(|&p| {
-                let (record, first) = log.partition_record(p)?;
-                Some((p, encode(&record), u64::try_from(first).unwrap_or_default()))
-            })
-            .collect();
-        let created_at = changes
-            .events
-            .created_at
-            .then(|| log.created_at().map(|t| encode(&t)))
-            .flatten();
+        for &k in &changes.feedback.pending {
+            w.feedback_pending
+                .insert(k, hub.feedback_pending_record(k).map(encode));
+        }
+        for &id in &changes.feedback.batches {
+            let record = hub.feedback_batch_record(id).map(|r| encode(&r));
+            w.feedback_batches.insert(id, record);
+        }
         let last_batch = hub.feedback_last_batch();
-        let feedback_last_batch = (handed.last_batch != last_batch).then(|| {
+        if handed.last_batch != last_batch {
             handed.last_batch = last_batch;
-            last_batch
-        });
+            w.feedback_last_batch = Some(last_batch);
+        }
         let ids = hub.id_state();
-        let ids = (handed.ids.as_ref() != Some(&ids)).then(|| {
-            let bytes = encode(&ids);
+        if handed.ids.as_ref() != Some(&ids) {
+            w.ids = Some(encode(&ids));
             handed.ids = Some(ids);
-            bytes
-        });
-        let mut batch = Batch {
+        }
+        let log = hub.event_log();
+        for e in &changes.events.appended {
+            let seq = u64::try_from(e.sequence_number).unwrap_or_default();
+            let record = encode_compact(&EventRecord::from(&**e));
+            w.events.push((e.partition, seq, record));
+        }
+        for &p in &changes.events.partitions {
+            if let Some((record, first)) = log.partition_record(p) {
+                let first = u64::try_from(first).unwrap_or_default();
+                w.partitions.insert(p, (encode(&record), first));
+            }
+        }
+        if changes.events.created_at {
+            w.created_at = log.created_at().map(|t| encode(&t));
+        }
+        let batch = Batch {
             seq: 0,
             cleared: changes.cleared,
             replaced: changes.replaced.into_iter().collect(),
-            devices,
-            numbering,
-            messages,
-            feedback_pending,
-            feedback_batches,
-            feedback_last_batch,
-            ids,
-            events,
-            partitions,
-            created_at,
+            writes: w,
         };
         // A lock, or a message that came and went before this: nothing to write, and no
         // commit (an fsync) for anybody to wait for.
-        if batch.is_empty() {
+        if !batch.cleared && batch.replaced.is_empty() && batch.writes.is_empty() {
             return;
         }
-        batch.seq = self.submitted.fetch_add(1, Ordering::SeqCst) + 1;
+        let batch = Batch {
+            seq: self.submitted.fetch_add(1, Ordering::SeqCst) + 1,
+            ..batch
+        };
         if let Some(tx) = guard(&self.tx).as_ref() {
             // A send fails only once the writer has stopped; `synced` then reports it.
             let _ = tx.send(Job::Write(Box::new(batch)));

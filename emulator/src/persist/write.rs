@@ -57,55 +57,62 @@ pub(super) fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sen
     done.send_modify(|p| p.closed = true);
 }
 
-/// The last value of every key the batches wrote (`None`: deleted), so a key written by many
-/// operations of one commit (a device's numbering, a message enqueued and completed, the id
-/// generator) costs one B-tree update, and each table is opened once per commit.
+/// Keys to write, each with its last value (`None`: delete): what one operation changed, and
+/// merged in the writer, what a whole commit changes. So a key written by many operations of
+/// one commit (a device's numbering, a message enqueued and completed) costs one B-tree
+/// update, and each table is opened once per commit.
 #[derive(Default)]
-struct Coalesced {
-    devices: BTreeMap<String, Option<Vec<u8>>>,
-    numbering: BTreeMap<String, Option<u64>>,
-    messages: BTreeMap<(String, u64), Option<Vec<u8>>>,
-    feedback_pending: BTreeMap<u64, Option<Vec<u8>>>,
-    feedback_batches: BTreeMap<u64, Option<Vec<u8>>>,
-    feedback_last_batch: Option<u64>,
-    ids: Option<Vec<u8>>,
-    created_at: Option<Vec<u8>>,
-    events: Vec<(u32, u64, Vec<u8>)>,
+pub(super) struct Writes {
+    pub devices: BTreeMap<String, Option<Vec<u8>>>,
+    /// The last C2D sequence number given out, per device.
+    pub numbering: BTreeMap<String, Option<u64>>,
+    pub messages: BTreeMap<(String, u64), Option<Vec<u8>>>,
+    /// Pending feedback records by key.
+    pub feedback_pending: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Released feedback batches by id.
+    pub feedback_batches: BTreeMap<u64, Option<Vec<u8>>>,
+    /// The last feedback batch id given out, when it moved.
+    pub feedback_last_batch: Option<u64>,
+    /// The id generator, when it moved.
+    pub ids: Option<Vec<u8>>,
+    pub created_at: Option<Vec<u8>>,
+    /// (partition, sequence number, record) of each appended event.
+    pub events: Vec<(u32, u64, Vec<u8>)>,
     /// Per partition: its last numbering record and the first sequence number it retains
     /// (retention only moves it forward, so trimming once after the inserts is the same as
     /// trimming after each).
-    partitions: BTreeMap<u32, (Vec<u8>, u64)>,
+    pub partitions: BTreeMap<u32, (Vec<u8>, u64)>,
 }
 
-impl Coalesced {
-    fn add(&mut self, b: Batch) {
-        self.devices.extend(b.devices);
-        self.numbering.extend(b.numbering);
-        self.messages.extend(
-            b.messages
-                .into_iter()
-                .map(|(id, seq, record)| ((id, seq), record)),
-        );
-        self.feedback_pending.extend(b.feedback_pending);
-        self.feedback_batches.extend(b.feedback_batches);
-        if b.ids.is_some() {
-            self.ids = b.ids;
+impl Writes {
+    /// Adds later writes: they win over earlier ones of the same key.
+    fn add(&mut self, later: Writes) {
+        self.devices.extend(later.devices);
+        self.numbering.extend(later.numbering);
+        self.messages.extend(later.messages);
+        self.feedback_pending.extend(later.feedback_pending);
+        self.feedback_batches.extend(later.feedback_batches);
+        for (mine, theirs) in [
+            (&mut self.ids, later.ids),
+            (&mut self.created_at, later.created_at),
+        ] {
+            if theirs.is_some() {
+                *mine = theirs;
+            }
         }
-        if b.feedback_last_batch.is_some() {
-            self.feedback_last_batch = b.feedback_last_batch;
+        if later.feedback_last_batch.is_some() {
+            self.feedback_last_batch = later.feedback_last_batch;
         }
-        if b.created_at.is_some() {
-            self.created_at = b.created_at;
-        }
-        self.events.extend(b.events);
-        for (p, record, first) in b.partitions {
+        self.events.extend(later.events);
+        for (p, (record, first)) in later.partitions {
             let e = self.partitions.entry(p).or_insert((Vec::new(), 0));
             e.0 = record;
             e.1 = e.1.max(first);
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
             && self.numbering.is_empty()
             && self.messages.is_empty()
@@ -123,7 +130,7 @@ impl Coalesced {
         if self.is_empty() {
             return Ok(());
         }
-        let Coalesced {
+        let Writes {
             devices,
             numbering,
             messages,
@@ -219,7 +226,7 @@ fn put_all<'k, K: redb::Key + 'static>(
 fn write(db: &Database, batches: Vec<Batch>) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
-    let mut pending = Coalesced::default();
+    let mut pending = Writes::default();
     for b in batches {
         // A reset or a replaced device deletes ranges of keys: what came before goes in first,
         // so the deletes apply to it and not to what comes after.
@@ -239,7 +246,7 @@ fn write(db: &Database, batches: Vec<Batch>) -> Result<(), redb::Error> {
                 messages.retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
             }
         }
-        pending.add(b);
+        pending.add(b.writes);
     }
     pending.apply(&txn)?;
     txn.commit()?;
