@@ -25,7 +25,8 @@
 //!   and message; one key per event, so an append writes only its event;
 //! - table `partitions`: partition → its numbering (next sequence number and offset, the last
 //!   event's offset and time), which continues after a restart even when retention dropped
-//!   every event. Retention (age, per-partition count and bytes) and reset trim the front:
+//!   every event. Written only when events are dropped: a plain append writes its event alone,
+//!   and a restart carries the numbering on from the last event. Retention (age, per-partition count and bytes) and reset trim the front:
 //!   the keys before the partition's first retained sequence number are deleted in the same
 //!   commit;
 //! - tables `feedback_pending` (key → a feedback record waiting for its batch window, keys

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::event::{AuthMethod, AuthScope, ConnectionStamp, CredentialType, Event, EventSource};
-use super::partition::Last;
+use super::partition::{Last, accounted_size};
 use super::{EventLog, Partition};
 use crate::hub::Identity;
 use crate::hub::persisted::IdRecord;
@@ -225,7 +225,10 @@ impl Partition {
             .into_iter()
             .map(|(seq, e)| Arc::new(e.into_event(id, seq)))
             .collect();
-        let last_event = events.back().map(|e| (e.sequence_number, e.offset));
+        let last_event = events.back().map(|e| {
+            let size = accounted_size(&e.message, &e.origin);
+            (e.sequence_number, e.offset, size, e.enqueued_time)
+        });
         match r.record {
             Some(rec) => {
                 self.next_seq = rec.next_seq;
@@ -241,10 +244,17 @@ impl Partition {
                 self.last = None;
             }
         }
-        // The numbering never goes back behind what is retained, whatever the record says.
-        if let Some((seq, offset)) = last_event {
+        // The record is written only when events are dropped (appends write just their event),
+        // so events after it carry the numbering on: never behind what is retained.
+        if let Some((seq, offset, size, enqueued_time)) = last_event {
             self.next_seq = self.next_seq.max(seq + 1);
-            self.next_offset = self.next_offset.max(offset + 1);
+            self.next_offset = self.next_offset.max(offset.saturating_add(size));
+            if self.last.is_none_or(|l| l.offset < offset) {
+                self.last = Some(Last {
+                    offset,
+                    enqueued_time,
+                });
+            }
         }
         // Retained events must sit at `next_seq - len ..`: keep the run that ends at the last.
         let contiguous = events
@@ -289,10 +299,11 @@ impl EventLog {
         self.created_at
     }
 
-    pub(super) fn note_appended(&mut self, event: &Arc<Event>, partition: u32) {
+    /// An append: its event is written; the partition's numbering only when the append also
+    /// dropped events ([`EventLog::note_partition`]), as a restart finds it from the last event.
+    pub(super) fn note_appended(&mut self, event: &Arc<Event>) {
         if let Some(c) = &mut self.changes {
             c.appended.push(event.clone());
-            c.partitions.insert(partition);
         }
     }
 

@@ -298,8 +298,13 @@ impl EventLog {
             Some(p) => p,
             None => &mut self.partitions[0],
         };
+        let first = partition.first_seq();
         let e = partition.append(new, now, settings, timers);
-        self.note_appended(&e, e.partition);
+        let trimmed = partition.first_seq() != first;
+        self.note_appended(&e);
+        if trimmed {
+            self.note_partition(e.partition);
+        }
         Appended {
             partition: e.partition,
             sequence_number: e.sequence_number,

@@ -23,7 +23,7 @@ use iothub_protocol::Message;
 pub const EVENT_OVERHEAD: u64 = 512;
 
 /// Bytes an event counts for against the partition's byte bound; also how far the offset moves.
-fn accounted_size(message: &Message, origin: &Identity) -> u64 {
+pub(super) fn accounted_size(message: &Message, origin: &Identity) -> u64 {
     let ids = origin.device_id.len() + origin.module_id.as_ref().map_or(0, String::len);
     (message.size() + ids) as u64 + EVENT_OVERHEAD
 }
