@@ -16,9 +16,11 @@
 //! client that stops reading stalls only itself.
 
 use std::fmt;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use iothub_protocol::HubError;
 use iothub_protocol::sas::SasToken;
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
@@ -47,6 +49,14 @@ use super::topics::{self, Route};
 use super::twin;
 
 type Transport<IO> = Framed<IO, StrictCodec>;
+
+/// Polls once without a waker: for work that usually completes at once, tried before waiting
+/// for it properly (which polls again, with a waker).
+fn poll_once<T>(f: impl FnOnce(&mut std::task::Context<'_>) -> Poll<T>) -> Poll<T> {
+    f(&mut std::task::Context::from_waker(
+        futures_util::task::noop_waker_ref(),
+    ))
+}
 
 /// How often a connection looks at a virtual clock for its token's expiry.
 const TOKEN_CHECK_VIRTUAL: Duration = Duration::from_secs(1);
@@ -594,6 +604,16 @@ where
     /// when the buffer is past its backpressure boundary.
     async fn feed(&mut self, packet: Packet) -> Result<(), Close> {
         debug!(device = %self.device_id, packet = kind(&packet), "send");
+        // Usually the buffer has room and feeding only encodes into it: then the cancellation
+        // and timeout arms below (wakers registered and dropped per packet, a few % of the CPU
+        // at 10,000 events/s) are not needed. Polled once without a waker; the slow path
+        // polls again with one.
+        if let Poll::Ready(ready) = poll_once(|cx| Pin::new(&mut *self.t).poll_ready(cx)) {
+            ready.map_err(codec_close)?;
+            return Pin::new(&mut *self.t)
+                .start_send(packet)
+                .map_err(codec_close);
+        }
         tokio::select! {
             biased;
             _ = self.ctx.shutdown.cancelled() => Err(Close::Shutdown),
@@ -608,6 +628,12 @@ where
 
     /// Writes everything queued.
     async fn flush(&mut self) -> Result<(), Close> {
+        // Usually the socket takes it all at once (see `feed`).
+        if let Poll::Ready(r) =
+            poll_once(|cx| Sink::<Packet>::poll_flush(Pin::new(&mut *self.t), cx))
+        {
+            return r.map_err(codec_close);
+        }
         tokio::select! {
             biased;
             _ = self.ctx.shutdown.cancelled() => Err(Close::Shutdown),
