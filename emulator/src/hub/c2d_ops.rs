@@ -82,6 +82,11 @@ impl<S: Store> Hub<S> {
         now: OffsetDateTime,
     ) -> Result<Option<Message>, HubError> {
         self.handle_timeout(now);
+        // Devices ask after every burst of packets; most of the time there is nothing, and a
+        // lock token costs a system call to the OS's random source.
+        if !self.entry(device_id)?.queue.has_available() {
+            return Ok(None);
+        }
         let token = self.entropy.lock_token()?;
         let lock = self.settings.lock_duration;
         let mut entry = self

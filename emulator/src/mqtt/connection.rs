@@ -874,6 +874,12 @@ where
     async fn fill_c2d(&mut self, fed: &mut bool, qos0: &mut Vec<String>) -> Result<(), Close> {
         while self.session.wants_c2d() {
             let device = self.device_id;
+            // A look first: a receive is a whole hub operation (deadlines, a state write
+            // check, wake-ups), and this runs after every burst of packets. A message that
+            // becomes available later wakes this connection (`c2d_notify`).
+            if !self.ctx.hub.read(|hub| hub.has_c2d_available(device)) {
+                break;
+            }
             let received = self
                 .ctx
                 .hub
