@@ -71,6 +71,8 @@ pub(super) fn load(db: &Database, dir: &Path) -> Result<Restored, PersistError> 
                 }
                 if found <= 3 {
                     migrate_feedback_from_3(&mut meta, &mut pending, &mut batches, dir)?;
+                    let mut events = txn.open_table(EVENTS).map_err(|e| bad(e.into()))?;
+                    migrate_events_from_3(&mut events, dir)?;
                 }
                 if found < FORMAT_VERSION {
                     meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
@@ -208,12 +210,19 @@ fn read_event_log(
     }
     for item in events.iter().map_err(bad)? {
         let (k, v) = item.map_err(bad)?;
-        let (p, seq) = k.value();
-        let record: EventRecord = decode(v.value())
-            .map_err(|e| corrupt(dir, format!("event {seq} of partition {p}: {e}")))?;
-        let seq = i64::try_from(seq)
-            .map_err(|_| corrupt(dir, format!("event {seq} of partition {p}")))?;
-        out.entry(p).or_default().events.push((seq, record));
+        let (p, last) = k.value();
+        let what = || format!("events up to {last} of partition {p}");
+        let chunk: Vec<EventRecord> =
+            decode(v.value()).map_err(|e| corrupt(dir, format!("{}: {e}", what())))?;
+        let last = i64::try_from(last).map_err(|_| corrupt(dir, what()))?;
+        let first = i64::try_from(chunk.len())
+            .ok()
+            .and_then(|n| last.checked_sub(n - 1))
+            .ok_or_else(|| corrupt(dir, what()))?;
+        out.entry(p)
+            .or_default()
+            .events
+            .extend((first..).zip(chunk));
     }
     Ok(out.into_iter().collect())
 }
@@ -269,6 +278,24 @@ fn migrate_from_2(
         messages
             .insert((id.as_str(), seq), bytes.as_slice())
             .map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// Format 3 stored each event under (partition, its sequence number): each becomes a chunk of
+/// one, keyed by its last (and only) event.
+fn migrate_events_from_3(
+    events: &mut redb::Table<(u32, u64), &[u8]>,
+    dir: &Path,
+) -> Result<(), PersistError> {
+    let bad = |e: redb::StorageError| corrupt(dir, e);
+    let mut rewritten = Vec::new();
+    for item in events.iter().map_err(bad)? {
+        let (k, v) = item.map_err(bad)?;
+        rewritten.push((k.value(), super::write::event_chunk(&[v.value().to_vec()])));
+    }
+    for (key, chunk) in rewritten {
+        events.insert(key, chunk.as_slice()).map_err(bad)?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
 use super::*;
+use crate::hub::event_log::EventRecord;
 use crate::hub::persisted::decode;
 use crate::hub::{Hub, HubSettings};
 
@@ -344,6 +345,11 @@ fn a_format_3_file_is_migrated_on_open() {
     }
     // One released batch of two, one record waiting for its window.
     let before = encode(&hub.feedback_record());
+    // Format 3 kept each event under its own key, as a single record.
+    hub.track_changes();
+    telemetry(&mut hub, "d1", "e", t(1));
+    let appended = hub.take_changes().unwrap().events.appended;
+    let log_before = event_log(&hub);
     {
         let db = open_db(&dir).unwrap();
         let txn = db.begin_write().unwrap();
@@ -352,9 +358,19 @@ fn a_format_3_file_is_migrated_on_open() {
             meta.insert("format", 3u64.to_le_bytes().as_slice())
                 .unwrap();
             meta.insert("feedback", before.as_slice()).unwrap();
+            let created = encode(&hub.event_log().created_at().unwrap());
+            meta.insert("created_at", created.as_slice()).unwrap();
             let mut devices = txn.open_table(DEVICES).unwrap();
             let record = hub.device_record_without_queue("d1").unwrap();
             devices.insert("d1", encode(&record).as_slice()).unwrap();
+            let mut events = txn.open_table(EVENTS).unwrap();
+            for e in &appended {
+                let record = encode_compact(&EventRecord::from(&**e));
+                let seq = u64::try_from(e.sequence_number).unwrap();
+                events
+                    .insert((e.partition, seq), record.as_slice())
+                    .unwrap();
+            }
         }
         txn.commit().unwrap();
     }
@@ -366,6 +382,7 @@ fn a_format_3_file_is_migrated_on_open() {
             encode(&again.feedback_record()) == before,
             "migrated feedback differs"
         );
+        assert_eq!(event_log(&again), log_before, "migrated events differ");
         p.close();
     }
     let db = open_db(&dir).unwrap();
@@ -567,11 +584,48 @@ fn a_restart_keeps_the_event_log_and_its_numbering() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Events on disk, counted inside their chunks.
 fn stored_events(dir: &Path) -> usize {
+    use redb::ReadableTable;
     let db = open_db(dir).unwrap();
     let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let n = txn.open_table(EVENTS).unwrap().len().unwrap();
-    n as usize
+    let table = txn.open_table(EVENTS).unwrap();
+    table
+        .iter()
+        .unwrap()
+        .map(|item| {
+            let (_, v) = item.unwrap();
+            decode::<Vec<EventRecord>>(v.value()).unwrap().len()
+        })
+        .sum()
+}
+
+/// A commit's events of a partition are one chunk on disk; when retention drops the front of a
+/// chunk, the rest of it stays retained, and the dropped part stays dropped after a restart.
+#[test]
+fn a_chunk_that_straddles_retention_loads_without_its_dropped_events() {
+    let dir = temp_dir("straddle");
+    let (p, mut hub) = open_hub(&dir, t(0));
+    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    for i in 0..12 {
+        telemetry(&mut hub, "d1", &i.to_string(), t(1));
+    }
+    p.submit(&mut hub);
+    block_on(p.synced()).unwrap();
+    let before = event_log(&hub);
+    p.close();
+    drop(p);
+    assert_eq!(
+        stored_events(&dir),
+        12,
+        "one chunk, its front dropped in memory only"
+    );
+    let (p, again) = open_hub(&dir, t(2));
+    assert_eq!(event_log(&again), before);
+    let d1 = crate::hub::event_log::partition_for_device("d1", 2).to_string();
+    assert_eq!(again.partition_info(&d1).unwrap().begin_sequence_number, 7);
+    p.close();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Retention deletes from disk too: by count on append, by age when the deadline fires
@@ -581,11 +635,12 @@ fn retention_deletes_events_from_disk() {
     let dir = temp_dir("retention");
     let (p, mut hub) = open_hub(&dir, t(0));
     hub.create_device(Device::new("d1"), t(0)).unwrap();
+    // A commit each, so each event is a chunk of its own.
     for i in 0..12 {
         telemetry(&mut hub, "d1", &i.to_string(), t(1));
+        p.submit(&mut hub);
+        block_on(p.synced()).unwrap();
     }
-    p.submit(&mut hub);
-    block_on(p.synced()).unwrap();
     p.close();
     assert_eq!(stored_events(&dir), 5, "the per-partition bound");
 

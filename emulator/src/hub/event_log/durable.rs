@@ -52,6 +52,10 @@ pub struct PartitionRecord {
     pub next_offset: u64,
     /// The last event's offset and enqueued time (Unix ms), retained or not.
     pub last: Option<(u64, i64)>,
+    /// The first retained sequence number when the record was written: stored events before
+    /// it (a store may keep them until the rest of their chunk goes) are not loaded.
+    #[serde(default)]
+    pub first_seq: Option<i64>,
 }
 
 /// One retained event, without its partition and sequence number (they are its key). Written
@@ -213,6 +217,7 @@ impl Partition {
             last: self
                 .last
                 .map(|l| (l.offset, super::unix_ms(l.enqueued_time))),
+            first_seq: Some(self.first_seq()),
         }
     }
 
@@ -220,9 +225,13 @@ impl Partition {
     /// oldest event (already past for events that aged out while the emulator was down).
     fn restore(&mut self, r: RestoredPartition, settings: &EventLogSettings, timers: &mut Timers) {
         let id = self.id();
+        // Events dropped by retention before the record was written stay gone (their store
+        // may still hold them); events after it were all retained then.
+        let first = r.record.as_ref().and_then(|rec| rec.first_seq).unwrap_or(0);
         let events: VecDeque<Arc<Event>> = r
             .events
             .into_iter()
+            .filter(|(seq, _)| *seq >= first)
             .map(|(seq, e)| Arc::new(e.into_event(id, seq)))
             .collect();
         let last_event = events.back().map(|e| {
