@@ -20,15 +20,19 @@
 //!   touched (an enqueue, a settlement or a redelivery writes one; a lock writes none) and not
 //!   the device's whole queue, and a restart reads the table front to back, attaching each
 //!   message to its device by walking both tables in id order;
-//! - table `events`: (partition, sequence number) → one retained event of the Event
-//!   Hubs-compatible log (telemetry and routed events) with its offset, enqueued time, sender
-//!   and message; one key per event, so an append writes only its event;
+//! - table `events`: (partition, sequence number of the chunk's last event) → a chunk: the
+//!   events of the Event Hubs-compatible log (telemetry and routed events, each with its
+//!   offset, enqueued time, sender and message) that one commit appended to the partition, as
+//!   a MessagePack array. One B-tree insert per partition and commit, not per event (format 3
+//!   had one key per event: the writer's largest cost under telemetry);
 //! - table `partitions`: partition → its numbering (next sequence number and offset, the last
 //!   event's offset and time), which continues after a restart even when retention dropped
-//!   every event. Written only when events are dropped: a plain append writes its event alone,
-//!   and a restart carries the numbering on from the last event. Retention (age, per-partition count and bytes) and reset trim the front:
-//!   the keys before the partition's first retained sequence number are deleted in the same
-//!   commit;
+//!   every event, and the first retained sequence number. Written only when events are
+//!   dropped: a plain append writes its event alone, and a restart carries the numbering on
+//!   from the last event. Retention (age, per-partition count and bytes) and reset trim the
+//!   front: the chunks whose last event is before the first retained one are deleted in the
+//!   same commit; a chunk that straddles it stays until the rest of it goes, and its dropped
+//!   front is not loaded (the record's first retained sequence number);
 //! - tables `feedback_pending` (key → a feedback record waiting for its batch window, keys
 //!   consecutive in arrival order) and `feedback_batches` (batch id → a released batch with
 //!   its delivery count): one key each, so a settlement writes one record, not the whole
