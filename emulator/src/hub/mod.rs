@@ -30,8 +30,8 @@
 //! | `telemetry.rs` | D2C: recording telemetry and reading it back |
 //! | `methods/` | direct methods: subscriptions, invocations and their deadlines |
 //! | `views.rs` | read-only, serializable views for inspection (the control API) |
-//! | `store.rs` | the storage seam ([`Store`]) and the in-memory store |
-//! | `persisted.rs` | durable records of devices and feedback; rebuilding a hub from them |
+//! | `store.rs` | the storage seam ([`Store`], [`RuntimeEntry`] for message-rate changes) and the in-memory store |
+//! | `persisted.rs` | durable records of devices, messages and feedback; what changed; rebuilding a hub from them |
 //! | `timers.rs` | the one deadline index; `ids.rs`: seeded ids; `entropy.rs`: secrets; `settings.rs` |
 
 mod bulk;

@@ -4,8 +4,10 @@
 //!
 //! One [`DeviceRecord`] per device holds everything that lives in its [`DeviceEntry`] and
 //! must survive a restart: the registry identity (keys, generation id, etag, status), the
-//! twin, the modules with their twins, the C2D queue with sequence numbers, delivery counts
-//! and expiry times, and the telemetry counter. Deliberately left out:
+//! twin, the modules with their twins, the last C2D sequence number and the telemetry
+//! counter. Its queued C2D messages are [`QueuedRecord`]s of their own, and the feedback queue
+//! is a [`FeedbackBatchRecord`] per released batch and a record per pending entry, so that an
+//! operation's [`Changes`] name only what it touched. Deliberately left out:
 //! - locks: they belong to connections, which die with the process; a locked message comes
 //!   back available, and its delivery count is what the last release left;
 //! - timer ids: deadlines are re-armed from the stored times by [`Hub::restore`];
