@@ -8,7 +8,7 @@
 //!   generator (so etags continue rather than repeat), `created_at` = the hub's first moment
 //!   (the Event Hubs creation time), `feedback_last_batch` = the last feedback batch id given
 //!   out;
-//! - table `devices`: device id → one [`DeviceRecord`]: registry identity with keys, generation
+//! - table `devices`: device id → one [`DeviceRecord`](crate::hub::persisted::DeviceRecord): registry identity with keys, generation
 //!   id, etag and status, twin, modules with their twins, the last C2D sequence number given
 //!   out, the telemetry counter and last activity times. Written by registry, twin and
 //!   connection changes; message traffic does not rewrite it (see *Activity* below);
