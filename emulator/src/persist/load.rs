@@ -14,10 +14,9 @@ use crate::hub::IdGen;
 use crate::hub::StoredFeedback;
 use crate::hub::event_log::{EventRecord, PartitionRecord, RestoredPartition};
 use crate::hub::persisted::{
-    DeviceRecord, FeedbackBatchRecord, FeedbackRecords, FeedbackState, MessageRecord, QueuedRecord,
-    Restored, decode, encode, encode_compact,
+    DeviceRecord, FeedbackBatchRecord, FeedbackEntryRecord, FeedbackRecords, FeedbackState,
+    MessageRecord, QueuedRecord, Restored, decode, encode, encode_compact,
 };
-use iothub_protocol::FeedbackRecord;
 
 /// Reads the format stamp (writing it into a new file, migrating an older one) and every
 /// record.
@@ -172,7 +171,7 @@ fn read_feedback(
     let mut records = Vec::new();
     for item in pending.iter().map_err(bad)? {
         let (k, v) = item.map_err(bad)?;
-        let r: FeedbackRecord = decode(v.value())
+        let r: FeedbackEntryRecord = decode(v.value())
             .map_err(|e| corrupt(dir, format!("feedback record {}: {e}", k.value())))?;
         records.push((k.value(), r));
     }
@@ -186,11 +185,14 @@ fn read_feedback(
     if records.is_empty() && released.is_empty() && last_batch == 0 {
         return Ok(None);
     }
-    Ok(Some(StoredFeedback::from_records(FeedbackRecords {
+    let stored = StoredFeedback::from_records(FeedbackRecords {
         pending: records,
         batches: released,
         last_batch,
-    })))
+    });
+    stored
+        .map(Some)
+        .ok_or_else(|| corrupt(dir, "a feedback record's time is not a valid date"))
 }
 
 /// Every partition's numbering with its retained events, by partition id.
@@ -323,10 +325,14 @@ fn migrate_feedback_from_3(
     meta.insert("feedback_last_batch", encode(&last_batch).as_slice())
         .map_err(bad)?;
     for (key, r) in records {
-        pending.insert(key, encode(&r).as_slice()).map_err(bad)?;
+        pending
+            .insert(key, encode_compact(&r).as_slice())
+            .map_err(bad)?;
     }
     for (id, b) in released {
-        batches.insert(id, encode(&b).as_slice()).map_err(bad)?;
+        batches
+            .insert(id, encode_compact(&b).as_slice())
+            .map_err(bad)?;
     }
     Ok(())
 }

@@ -316,11 +316,13 @@ impl Persister {
             }
         }
         for &k in &changes.feedback.pending {
-            w.feedback_pending
-                .insert(k, hub.feedback_pending_record(k).map(encode));
+            w.feedback_pending.insert(
+                k,
+                hub.feedback_pending_record(k).map(|r| encode_compact(&r)),
+            );
         }
         for &id in &changes.feedback.batches {
-            let record = hub.feedback_batch_record(id).map(|r| encode(&r));
+            let record = hub.feedback_batch_record(id).map(|r| encode_compact(&r));
             w.feedback_batches.insert(id, record);
         }
         let last_batch = hub.feedback_last_batch();
