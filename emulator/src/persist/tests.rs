@@ -47,6 +47,14 @@ fn open_hub(dir: &Path, now: OffsetDateTime) -> (Persister, Hub) {
     (p, hub)
 }
 
+/// A fresh data directory and a hub over it with one device, `d1`, created at `t(0)`.
+fn hub_with_d1(name: &str) -> (PathBuf, Persister, Hub) {
+    let dir = temp_dir(name);
+    let (p, mut hub) = open_hub(&dir, t(0));
+    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    (dir, p, hub)
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -405,9 +413,7 @@ fn a_format_3_file_is_migrated_on_open() {
 /// after a restart, even when every message was completed.
 #[test]
 fn sequence_numbers_continue_after_a_restart_with_an_empty_queue() {
-    let dir = temp_dir("numbering");
-    let (p, mut hub) = open_hub(&dir, t(0));
-    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    let (dir, p, mut hub) = hub_with_d1("numbering");
     p.submit(&mut hub);
     for _ in 0..3 {
         hub.enqueue_c2d("d1", Message::new("x"), t(1)).unwrap();
@@ -440,11 +446,9 @@ fn sequence_numbers_continue_after_a_restart_with_an_empty_queue() {
 /// clean shutdown), the events themselves at once.
 #[test]
 fn activity_is_written_late_and_at_shutdown() {
-    let dir = temp_dir("activity");
-    let (mut p, mut hub) = open_hub(&dir, t(0));
+    let (dir, mut p, mut hub) = hub_with_d1("activity");
     // However slow the machine, the interval does not pass in this test.
     p.activity_interval = Duration::MAX;
-    hub.create_device(Device::new("d1"), t(0)).unwrap();
     p.submit(&mut hub);
     telemetry(&mut hub, "d1", "a", t(5));
     p.submit(&mut hub);
@@ -483,9 +487,7 @@ fn lock_one(hub: &mut Hub, device: &str) -> String {
 /// Messages written one by one come back as the queue they were in.
 #[test]
 fn messages_written_one_by_one_restore_the_queue() {
-    let dir = temp_dir("touched");
-    let (p, mut hub) = open_hub(&dir, t(0));
-    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    let (dir, p, mut hub) = hub_with_d1("touched");
     for _ in 0..50 {
         hub.enqueue_c2d("d1", Message::new("x"), t(0)).unwrap();
     }
@@ -604,9 +606,7 @@ fn stored_events(dir: &Path) -> usize {
 /// chunk, the rest of it stays retained, and the dropped part stays dropped after a restart.
 #[test]
 fn a_chunk_that_straddles_retention_loads_without_its_dropped_events() {
-    let dir = temp_dir("straddle");
-    let (p, mut hub) = open_hub(&dir, t(0));
-    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    let (dir, p, mut hub) = hub_with_d1("straddle");
     for i in 0..12 {
         telemetry(&mut hub, "d1", &i.to_string(), t(1));
     }
@@ -632,9 +632,7 @@ fn a_chunk_that_straddles_retention_loads_without_its_dropped_events() {
 /// (also when it fires right after a restart), and everything on reset; numbering continues.
 #[test]
 fn retention_deletes_events_from_disk() {
-    let dir = temp_dir("retention");
-    let (p, mut hub) = open_hub(&dir, t(0));
-    hub.create_device(Device::new("d1"), t(0)).unwrap();
+    let (dir, p, mut hub) = hub_with_d1("retention");
     // A commit each, so each event is a chunk of its own.
     for i in 0..12 {
         telemetry(&mut hub, "d1", &i.to_string(), t(1));
