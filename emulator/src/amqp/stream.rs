@@ -431,22 +431,11 @@ mod tests {
     }
 
     fn attach_handle_0() -> fe2o3_amqp_types::performatives::Attach {
-        use fe2o3_amqp_types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
+        use fe2o3_amqp_types::definitions::Role;
+        // A sender names its first delivery count.
         fe2o3_amqp_types::performatives::Attach {
-            name: "c2d".into(),
-            handle: 0.into(),
-            role: Role::Sender,
-            snd_settle_mode: SenderSettleMode::Mixed,
-            rcv_settle_mode: ReceiverSettleMode::First,
-            source: None,
-            target: None,
-            unsettled: None,
-            incomplete_unsettled: false,
             initial_delivery_count: Some(0),
-            max_message_size: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
+            ..crate::amqp::test_frames::attach("c2d", Role::Sender, 0)
         }
     }
 

@@ -65,14 +65,7 @@ pub(super) async fn anchor(cli: &Cli) -> BenchResult<()> {
         rig.fleet
             .probe(&rig.senders, devices, Duration::from_secs(20), true)
             .await;
-        let c = load::run_c2d(
-            &rig.fleet,
-            &rig.senders,
-            Some(&rig.feedback),
-            &c2d_plan,
-            rig.emu.pid,
-        )
-        .await;
+        let c = rig.run_c2d(&c2d_plan).await;
         let d = load::run_d2c(&rig.fleet, &d2c_plan, rig.emu.pid).await;
         rig.finish().await;
         (c, d)

@@ -219,14 +219,7 @@ pub(super) async fn c2d(cli: &Cli) -> BenchResult<()> {
             }
         }
         let plan = plan(cli, devices, duration, rate);
-        let o = load::run_c2d(
-            &rig.fleet,
-            &rig.senders,
-            Some(&rig.feedback),
-            &plan,
-            rig.emu.pid,
-        )
-        .await;
+        let o = rig.run_c2d(&plan).await;
         table.row(c2d_row(&label, &o, true));
         runs.push(c2d_json(&label, devices, &o));
         match run {

@@ -60,14 +60,7 @@ async fn measure(cli: &Cli, in_memory: bool) -> BenchResult<Mode> {
     }
     let run = lengths(cli.mode()).run;
     let plan = c2d::plan(cli, 100, run, None);
-    let c2d = load::run_c2d(
-        &rig.fleet,
-        &rig.senders,
-        Some(&rig.feedback),
-        &plan,
-        rig.emu.pid,
-    )
-    .await;
+    let c2d = rig.run_c2d(&plan).await;
     let mut d2c = Vec::new();
     for (label, plan) in d2c::d2c_plans(cli.mode(), cli.payload) {
         if plan.devices == 100 {

@@ -163,6 +163,18 @@ struct EmulatorRig {
 }
 
 impl EmulatorRig {
+    /// A C2D run: the rig's senders to its fleet, feedback counted, the emulator's CPU read.
+    async fn run_c2d(&self, plan: &load::C2dPlan) -> load::C2dOutcome {
+        load::run_c2d(
+            &self.fleet,
+            &self.senders,
+            Some(&self.feedback),
+            plan,
+            self.emu.pid,
+        )
+        .await
+    }
+
     /// Devices first, then the service side, then the process.
     async fn finish(self) {
         self.fleet.close().await;
