@@ -300,23 +300,28 @@ impl HubHandle {
     /// Runs one hub operation at the current time, then wakes whoever its events concern.
     pub fn run<R>(&self, op: impl FnOnce(&mut Hub, OffsetDateTime) -> R) -> R {
         let mut events = Vec::new();
-        let (result, deadline_before, deadline_after) = {
+        let (result, deadline_before, deadline_after, activity_waits) = {
             let mut hub = lock(&self.inner.hub);
             let before = hub.poll_timeout();
             let now = self.inner.clock.now();
             let result = op(&mut hub, now);
-            if let Some(p) = &self.inner.persist {
-                p.submit(&mut hub);
-            }
+            // Activity that starts waiting to be written has the timer task write it on time
+            // if no later operation does (`run_timers`).
+            let activity_waits = self
+                .inner
+                .persist
+                .as_ref()
+                .is_some_and(|p| p.submit(&mut hub));
             while let Some(e) = hub.poll_event() {
                 events.push(e);
             }
             // Under the lock, so racing writes reach devices in version order.
             self.inner.twins.deliver(&events);
-            (result, before, hub.poll_timeout())
+            (result, before, hub.poll_timeout(), activity_waits)
         };
-        if deadline_after.is_some()
-            && (deadline_before.is_none() || deadline_after < deadline_before)
+        if activity_waits
+            || deadline_after.is_some()
+                && (deadline_before.is_none() || deadline_after < deadline_before)
         {
             self.inner.timer.notify_one();
         }
@@ -579,6 +584,12 @@ impl HubHandle {
                 }
                 None => Duration::from_secs(3600),
             };
+            let activity = self
+                .inner
+                .persist
+                .as_ref()
+                .and_then(|p| p.activity_due_in());
+            let sleep = activity.map_or(sleep, |a| sleep.min(a));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = &mut wake => {}
@@ -659,6 +670,40 @@ mod tests {
             .unwrap();
         assert_ne!(first.system.lock_token, again.system.lock_token);
         assert!(!handle(false).advance_clock(Duration::from_secs(1)));
+    }
+
+    /// Telemetry's activity is written by the timer task when no later operation comes.
+    #[tokio::test]
+    async fn timer_task_writes_waiting_activity() {
+        let dir =
+            std::env::temp_dir().join(format!("iothub-driver-activity-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut p, restored) = crate::persist::open(&dir).unwrap();
+        p.set_activity_interval(Duration::from_millis(100));
+        let mut hub = Hub::new(HubSettings::default(), 3);
+        hub.restore(restored, Clock::new(false).now());
+        let h = HubHandle::with_persister(hub, Clock::new(false), Some(p));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(h.clone().run_timers(stop.clone()));
+        h.run(|hub, now| hub.create_device(Device::new("d1"), now))
+            .unwrap();
+        let origin = crate::hub::Origin::device("d1");
+        h.run(|hub, now| hub.send_telemetry(&origin, Message::new("t"), now))
+            .unwrap();
+        let waiting = || h.inner.persist.as_ref().and_then(|p| p.activity_due_in());
+        assert!(waiting().is_some());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while waiting().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "activity never written"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        h.close_store().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -97,8 +97,9 @@
 //! with every message, and nothing acknowledged depends on them. They live in the device
 //! record, and rewriting that record (keys, twin, modules) per telemetry message cost more
 //! than the message. So a device whose only change is activity is written at most once per
-//! `ACTIVITY_INTERVAL` (1 s), with a later operation's batch, and at a clean shutdown
-//! ([`Persister::flush_activity`]): a kill -9 can lose up to a second of activity times and
+//! `ACTIVITY_INTERVAL` (1 s): with a later operation's batch, or, when none comes, by the
+//! driver's timer task (it wakes at [`Persister::activity_due_in`]), and at a clean shutdown
+//! ([`Persister::flush_activity`]). A kill -9 can lose about a second of activity times and
 //! counts, never a message, an event or a registry or twin write.
 //!
 //! # Not kept (known gaps)
@@ -254,8 +255,11 @@ fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Persister {
     /// Queues what the last operation(s) changed. Call under the hub lock, right after the
     /// operation, so batches are numbered in operation order.
-    pub fn submit(&self, hub: &mut Hub) {
-        self.submit_with(hub, false);
+    ///
+    /// Returns true when activity started waiting to be written (see the module's
+    /// *Activity*): the caller's timer then wakes at [`Persister::activity_due_in`].
+    pub fn submit(&self, hub: &mut Hub) -> bool {
+        self.submit_with(hub, false)
     }
 
     /// Queues every device whose only change since its last write is activity (see the
@@ -265,13 +269,31 @@ impl Persister {
         self.submit_with(hub, true);
     }
 
-    fn submit_with(&self, hub: &mut Hub, flush_activity: bool) {
+    /// How long until the activity waiting to be written is due (zero: at the next
+    /// [`Persister::submit`]); `None` when none waits. A timer that calls `submit` then
+    /// writes activity even when no other operation comes.
+    pub fn activity_due_in(&self) -> Option<Duration> {
+        let handed = guard(&self.handed);
+        (!handed.activity.is_empty()).then(|| {
+            self.activity_interval
+                .saturating_sub(handed.activity_written.elapsed())
+        })
+    }
+
+    /// A shorter or longer [`ACTIVITY_INTERVAL`], for tests.
+    #[cfg(test)]
+    pub(crate) fn set_activity_interval(&mut self, interval: Duration) {
+        self.activity_interval = interval;
+    }
+
+    fn submit_with(&self, hub: &mut Hub, flush_activity: bool) -> bool {
         let changes = hub.take_changes();
         let mut handed = guard(&self.handed);
-        let activity_due = !handed.activity.is_empty()
+        let waited = !handed.activity.is_empty();
+        let activity_due = waited
             && (flush_activity || handed.activity_written.elapsed() >= self.activity_interval);
         if changes.is_none() && !activity_due {
-            return;
+            return false;
         }
         let changes = changes.unwrap_or_default();
         let handed = &mut *handed;
@@ -350,25 +372,23 @@ impl Persister {
         if changes.events.created_at {
             w.created_at = log.created_at().map(|t| encode(&t));
         }
-        let batch = Batch {
-            seq: 0,
-            cleared: changes.cleared,
-            replaced: changes.replaced.into_iter().collect(),
-            writes: w,
-        };
+        let started = !waited && !handed.activity.is_empty();
         // A lock, or a message that came and went before this: nothing to write, and no
         // commit (an fsync) for anybody to wait for.
-        if !batch.cleared && batch.replaced.is_empty() && batch.writes.is_empty() {
-            return;
+        if !changes.cleared && changes.replaced.is_empty() && w.is_empty() {
+            return started;
         }
         let batch = Batch {
             seq: self.submitted.fetch_add(1, Ordering::SeqCst) + 1,
-            ..batch
+            cleared: changes.cleared,
+            replaced: changes.replaced.into_iter().collect(),
+            writes: w,
         };
         if let Some(tx) = guard(&self.tx).as_ref() {
             // A send fails only once the writer has stopped; `synced` then reports it.
             let _ = tx.send(Job::Write(Box::new(batch)));
         }
+        started
     }
 
     /// Returns once everything submitted before the call is on disk.

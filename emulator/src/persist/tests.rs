@@ -448,7 +448,7 @@ fn sequence_numbers_continue_after_a_restart_with_an_empty_queue() {
 fn activity_is_written_late_and_at_shutdown() {
     let (dir, mut p, mut hub) = hub_with_d1("activity");
     // However slow the machine, the interval does not pass in this test.
-    p.activity_interval = Duration::MAX;
+    p.set_activity_interval(Duration::MAX);
     p.submit(&mut hub);
     telemetry(&mut hub, "d1", "a", t(5));
     p.submit(&mut hub);
@@ -676,6 +676,36 @@ fn retention_deletes_events_from_disk() {
     assert_eq!(
         info.last_enqueued_sequence_number, 13,
         "reset keeps the numbering"
+    );
+    p.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Activity that waits says when it is due, and a submit with nothing else to write writes it
+/// then: what the driver's timer task does when no later operation comes.
+#[test]
+fn waiting_activity_is_written_by_a_submit_when_due() {
+    let (dir, mut p, mut hub) = hub_with_d1("due");
+    p.set_activity_interval(Duration::from_millis(50));
+    assert!(!p.submit(&mut hub), "a new device is no activity");
+    assert_eq!(p.activity_due_in(), None);
+    telemetry(&mut hub, "d1", "a", t(5));
+    assert!(p.submit(&mut hub), "activity started waiting");
+    assert!(
+        p.activity_due_in()
+            .is_some_and(|d| d <= Duration::from_millis(50))
+    );
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(p.activity_due_in(), Some(Duration::ZERO));
+    assert!(!p.submit(&mut hub));
+    assert_eq!(p.activity_due_in(), None, "written");
+    block_on(p.synced()).unwrap();
+    p.close();
+    drop(p);
+    let (p, again) = open_hub(&dir, t(6));
+    assert_eq!(
+        again.get_device("d1").unwrap().last_activity_time,
+        Some(t(5))
     );
     p.close();
     let _ = std::fs::remove_dir_all(&dir);
