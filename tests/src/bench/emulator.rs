@@ -60,6 +60,10 @@ pub struct Options {
     pub log_level: &'static str,
     /// `--in-memory`: nothing written to the data directory.
     pub in_memory: bool,
+    /// `[eventhubs] max_events_per_partition` (the emulator's default, 100,000, unless a
+    /// scenario reads the event log back and must not lose events to the bound while its
+    /// reader lags).
+    pub max_events_per_partition: usize,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             data_dir: None,
             log_level: "warn",
             in_memory: false,
+            max_events_per_partition: 100_000,
         }
     }
 }
@@ -116,8 +121,11 @@ fn config_toml(o: &Options) -> String {
     );
     let _ = writeln!(
         s,
-        "[eventhubs]\npartition_count = {}\n",
-        super::events::PARTITIONS
+        "[eventhubs]\npartition_count = {}\nmax_events_per_partition = {}\nmax_bytes_per_partition = {}\n",
+        super::events::PARTITIONS,
+        o.max_events_per_partition,
+        // Room for the events bound at a few hundred accounted bytes each.
+        (o.max_events_per_partition as u64 * 512).clamp(32 << 20, 4 << 30),
     );
     for i in 0..o.devices {
         let _ = writeln!(

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::emulator::Emulator;
+use super::lean_reader;
 use super::load::{Fleet, client_tls, now_ns, stamped};
 use super::report::Latency;
 use super::sys::{CpuMeter, CpuSplit};
@@ -65,7 +66,7 @@ impl EventSink {
         }
     }
 
-    fn on_body(&self, lane: usize, body: &[u8]) {
+    pub(super) fn on_body(&self, lane: usize, body: &[u8]) {
         let now = now_ns();
         match read_stamp(body) {
             Some((t, seq)) if seq >> 32 == self.run => {
@@ -213,6 +214,63 @@ impl Reader {
                     }
                 }
             });
+        }
+        Ok(reader)
+    }
+
+    /// The same receivers as [`Reader::event_hubs`], read by [`lean_reader`]: each
+    /// connection's task walks the frames and takes only the bodies.
+    pub async fn event_hubs_lean(emu: &Emulator, connections: usize) -> BenchResult<Reader> {
+        let mut reader = Reader::new(PARTITIONS);
+        let (key_name, key) = policy_of(&emu.service_connection_string)?;
+        let token = lean_reader::policy_token(&key_name, &key)?;
+        let connections = connections.clamp(1, PARTITIONS);
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<BenchResult<()>>(connections);
+        for c in 0..connections {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", emu.amqp_port))
+                .await
+                .map_err(ctx("consumer TCP connect"))?;
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(ctx("server name"))?
+                .to_owned();
+            let tls = tokio_rustls::TlsConnector::from(client_tls(&emu.ca_pem)?)
+                .connect(name, tcp)
+                .await
+                .map_err(ctx("consumer TLS handshake"))?;
+            let plan = lean_reader::LeanPlan {
+                hub_name: emu.hub_name.clone(),
+                username: format!("{key_name}@sas.root.{}", emu.hub_name),
+                token: token.clone(),
+                partitions: (c..PARTITIONS).step_by(connections).collect(),
+                credit: CREDIT,
+            };
+            let rx = reader.sink.subscribe();
+            let error = reader.error.clone();
+            let ready = ready_tx.clone();
+            reader.tasks.spawn(async move {
+                let on_ready = || {
+                    let _ = ready.try_send(Ok(()));
+                };
+                let r = lean_reader::read(tls, plan, || rx.borrow().clone(), on_ready).await;
+                if let Err(e) = r {
+                    let _ = ready.try_send(Err(e.clone()));
+                    error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(format!("connection {c}: {e}"));
+                }
+            });
+        }
+        // Every receiver attached (or the first failure) before the first run starts.
+        for _ in 0..connections {
+            match tokio::time::timeout(Duration::from_secs(10), ready_rx.recv()).await {
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(e))) => return Err(format!("lean Event Hubs reader: {e}")),
+                Ok(None) | Err(_) => {
+                    return Err("lean Event Hubs reader: not attached in 10 s".into());
+                }
+            }
         }
         Ok(reader)
     }

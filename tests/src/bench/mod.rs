@@ -20,6 +20,7 @@ mod emulator;
 mod eventlog;
 mod events;
 mod hubops;
+mod lean_reader;
 mod load;
 mod mosquitto;
 mod report;
@@ -30,6 +31,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+
+/// Which Event Hubs reader the d2c-e2e scenario uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReaderKind {
+    /// [`lean_reader`]: frames walked, only the body taken.
+    Lean,
+    /// fe2o3's receiver.
+    Fe2o3,
+}
 
 /// Which figures to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,6 +135,12 @@ pub struct Cli {
     /// receivers over (1 to 4; the default, 4, is one per partition).
     #[arg(long, default_value_t = 4)]
     pub consumer_connections: usize,
+
+    /// The d2c-e2e scenario's Event Hubs reader: `lean` walks the AMQP frames and takes each
+    /// event's body (so the reader takes little of the CPU the emulator shares with it), `fe2o3`
+    /// is fe2o3's receiver, a general client that decodes every message whole.
+    #[arg(long, value_enum, default_value = "lean")]
+    pub reader: ReaderKind,
 
     /// Devices connecting at the same time.
     #[arg(long, default_value_t = 128)]

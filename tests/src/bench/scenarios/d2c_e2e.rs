@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{MAX_MESSAGES, connect_note, emulator_rig, ids, lengths};
+use super::{MAX_MESSAGES, connect_note, emulator_rig_options, ids, lengths};
 use crate::bench::emulator;
 use crate::bench::events::{self, EventOutcome, EventPlan, PARTITIONS, Reader};
 use crate::bench::load::{Fleet, Target};
 use crate::bench::mosquitto::{self, Mosquitto};
 use crate::bench::report::{Table, int, json_line, verdict};
 use crate::bench::sys::{self, round1, round3};
-use crate::bench::{BenchResult, Cli, Mode};
+use crate::bench::{BenchResult, Cli, Mode, ReaderKind};
 
 /// Targets from issue 14.
 const TARGET_PER_S: f64 = 100_000.0;
@@ -25,6 +25,10 @@ const FIXED_RATE: f64 = 10_000.0;
 const DEVICES: usize = 100;
 /// Sends outstanding per device in the full-speed run (as in the `d2c` scenario).
 const INFLIGHT: usize = 16;
+/// The event log's bound per partition: above what a full-mode run sends, so that a reader
+/// that falls behind at full speed loses nothing to the bound (the default, 100,000, would
+/// trim events it has not read yet).
+const EVENTS_PER_PARTITION: usize = 2_000_000;
 
 fn plans(mode: Mode, payload: usize) -> Vec<(&'static str, EventPlan)> {
     let len = lengths(mode);
@@ -143,7 +147,16 @@ pub(super) async fn d2c_e2e(cli: &Cli) -> BenchResult<()> {
     // The emulator: devices over MQTT/TLS, one AMQP consumer over TLS on the Event Hubs
     // endpoint.
     let emu_out = {
-        let mut rig = emulator_rig(cli, DEVICES).await?;
+        let mut rig = emulator_rig_options(
+            cli,
+            emulator::Options {
+                devices: DEVICES,
+                mqtt_inflight: cli.mqtt_inflight,
+                max_events_per_partition: EVENTS_PER_PARTITION,
+                ..emulator::Options::default()
+            },
+        )
+        .await?;
         let c = rig
             .fleet
             .connect(
@@ -154,7 +167,10 @@ pub(super) async fn d2c_e2e(cli: &Cli) -> BenchResult<()> {
             )
             .await;
         connects.push(connect_note("emulator fleet", &c));
-        let mut reader = Reader::event_hubs(&rig.emu, cli.consumer_connections).await?;
+        let mut reader = match cli.reader {
+            ReaderKind::Lean => Reader::event_hubs_lean(&rig.emu, cli.consumer_connections).await?,
+            ReaderKind::Fe2o3 => Reader::event_hubs(&rig.emu, cli.consumer_connections).await?,
+        };
         let out = runs(&rig.fleet, &mut reader, &plans, cli.payload, rig.emu.pid).await;
         reader.close().await;
         rig.finish().await;

@@ -194,16 +194,23 @@ async fn emulator_rig(cli: &Cli, devices: usize) -> BenchResult<EmulatorRig> {
 
 /// The rig, with the emulator `--in-memory` or on a (fresh, temporary) data directory.
 async fn emulator_rig_with(cli: &Cli, devices: usize, in_memory: bool) -> BenchResult<EmulatorRig> {
-    let bin = emulator::locate(cli.emulator_bin.as_deref())?;
-    let emu = Emulator::start(
-        &bin,
-        &emulator::Options {
+    emulator_rig_options(
+        cli,
+        emulator::Options {
             devices,
             mqtt_inflight: cli.mqtt_inflight,
             in_memory,
             ..emulator::Options::default()
         },
-    )?;
+    )
+    .await
+}
+
+/// The rig, with the emulator started with `options`.
+async fn emulator_rig_options(cli: &Cli, options: emulator::Options) -> BenchResult<EmulatorRig> {
+    let devices = options.devices;
+    let bin = emulator::locate(cli.emulator_bin.as_deref())?;
+    let emu = Emulator::start(&bin, &options)?;
     eprintln!(
         "bench: emulator pid {} ready after {:.0} ms with {devices} seeded devices (mqtt {}, amqp {})",
         emu.pid,
