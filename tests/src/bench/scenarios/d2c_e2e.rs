@@ -295,8 +295,12 @@ pub(super) async fn d2c_e2e(cli: &Cli) -> BenchResult<()> {
         verdict(Some(ratio >= TARGET_RATIO))
     ));
     table.note(format!(
-        "devices are the project's DeviceClient (send_event resolves on PUBACK), {INFLIGHT} in flight each at full speed; {}-byte bodies stamped with the send time; the emulator's reader (fe2o3) has a receiver on each of its {PARTITIONS} partitions (credit 2,000, pre-settled) over {} AMQP/TLS connection(s) (--consumer-connections); mosquitto's is one MQTT/TLS subscriber at QoS 0 on devices/+/messages/events/#; received/s counts from the first send to the last receive; CPU in % of one core ({} CPUs)",
+        "devices are the project's DeviceClient (send_event resolves on PUBACK), {INFLIGHT} in flight each at full speed; {}-byte bodies stamped with the send time; the emulator's reader ({}: --reader) has a receiver on each of its {PARTITIONS} partitions (credit 2,000, pre-settled) over {} AMQP/TLS connection(s) (--consumer-connections), and its event log keeps {EVENTS_PER_PARTITION} events per partition; mosquitto's is one MQTT/TLS subscriber at QoS 0 on devices/+/messages/events/#; received/s counts from the first send to the last receive; CPU in % of one core ({} CPUs)",
         cli.payload,
+        match cli.reader {
+            ReaderKind::Lean => "lean: frames walked, only the body taken",
+            ReaderKind::Fe2o3 => "fe2o3's receiver, every message decoded",
+        },
         cli.consumer_connections.clamp(1, PARTITIONS),
         sys::cpus()
     ));
@@ -307,6 +311,7 @@ pub(super) async fn d2c_e2e(cli: &Cli) -> BenchResult<()> {
         json!({
             "payload": cli.payload,
             "partitions": PARTITIONS,
+            "reader": format!("{:?}", cli.reader).to_lowercase(),
             "runs": json_runs,
             "targets": {
                 "per_s": {"target": TARGET_PER_S, "value": round1(best), "met": best >= TARGET_PER_S},
