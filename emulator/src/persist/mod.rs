@@ -74,11 +74,15 @@
 //! (`Durability::Immediate`): a group commit, so many concurrent operations share one fsync.
 //! Within a commit only the last write of each key is applied, each table opened once.
 //! A commit that would hold fewer than `COMMIT_WINDOW_BATCHES` operations first waits
-//! `COMMIT_WINDOW` (0.5 ms) for more: redb's cost per commit (every tree touched copies and
-//! checksums its pages) dominated once commits were small, and the window traded at most 0.5 ms
-//! of acknowledgement latency for it (`durable` bench, quiet machine: D2C 100 devices × 16 in
-//! flight 58–61k → 82–83k acked/s; `d2c-e2e` durable 37k → 54k events/s end to end, p99 at
-//! 10,000 events/s 31 → 1.9 ms).
+//! `COMMIT_WINDOW` (1 ms) for more, if the commit before it held more than one operation
+//! (`write::waits_for_company`): redb's cost per commit (every tree touched copies and
+//! checksums its pages, each page is a `pwrite`, then the fsync) dominated once commits were
+//! small. The window trades up to 1 ms of acknowledgement latency under concurrent load for
+//! fewer, larger commits; a client that sends one operation at a time and awaits each is never
+//! made to wait (nobody would share its fsync). History: a 0.5 ms window for every small
+//! commit took `durable` D2C 100 devices × 16 in flight from 58–61k to 82–83k acked/s and
+//! `d2c-e2e` durable from 37k to 54k events/s; 1 ms only after shared commits is measured in
+//! the README (*D2C end to end*).
 //! Adapters await [`Persister::synced`] (through `HubHandle::synced`) before they acknowledge
 //! (PUBACK, AMQP disposition, HTTP response): it returns once everything submitted before the
 //! call is committed. Operations nobody acknowledges (connection state, lock expiry) are written

@@ -15,12 +15,23 @@ use super::{
 
 /// A commit holding fewer batches than this waits [`COMMIT_WINDOW`] for more first.
 const COMMIT_WINDOW_BATCHES: usize = 64;
-/// How long a small commit waits for company.
-const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
+/// How long a small commit waits for company, when the last one had company.
+const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Whether a commit that could take `waiting` batches now should first wait the window, when
+/// the one before it held `last` batches. Operations that came one at a time (a single client
+/// sending and awaiting each acknowledgement) are committed at once: nobody else would share
+/// the fsync. Once commits hold several operations, the writer is the bottleneck of concurrent
+/// clients, and a small commit waits for more, so that a commit's fixed cost (redb copies and
+/// checksums every page a commit touches, then the fsync) is shared by more operations.
+pub(super) fn waits_for_company(waiting: usize, last: usize) -> bool {
+    last > 1 && waiting < COMMIT_WINDOW_BATCHES
+}
 
 /// The writer thread: everything waiting goes into one transaction with one fsync.
 pub(super) fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sender<Progress>) {
     let mut closing = false;
+    let mut last = 0;
     while !closing {
         let Ok(first) = rx.recv() else { break };
         let mut batches = Vec::new();
@@ -30,7 +41,7 @@ pub(super) fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sen
                 Job::Close => closing = true,
             }
         }
-        if !closing && batches.len() < COMMIT_WINDOW_BATCHES {
+        if !closing && waits_for_company(batches.len(), last) {
             std::thread::sleep(COMMIT_WINDOW);
             for job in std::iter::from_fn(|| rx.try_recv().ok()) {
                 match job {
@@ -39,14 +50,15 @@ pub(super) fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sen
                 }
             }
         }
-        let Some(last) = batches.last().map(|b| b.seq) else {
+        last = batches.len();
+        let Some(last_seq) = batches.last().map(|b| b.seq) else {
             continue;
         };
         if done.borrow().failed.is_some() {
             continue;
         }
         match write(&db, batches) {
-            Ok(()) => done.send_modify(|p| p.committed = last),
+            Ok(()) => done.send_modify(|p| p.committed = last_seq),
             Err(e) => {
                 tracing::error!(error = %e, "writing the hub state failed; nothing is acknowledged any more, restart the emulator");
                 done.send_modify(|p| p.failed = Some(e.to_string()));
@@ -287,4 +299,20 @@ fn write(db: &Database, batches: Vec<Batch>) -> Result<(), redb::Error> {
     pending.apply(&txn)?;
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_commits_after_shared_ones_wait_for_company() {
+        // One client awaiting each acknowledgement: never waits.
+        assert!(!waits_for_company(1, 0));
+        assert!(!waits_for_company(1, 1));
+        // The last commit was shared: a small one waits, a full one does not.
+        assert!(waits_for_company(1, 2));
+        assert!(waits_for_company(COMMIT_WINDOW_BATCHES - 1, 40));
+        assert!(!waits_for_company(COMMIT_WINDOW_BATCHES, 40));
+    }
 }
