@@ -138,27 +138,10 @@ impl Reader {
     /// processor spread over several hosts reads over a connection per partition.
     pub async fn event_hubs(emu: &Emulator, connections: usize) -> BenchResult<Reader> {
         let mut reader = Reader::new(PARTITIONS);
-        let (key_name, key) = policy_of(&emu.service_connection_string)?;
-        let expiry = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(ctx("clock"))?
-            .as_secs()
-            + 3600;
-        let token = iothub_protocol::sas::build_token("localhost", &key, Some(&key_name), expiry)
-            .map_err(ctx("SAS token"))?;
+        let (key_name, token) = policy_token(emu)?;
         let connections = connections.clamp(1, PARTITIONS);
         for c in 0..connections {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", emu.amqp_port))
-                .await
-                .map_err(ctx("consumer TCP connect"))?;
-            let _ = tcp.set_nodelay(true);
-            let name = rustls::pki_types::ServerName::try_from("localhost")
-                .map_err(ctx("server name"))?
-                .to_owned();
-            let tls = tokio_rustls::TlsConnector::from(client_tls(&emu.ca_pem)?)
-                .connect(name, tcp)
-                .await
-                .map_err(ctx("consumer TLS handshake"))?;
+            let tls = consumer_tls(emu).await?;
             let mut connection = Connection::builder()
                 .container_id(format!("iothub-bench-consumer-{c}"))
                 .hostname("localhost")
@@ -222,22 +205,11 @@ impl Reader {
     /// connection's task walks the frames and takes only the bodies.
     pub async fn event_hubs_lean(emu: &Emulator, connections: usize) -> BenchResult<Reader> {
         let mut reader = Reader::new(PARTITIONS);
-        let (key_name, key) = policy_of(&emu.service_connection_string)?;
-        let token = lean_reader::policy_token(&key_name, &key)?;
+        let (key_name, token) = policy_token(emu)?;
         let connections = connections.clamp(1, PARTITIONS);
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<BenchResult<()>>(connections);
         for c in 0..connections {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", emu.amqp_port))
-                .await
-                .map_err(ctx("consumer TCP connect"))?;
-            let _ = tcp.set_nodelay(true);
-            let name = rustls::pki_types::ServerName::try_from("localhost")
-                .map_err(ctx("server name"))?
-                .to_owned();
-            let tls = tokio_rustls::TlsConnector::from(client_tls(&emu.ca_pem)?)
-                .connect(name, tcp)
-                .await
-                .map_err(ctx("consumer TLS handshake"))?;
+            let tls = consumer_tls(emu).await?;
             let plan = lean_reader::LeanPlan {
                 hub_name: emu.hub_name.clone(),
                 username: format!("{key_name}@sas.root.{}", emu.hub_name),
@@ -353,6 +325,36 @@ impl Reader {
             let _ = c.try_disconnect();
         }
     }
+}
+
+/// A TLS connection to the emulator's AMQP port, as a consumer opens it.
+async fn consumer_tls(
+    emu: &Emulator,
+) -> BenchResult<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", emu.amqp_port))
+        .await
+        .map_err(ctx("consumer TCP connect"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from("localhost")
+        .map_err(ctx("server name"))?
+        .to_owned();
+    tokio_rustls::TlsConnector::from(client_tls(&emu.ca_pem)?)
+        .connect(name, tcp)
+        .await
+        .map_err(ctx("consumer TLS handshake"))
+}
+
+/// The service policy's name and a SAS token it signs for the hub host, valid an hour.
+fn policy_token(emu: &Emulator) -> BenchResult<(String, String)> {
+    let (key_name, key) = policy_of(&emu.service_connection_string)?;
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(ctx("clock"))?
+        .as_secs()
+        + 3600;
+    let token = iothub_protocol::sas::build_token("localhost", &key, Some(&key_name), expiry)
+        .map_err(ctx("SAS token"))?;
+    Ok((key_name, token))
 }
 
 /// `SharedAccessKeyName` and `SharedAccessKey` of a service connection string.

@@ -13,8 +13,6 @@
 //! clients are proven against the endpoint in `tests/sdk-compat`, and `--reader fe2o3` runs
 //! the scenario with fe2o3's receiver.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::{Buf, BytesMut};
 use fe2o3_amqp_types::definitions::{Handle, ReceiverSettleMode, Role, SenderSettleMode};
 use fe2o3_amqp_types::messaging::{Source, Target};
@@ -430,17 +428,6 @@ fn first_data(mut m: &[u8]) -> Option<&[u8]> {
         m = value.get(value_len(value)?..)?;
     }
     None
-}
-
-/// The SAS token the reader signs for the hub host with a service policy, valid an hour.
-pub fn policy_token(key_name: &str, key: &str) -> BenchResult<String> {
-    let expiry = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(ctx("clock"))?
-        .as_secs()
-        + 3600;
-    iothub_protocol::sas::build_token("localhost", key, Some(key_name), expiry)
-        .map_err(ctx("SAS token"))
 }
 
 #[cfg(test)]
