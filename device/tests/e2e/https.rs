@@ -132,7 +132,7 @@ async fn https_telemetry_is_recorded_with_its_properties() {
 
     let recorded = emu.hub().read(|h| h.d2c_messages("d1")).unwrap();
     assert_eq!(recorded.len(), 1);
-    let r = &recorded[0].message;
+    let r = &recorded[0].message();
     assert_eq!(r.body, b"21.5");
     assert_eq!(r.system.message_id, Some("t-1".into()));
     assert_eq!(r.system.correlation_id, Some("c-1".into()));

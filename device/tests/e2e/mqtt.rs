@@ -201,7 +201,7 @@ async fn telemetry_is_recorded_with_its_properties() {
 
     let recorded = emu.hub().read(|h| h.d2c_messages("d1")).unwrap();
     assert_eq!(recorded.len(), 2);
-    let r = &recorded[0].message;
+    let r = &recorded[0].message();
     assert_eq!(r.body, br#"{"temperature": 21.5}"#);
     assert_eq!(r.system.message_id, Some("t-1".into()));
     assert_eq!(r.system.correlation_id, Some("c-1".into()));
@@ -209,7 +209,7 @@ async fn telemetry_is_recorded_with_its_properties() {
     assert_eq!(r.system.content_encoding.as_deref(), Some("utf-8"));
     assert_eq!(r.properties.get("alert"), Some("false"));
     assert_eq!(r.properties.get("note"), Some("a b&c=d/e ü"));
-    assert_eq!(recorded[1].message.body, b"second");
+    assert_eq!(recorded[1].message().body, b"second");
 
     // Too large for the hub: refused before sending.
     let err = client

@@ -149,7 +149,7 @@ async fn reconnects_after_a_forced_disconnect_without_losing_messages() {
             .read(|h| h.d2c_messages("d1"))
             .unwrap()
             .iter()
-            .any(|r| r.message.body == b"during")
+            .any(|r| r.message().body == b"during")
     );
 
     client.close().await;

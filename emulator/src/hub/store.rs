@@ -5,12 +5,14 @@
 //! trait (writing the entries named in [`Store::commit`]) without any change to the rules.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use iothub_protocol::Message;
 use iothub_protocol::registry::Device;
 use time::OffsetDateTime;
 
 use super::c2d::C2dQueue;
+use super::event_log::Event;
 use super::feedback::FeedbackQueue;
 use super::modules::ModuleEntry;
 use super::persisted::Changes;
@@ -23,8 +25,16 @@ pub struct D2cRecord {
     pub sequence_number: u64,
     /// When the hub received it.
     pub received: OffsetDateTime,
+    /// The event it became, shared with the event log (which may drop it first): the message
+    /// is kept once, not copied per telemetry message.
+    pub event: Arc<Event>,
+}
+
+impl D2cRecord {
     /// The message with its decoded properties.
-    pub message: Message,
+    pub fn message(&self) -> &Message {
+        &self.event.message
+    }
 }
 
 /// Everything the hub keeps about one device.

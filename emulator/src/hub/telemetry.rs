@@ -138,7 +138,15 @@ impl<S: Store> Hub<S> {
         message: Message,
         now: OffsetDateTime,
     ) -> Appended {
-        let message = sender_fields_only(message);
+        let event = self.append_event(
+            NewEvent {
+                source: EventSource::Telemetry,
+                origin: origin.identity.clone(),
+                connection: Some(connection.clone()),
+                message: sender_fields_only(message),
+            },
+            now,
+        );
         let keep = self.settings.d2c_retention;
         let device_id = &origin.identity.device_id;
         if let Some(mut entry) = self.store.get_runtime_mut(device_id) {
@@ -151,7 +159,7 @@ impl<S: Store> Hub<S> {
                 d2c.push_back(D2cRecord {
                     sequence_number: *count,
                     received: now,
-                    message: message.clone(),
+                    event: event.clone(),
                 });
             }
             entry.set_last_activity(now);
@@ -159,15 +167,7 @@ impl<S: Store> Hub<S> {
                 entry.set_module_last_activity(m, now);
             }
         }
-        self.append_event(
-            NewEvent {
-                source: EventSource::Telemetry,
-                origin: origin.identity.clone(),
-                connection: Some(connection.clone()),
-                message,
-            },
-            now,
-        )
+        Appended::from(&*event)
     }
 
     /// The device's recorded telemetry, oldest first (the control API's inspection view; the

@@ -696,7 +696,7 @@ fn d2c_keeps_the_last_n_and_checks_size() {
         .d2c_messages("d1")
         .unwrap()
         .into_iter()
-        .map(|r| (r.sequence_number, r.message.body))
+        .map(|r| (r.sequence_number, r.message().body.clone()))
         .collect();
     assert_eq!(kept, vec![(2, b"t1".to_vec()), (3, b"t2".to_vec())]);
     assert!(matches!(

@@ -189,7 +189,7 @@ impl D2cRecordView {
     /// The view of a recorded message.
     pub fn of(r: &D2cRecord) -> Self {
         D2cRecordView {
-            message: MessageView::of(&r.message),
+            message: MessageView::of(r.message()),
             sequence_number: r.sequence_number,
             received_at: r.received,
         }

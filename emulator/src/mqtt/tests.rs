@@ -429,8 +429,8 @@ async fn telemetry_is_recorded_before_puback_and_twin_requests_are_answered_afte
     assert_eq!(next(&mut c).await, Some(Packet::PubAck(PubAck::new(5))));
     let recorded = ctx.hub.read(|h| h.d2c_messages("d1").unwrap());
     assert_eq!(recorded.len(), 1);
-    assert_eq!(recorded[0].message.body, b"hello");
-    assert_eq!(recorded[0].message.properties.get("k"), Some("v w"));
+    assert_eq!(recorded[0].message().body, b"hello");
+    assert_eq!(recorded[0].message().properties.get("k"), Some("v w"));
     // ... and lands in the event log, stamped with the device's own-key authentication.
     let partition = crate::hub::event_log::partition_for_device("d1", 4).to_string();
     let events = ctx.hub.read(|h| {

@@ -41,6 +41,8 @@ mod reads;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use iothub_protocol::event_position::SelectorError;
 use time::OffsetDateTime;
 
@@ -234,6 +236,17 @@ pub struct Appended {
     pub enqueued_time: OffsetDateTime,
 }
 
+impl From<&Event> for Appended {
+    fn from(e: &Event) -> Self {
+        Appended {
+            partition: e.partition,
+            sequence_number: e.sequence_number,
+            offset: e.offset,
+            enqueued_time: e.enqueued_time,
+        }
+    }
+}
+
 /// The hub's partitions, consumer-group readers and creation time.
 #[derive(Debug)]
 pub struct EventLog {
@@ -291,7 +304,7 @@ impl EventLog {
         now: OffsetDateTime,
         settings: &EventLogSettings,
         timers: &mut Timers,
-    ) -> Appended {
+    ) -> Arc<Event> {
         let index = partition_for_device(&new.origin.device_id, self.partition_count());
         // The index is below the partition count, so this never falls back.
         let partition = match self.partitions.get_mut(index as usize) {
@@ -305,12 +318,7 @@ impl EventLog {
         if trimmed {
             self.note_partition(e.partition);
         }
-        Appended {
-            partition: e.partition,
-            sequence_number: e.sequence_number,
-            offset: e.offset,
-            enqueued_time: e.enqueued_time,
-        }
+        e
     }
 
     /// A partition's retention deadline fired at `at`.
@@ -376,7 +384,11 @@ impl<S: super::Store> super::Hub<S> {
     /// Appends an event to its device's partition and wakes that partition's readers. Every
     /// feature that produces events (telemetry, and later twin changes, lifecycle and connection
     /// state events) goes through here.
-    pub(in crate::hub) fn append_event(&mut self, new: NewEvent, now: OffsetDateTime) -> Appended {
+    pub(in crate::hub) fn append_event(
+        &mut self,
+        new: NewEvent,
+        now: OffsetDateTime,
+    ) -> Arc<Event> {
         let appended = self
             .event_log
             .append(new, now, &self.settings.event_log, &mut self.timers);

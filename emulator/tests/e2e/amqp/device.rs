@@ -206,9 +206,9 @@ async fn telemetry_is_recorded_and_device_links_are_scoped_to_their_device() {
     assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
     let recorded = emu.hub().read(|h| h.d2c_messages("dev1")).unwrap();
     assert_eq!(recorded.len(), 1);
-    assert_eq!(recorded[0].message.body, b"{\"temp\":21}");
+    assert_eq!(recorded[0].message().body, b"{\"temp\":21}");
     assert_eq!(
-        recorded[0].message.system.message_id,
+        recorded[0].message().system.message_id,
         Some(HubId::from("t-1"))
     );
 

@@ -178,7 +178,7 @@ async fn telemetry_is_recorded_with_its_properties() {
     // PUBACK comes after the message is recorded.
     let recorded = emu.hub().read(|h| h.d2c_messages("dev1").expect("dev1"));
     assert_eq!(recorded.len(), 1);
-    let m = &recorded[0].message;
+    let m = recorded[0].message();
     assert_eq!(m.body, br#"{"t":21}"#);
     assert_eq!(m.system.message_id, Some(MessageId::String("m-1".into())));
     assert_eq!(m.system.content_type.as_deref(), Some("application/json"));

@@ -33,7 +33,7 @@ fn telemetry_is_stamped_with_the_sender() {
     // The control API's view is still fed.
     let view = h.d2c_messages("d1").unwrap();
     assert_eq!(view.len(), 1);
-    assert_eq!(view[0].message.system.message_id, Some("a".into()));
+    assert_eq!(view[0].message().system.message_id, Some("a".into()));
 }
 
 #[test]
