@@ -44,7 +44,7 @@ use super::codec::StrictCodec;
 use super::connect::{self, ConnectRequest, Refusal};
 use super::limits::{FloodGuard, Limits, idle_timeout};
 use super::methods;
-use super::session::{Delivery, Session};
+use super::session::{Delivery, InFlight, Session};
 use super::topics::{self, Route};
 use super::twin;
 
@@ -288,6 +288,7 @@ async fn serve_device<IO>(
         methods: None,
         after_disk: AfterDisk::default(),
         telemetry: Vec::new(),
+        completions: Vec::new(),
     };
     conn.sync_desired();
 
@@ -311,7 +312,9 @@ async fn serve_device<IO>(
         }
     };
 
-    // Teardown: give back every lock, then the session, then the registration.
+    // Teardown: complete what the device acknowledged, give back every other lock, then the
+    // session, then the registration.
+    conn.apply_completions();
     let released = conn.release_inflight();
     if !req.clean_session {
         *slot = Some(conn.session.into_persisted(generation));
@@ -450,6 +453,9 @@ struct Connected<'a, IO> {
     after_disk: AfterDisk,
     /// Telemetry read but not yet handed to the hub ([`Connected::apply_telemetry`]).
     telemetry: Vec<iothub_protocol::Message>,
+    /// C2D deliveries the device acknowledged, not yet completed in the hub
+    /// ([`Connected::apply_completions`]).
+    completions: Vec<InFlight>,
 }
 
 impl<IO> Connected<'_, IO>
@@ -526,6 +532,7 @@ where
                     if let Err(close) = self.apply_telemetry() {
                         return close;
                     }
+                    self.apply_completions();
                     if let Err(close) = self.feed_synced().await {
                         return close;
                     }
@@ -650,6 +657,9 @@ where
         debug!(device = %self.device_id, packet = kind(&packet), "received");
         if !matches!(packet, Packet::Publish(_)) {
             self.apply_telemetry()?;
+        }
+        if !matches!(packet, Packet::PubAck(_)) {
+            self.apply_completions();
         }
         match packet {
             Packet::Publish(p) => self.on_publish(p).await,
@@ -823,18 +833,36 @@ where
             debug!(device = %self.device_id, pkid, "PUBACK for no delivery in flight");
             return;
         };
-        let device = self.device_id;
-        match self
-            .ctx
-            .hub
-            .run(|hub, now| hub.complete_c2d(device, &f.lock_token, now))
-        {
-            Ok(()) => debug!(device = %device, seq = f.sequence_number, "c2d completed"),
-            Err(HubError::DeviceMessageLockLost { .. }) => {
-                debug!(device = %device, seq = f.sequence_number, "c2d lock lost before PUBACK")
-            }
-            Err(e) => {
-                debug!(device = %device, seq = f.sequence_number, error = %e, "c2d complete failed")
+        self.completions.push(f);
+    }
+
+    /// Completes the deliveries the device acknowledged so far in one hub operation: one lock,
+    /// one state write for a burst of PUBACKs, instead of one each. Called before any other
+    /// packet is handled (so the hub sees the device's packets in order), after each burst and
+    /// at teardown. A PUBACK asks for no answer, so nothing waits for the disk here.
+    fn apply_completions(&mut self) {
+        if self.completions.is_empty() {
+            return;
+        }
+        let (batch, device) = (&mut self.completions, self.device_id);
+        let outcomes = self.ctx.hub.run(|hub, now| {
+            batch
+                .drain(..)
+                .map(|f| {
+                    (
+                        f.sequence_number,
+                        hub.complete_c2d(device, &f.lock_token, now),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        for (seq, outcome) in outcomes {
+            match outcome {
+                Ok(()) => debug!(device = %device, seq, "c2d completed"),
+                Err(HubError::DeviceMessageLockLost { .. }) => {
+                    debug!(device = %device, seq, "c2d lock lost before PUBACK")
+                }
+                Err(e) => debug!(device = %device, seq, error = %e, "c2d complete failed"),
             }
         }
     }
