@@ -82,7 +82,7 @@
 //! made to wait (nobody would share its fsync). History: a 0.5 ms window for every small
 //! commit took `durable` D2C 100 devices × 16 in flight from 58–61k to 82–83k acked/s and
 //! `d2c-e2e` durable from 37k to 54k events/s; 1 ms only after shared commits is measured in
-//! the README (*D2C end to end*).
+//! the README (*Durable state vs `--in-memory`*).
 //! Adapters await [`Persister::synced`] (through `HubHandle::synced`) before they acknowledge
 //! (PUBACK, AMQP disposition, HTTP response): it returns once everything submitted before the
 //! call is committed. Operations nobody acknowledges (connection state, lock expiry) are written
