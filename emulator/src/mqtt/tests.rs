@@ -155,6 +155,30 @@ async fn c2d_is_published_after_subscribe_and_completed_by_puback() {
 }
 
 #[tokio::test]
+async fn a_burst_of_pubacks_then_a_dropped_connection_completes_every_delivery() {
+    let (ctx, key) = context();
+    for b in ["1", "2", "3"] {
+        enqueue(&ctx, b);
+    }
+    let (mut c, task, _) = connect(&ctx, &key, true, Limits::default()).await;
+    subscribe_c2d(&mut c).await;
+    let mut pkids = Vec::new();
+    for _ in 0..3 {
+        pkids.push(next_publish(&mut c).await.pkid);
+    }
+    // All three PUBACKs in one write, then the socket goes away without a DISCONNECT: the
+    // completions the connection had gathered must still reach the hub at teardown, or the
+    // messages would be redelivered when their locks expire.
+    for pkid in pkids {
+        c.feed(Packet::PubAck(PubAck::new(pkid))).await.unwrap();
+    }
+    c.flush().await.unwrap();
+    drop(c);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    assert!(ctx.hub.read(|h| h.peek_c2d("d1").unwrap().is_empty()));
+}
+
+#[tokio::test]
 async fn window_limits_unacknowledged_deliveries() {
     let (mut ctx, key) = context();
     ctx.mqtt.settings.max_inflight = 2;
