@@ -56,13 +56,23 @@ pub async fn serve_telemetry(conn: Arc<Conn>, receiver: Receiver, identity: Iden
         auth: auth.grant().auth_method(),
     };
     let revoked = registration.cancelled().clone();
-    inbound::run(&conn, receiver, Some(auth), revoked, |m: Incoming| {
-        let recorded = convert::to_hub(m).and_then(|message| {
-            hub.run(|hub, now| hub.send_telemetry(&origin, message, now))
-                .map(|_| ())
-        });
-        inbound::done(recorded)
-    })
+    // A burst of pipelined telemetry is one hub operation, as on MQTT.
+    inbound::run_batches(
+        &conn,
+        receiver,
+        Some(auth),
+        revoked,
+        |batch: Vec<Incoming>| {
+            let prepared: Vec<_> = batch.into_iter().map(convert::to_hub).collect();
+            let recorded: Vec<Result<(), HubError>> = hub.run(|hub, now| {
+                prepared
+                    .into_iter()
+                    .map(|m| hub.send_telemetry(&origin, m?, now).map(|_| ()))
+                    .collect()
+            });
+            recorded.into_iter().map(inbound::done).collect()
+        },
+    )
     .await;
 }
 

@@ -1,7 +1,8 @@
 //! Links on which the peer sends: C2D from a service, telemetry from a device, CBS requests.
 //!
 //! Each delivery goes to a handler; `Ok` becomes an `accepted` disposition, an error a `rejected`
-//! one carrying [`error_for`]'s condition. Credit is granted by fe2o3 as deliveries are processed,
+//! one carrying [`error_for`]'s condition. With [`run_batches`] the deliveries a sender
+//! pipelined go to the handler together, so they can share one hub operation. Credit is granted by fe2o3 as deliveries are processed,
 //! so a flood waits for the handler.
 //!
 //! Acknowledged means durable: `accepted` goes out only once the delivery's change is on disk.
@@ -13,8 +14,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use std::time::Duration;
 
 use fe2o3_amqp::Receiver;
@@ -76,22 +77,47 @@ pub fn done(result: Result<(), HubError>) -> Handled {
 /// Receives deliveries until the link ends, passing each to `handle`.
 pub async fn run(
     conn: &Conn,
-    mut receiver: Receiver,
-    mut auth: Option<LinkAuth>,
+    receiver: Receiver,
+    auth: Option<LinkAuth>,
     revoked: CancellationToken,
     mut handle: impl FnMut(Incoming) -> Handled,
 ) {
+    run_batches(conn, receiver, auth, revoked, |batch| {
+        batch.into_iter().map(&mut handle).collect()
+    })
+    .await
+}
+
+/// Most deliveries handed to a batch handler at once.
+pub const BATCH: usize = 64;
+
+/// As [`run`], but the deliveries already received when one arrives go to `handle` together
+/// (up to [`BATCH`], in arrival order), so that a handler can make them one hub operation: one
+/// lock and one state write for a burst a sender pipelined, instead of one each. `handle`
+/// returns one verdict per delivery, in the same order.
+pub async fn run_batches(
+    conn: &Conn,
+    mut receiver: Receiver,
+    mut auth: Option<LinkAuth>,
+    revoked: CancellationToken,
+    mut handle: impl FnMut(Vec<Incoming>) -> Vec<Handled>,
+) {
     let mut unsettled: FuturesOrdered<Unsettled> = FuturesOrdered::new();
-    let ending = loop {
+    // A receive that failed while a batch was gathered: handled before anything else.
+    let mut stashed: Option<Result<Delivery<Body<Value>>, RecvError>> = None;
+    let ending = 'link: loop {
         let room = unsettled.len() < MAX_UNSETTLED;
-        let event = tokio::select! {
-            _ = conn.cancel.cancelled() => Event::Shutdown,
-            _ = revoked.cancelled() => Event::Revoked,
-            _ = tick(&auth) => Event::Tick,
-            Some((info, verdict)) = unsettled.next(), if !unsettled.is_empty() => {
-                Event::Settle(info, verdict)
-            }
-            d = receiver.recv::<Body<Value>>(), if room => Event::Delivery(Box::new(d)),
+        let event = match stashed.take() {
+            Some(r) => Event::Delivery(Box::new(r)),
+            None => tokio::select! {
+                _ = conn.cancel.cancelled() => Event::Shutdown,
+                _ = revoked.cancelled() => Event::Revoked,
+                _ = tick(&auth) => Event::Tick,
+                Some((info, verdict)) = unsettled.next(), if !unsettled.is_empty() => {
+                    Event::Settle(info, verdict)
+                }
+                d = receiver.recv::<Body<Value>>(), if room => Event::Delivery(Box::new(d)),
+            },
         };
         let received = match event {
             Event::Shutdown => break Ending::Close(None),
@@ -126,29 +152,53 @@ pub async fn run(
                 break Ending::Gone;
             }
         };
-        let (info, message) = delivery.into_parts();
+        // Whatever else fe2o3 already has for this link joins the batch (a poll that would
+        // wait ends the gathering; fe2o3's receive gives nothing up when it is dropped then).
+        let mut batch = vec![delivery];
+        while batch.len() < BATCH && unsettled.len() + batch.len() < MAX_UNSETTLED {
+            match receiver.recv::<Body<Value>>().now_or_never() {
+                Some(Ok(d)) => batch.push(d),
+                Some(Err(e)) => {
+                    stashed = Some(Err(e));
+                    break;
+                }
+                None => break,
+            }
+        }
+        let (infos, messages): (Vec<DeliveryInfo>, Vec<Incoming>) =
+            batch.into_iter().map(Delivery::into_parts).unzip();
         if let Some(Err(e)) = auth.as_mut().map(LinkAuth::check) {
             let error = error_for(&e);
-            let _ = receiver.reject(info, error.clone()).await;
+            for info in infos {
+                let _ = receiver.reject(info, error.clone()).await;
+            }
             break Ending::Close(Some(error));
         }
-        let verdict = tokio::select! {
-            _ = conn.cancel.cancelled() => break Ending::Close(None),
-            v = handle(message) => v,
-        };
-        // Acknowledged means durable: `accepted` waits until the change is on disk. `synced`
-        // covers everything submitted before its first poll, which is after this delivery's
-        // change, and the queue settles in arrival order.
-        let hub = conn.ctx.hub.clone();
-        unsettled.push_back(Box::pin(async move {
-            let verdict = match verdict {
-                Ok(()) => hub.synced().await.map_err(|e| HubError::ServerError {
-                    detail: e.to_string(),
+        let mut handled = handle(messages).into_iter();
+        for info in infos {
+            let verdict = match handled.next() {
+                Some(h) => tokio::select! {
+                    _ = conn.cancel.cancelled() => break 'link Ending::Close(None),
+                    v = h => v,
+                },
+                None => Err(HubError::ServerError {
+                    detail: "the link's handler gave no verdict for this message".to_owned(),
                 }),
-                Err(e) => Err(e),
             };
-            (info, verdict)
-        }));
+            // Acknowledged means durable: `accepted` waits until the change is on disk.
+            // `synced` covers everything submitted before its first poll, which is after this
+            // delivery's change, and the queue settles in arrival order.
+            let hub = conn.ctx.hub.clone();
+            unsettled.push_back(Box::pin(async move {
+                let verdict = match verdict {
+                    Ok(()) => hub.synced().await.map_err(|e| HubError::ServerError {
+                        detail: e.to_string(),
+                    }),
+                    Err(e) => Err(e),
+                };
+                (info, verdict)
+            }));
+        }
     };
     if let Ending::Close(error) = ending {
         let close = async {

@@ -27,17 +27,40 @@ pub async fn serve_c2d(conn: Arc<Conn>, receiver: Receiver) {
     };
     let hub = conn.ctx.hub.clone();
     let never = CancellationToken::new();
-    inbound::run(&conn, receiver, Some(auth), never, |m: Incoming| {
-        inbound::done(enqueue(&hub, m))
-    })
+    inbound::run_batches(
+        &conn,
+        receiver,
+        Some(auth),
+        never,
+        |batch: Vec<Incoming>| {
+            enqueue(&hub, batch)
+                .into_iter()
+                .map(inbound::done)
+                .collect()
+        },
+    )
     .await;
 }
 
-fn enqueue(hub: &HubHandle, m: Incoming) -> Result<(), HubError> {
-    let message = convert::to_hub(m)?;
-    let device_id = c2d_target(message.system.to.as_deref())?;
-    hub.run(|hub, now| hub.enqueue_c2d(&device_id, message, now))
-        .map(|_| ())
+/// Enqueues a burst of sends in one hub operation, in order; a verdict each.
+fn enqueue(hub: &HubHandle, batch: Vec<Incoming>) -> Vec<Result<(), HubError>> {
+    let prepared: Vec<_> = batch
+        .into_iter()
+        .map(|m| {
+            let message = convert::to_hub(m)?;
+            let device_id = c2d_target(message.system.to.as_deref())?;
+            Ok((device_id, message))
+        })
+        .collect();
+    hub.run(|hub, now| {
+        prepared
+            .into_iter()
+            .map(|p: Result<_, HubError>| {
+                let (device_id, message) = p?;
+                hub.enqueue_c2d(&device_id, message, now).map(|_| ())
+            })
+            .collect()
+    })
 }
 
 /// Serves a service's receiver from `/messages/serviceBound/feedback`.
