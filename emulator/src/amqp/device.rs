@@ -64,13 +64,12 @@ pub async fn serve_telemetry(conn: Arc<Conn>, receiver: Receiver, identity: Iden
         revoked,
         |batch: Vec<Incoming>| {
             let prepared: Vec<_> = batch.into_iter().map(convert::to_hub).collect();
-            let recorded: Vec<Result<(), HubError>> = hub.run(|hub, now| {
+            inbound::all_done(hub.run(|hub, now| {
                 prepared
                     .into_iter()
                     .map(|m| hub.send_telemetry(&origin, m?, now).map(|_| ()))
                     .collect()
-            });
-            recorded.into_iter().map(inbound::done).collect()
+            }))
         },
     )
     .await;

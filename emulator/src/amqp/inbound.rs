@@ -2,8 +2,8 @@
 //!
 //! Each delivery goes to a handler; `Ok` becomes an `accepted` disposition, an error a `rejected`
 //! one carrying [`error_for`]'s condition. With [`run_batches`] the deliveries a sender
-//! pipelined go to the handler together, so they can share one hub operation. Credit is granted by fe2o3 as deliveries are processed,
-//! so a flood waits for the handler.
+//! pipelined go to the handler together, so they can share one hub operation. Credit is
+//! granted by fe2o3 as deliveries are processed, so a flood waits for the handler.
 //!
 //! Acknowledged means durable: `accepted` goes out only once the delivery's change is on disk.
 //! The link does not wait for the disk before it takes the next delivery, though: verdicts
@@ -72,6 +72,11 @@ pub type Handled = Pin<Box<dyn Future<Output = Result<(), HubError>> + Send>>;
 /// A verdict that needs no waiting.
 pub fn done(result: Result<(), HubError>) -> Handled {
     Box::pin(std::future::ready(result))
+}
+
+/// Verdicts that need no waiting, one per delivery of a batch.
+pub fn all_done(results: Vec<Result<(), HubError>>) -> Vec<Handled> {
+    results.into_iter().map(done).collect()
 }
 
 /// Receives deliveries until the link ends, passing each to `handle`.

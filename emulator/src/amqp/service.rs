@@ -32,12 +32,7 @@ pub async fn serve_c2d(conn: Arc<Conn>, receiver: Receiver) {
         receiver,
         Some(auth),
         never,
-        |batch: Vec<Incoming>| {
-            enqueue(&hub, batch)
-                .into_iter()
-                .map(inbound::done)
-                .collect()
-        },
+        |batch: Vec<Incoming>| inbound::all_done(enqueue(&hub, batch)),
     )
     .await;
 }

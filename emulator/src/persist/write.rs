@@ -24,14 +24,15 @@ const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 /// the fsync. Once commits hold several operations, the writer is the bottleneck of concurrent
 /// clients, and a small commit waits for more, so that a commit's fixed cost (redb copies and
 /// checksums every page a commit touches, then the fsync) is shared by more operations.
-pub(super) fn waits_for_company(waiting: usize, last: usize) -> bool {
+fn waits_for_company(waiting: usize, last: usize) -> bool {
     last > 1 && waiting < COMMIT_WINDOW_BATCHES
 }
 
 /// The writer thread: everything waiting goes into one transaction with one fsync.
 pub(super) fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sender<Progress>) {
     let mut closing = false;
-    let mut last = 0;
+    // How many batches the previous commit held.
+    let mut last_commit = 0;
     while !closing {
         let Ok(first) = rx.recv() else { break };
         let mut batches = Vec::new();
@@ -41,7 +42,7 @@ pub(super) fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sen
                 Job::Close => closing = true,
             }
         }
-        if !closing && waits_for_company(batches.len(), last) {
+        if !closing && waits_for_company(batches.len(), last_commit) {
             std::thread::sleep(COMMIT_WINDOW);
             for job in std::iter::from_fn(|| rx.try_recv().ok()) {
                 match job {
@@ -50,7 +51,7 @@ pub(super) fn write_loop(db: Database, rx: mpsc::Receiver<Job>, done: watch::Sen
                 }
             }
         }
-        last = batches.len();
+        last_commit = batches.len();
         let Some(last_seq) = batches.last().map(|b| b.seq) else {
             continue;
         };

@@ -22,6 +22,8 @@ use fe2o3_amqp_types::sasl::{SaslCode, SaslInit, SaslOutcome};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use iothub_emulator::amqp::encoding;
+
 use super::events::EventSink;
 use super::{BenchResult, ctx};
 
@@ -154,7 +156,7 @@ where
 
     loop {
         let body = next_frame(&mut io, &mut buf).await?;
-        let Some((code, fields)) = performative(&body) else {
+        let Some((code, fields)) = descriptor(&body) else {
             continue; // an empty frame: a heartbeat
         };
         match code {
@@ -321,7 +323,7 @@ async fn next_of<IO: AsyncRead + Unpin>(
 ) -> BenchResult<BytesMut> {
     loop {
         let body = next_frame(io, buf).await?;
-        match performative(&body) {
+        match descriptor(&body) {
             Some((c, _)) if c == code => return Ok(body),
             Some((c, _)) if matches!(c, DETACH | END | CLOSE) => {
                 return Err(format!(
@@ -337,7 +339,8 @@ fn decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> BenchResult<T> {
     serde_amqp::from_slice(body).map_err(ctx("decoding a frame"))
 }
 
-/// A described value's descriptor code and where its value starts.
+/// A described value's descriptor code and where its value starts (for a frame body: the
+/// performative's code and where its field list starts; `None` for an empty frame).
 fn descriptor(b: &[u8]) -> Option<(u64, usize)> {
     match b {
         [0x00, 0x53, code, ..] => Some((u64::from(*code), 3)),
@@ -346,36 +349,10 @@ fn descriptor(b: &[u8]) -> Option<(u64, usize)> {
     }
 }
 
-/// The performative's code and the offset of its field list, or `None` for an empty frame.
-fn performative(body: &[u8]) -> Option<(u64, usize)> {
-    descriptor(body)
-}
-
-/// The encoded length of the AMQP value at the start of `b` (AMQP 1.0 part 1.6: the high
-/// nibble of the format code says how its size is written).
+/// The encoded length of the AMQP value at the start of `b`, every length in it checked
+/// against the bytes there (the emulator's own check for what peers send).
 fn value_len(b: &[u8]) -> Option<usize> {
-    let code = *b.first()?;
-    let u8_at = |i: usize| b.get(i).map(|&x| usize::from(x));
-    let u32_at = |i: usize| {
-        b.get(i..i + 4)
-            .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
-    };
-    let len = match code {
-        0x00 => {
-            let d = value_len(&b[1..])?;
-            1 + d + value_len(b.get(1 + d..)?)?
-        }
-        0x40..=0x4f => 1,
-        0x50..=0x5f => 2,
-        0x60..=0x6f => 3,
-        0x70..=0x7f => 5,
-        0x80..=0x8f => 9,
-        0x90..=0x9f => 17,
-        0xa0..=0xaf | 0xc0..=0xcf | 0xe0..=0xef => 2 + u8_at(1)?,
-        0xb0..=0xbf | 0xd0..=0xdf | 0xf0..=0xff => 5 + u32_at(1)?,
-        _ => return None,
-    };
-    (len <= b.len()).then_some(len)
+    encoding::value_len(b).ok()
 }
 
 /// A transfer's handle, its `more` flag and the message bytes after the performative.
@@ -485,7 +462,7 @@ mod tests {
         };
         let mut body = serde_amqp::to_vec(&t).unwrap();
         body.extend_from_slice(b"rest");
-        let (code, fields) = performative(&body).unwrap();
+        let (code, fields) = descriptor(&body).unwrap();
         assert_eq!(code, TRANSFER);
         let (handle, more, payload) = transfer(&body, fields).unwrap();
         assert_eq!((handle, more, payload), (3, true, &b"rest"[..]));
