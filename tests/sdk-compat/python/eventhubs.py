@@ -117,6 +117,10 @@ def scenario_dev():
     mid = str(uuid.uuid4())
     device.send_message(telemetry('{"temp": 21.5}', mid))
     device.send_message(telemetry("plain string"))
+    # The enqueued-time check below needs "third" in a later millisecond than "plain string":
+    # two sends can be acknowledged within one millisecond, and an enqueued time has no finer
+    # grain (as on Azure).
+    time.sleep(0.005)
     device.send_message(telemetry("third"))
 
     # Earliest, across all partitions.
