@@ -2,7 +2,8 @@
 //! settlement by PUBACK, in arrival order ([MQTT-4.6.0-2]). The subscription (renewed when
 //! the hub lost the session) is in `subscriptions.rs`.
 
-use rumqttc::{Publish, QoS};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish};
 
 use super::C2dSender;
 use super::connection::Connection;
@@ -23,7 +24,7 @@ impl C2d {
 }
 
 impl Driver {
-    pub(super) async fn on_publish(&mut self, conn: &mut Connection, p: Publish) {
+    pub(super) fn on_publish(&mut self, conn: &mut Connection, p: Publish) {
         let qos1 = p.qos != QoS::AtMostOnce;
         if qos1 {
             conn.acks.received(p.pkid);
@@ -47,27 +48,24 @@ impl Driver {
             Inbound::Twin(t) => {
                 self.on_twin_publish(t, &p.topic, &p.payload);
                 if qos1 {
-                    self.settle(conn, p.pkid, true).await;
+                    self.settle(conn, p.pkid, true);
                 }
             }
             Inbound::Unreadable(why) => {
                 // Acknowledge it so the hub does not send it forever; nothing can read it.
                 tracing::warn!(device = %self.params.device_id, topic = %p.topic, %why, "dropping an unreadable PUBLISH");
                 if qos1 {
-                    self.settle(conn, p.pkid, true).await;
+                    self.settle(conn, p.pkid, true);
                 }
             }
         }
     }
 
     /// Records a settlement and sends the PUBACKs it releases, in order.
-    pub(super) async fn settle(&mut self, conn: &mut Connection, pkid: u16, ack: bool) {
+    pub(super) fn settle(&mut self, conn: &mut Connection, pkid: u16, ack: bool) {
         for id in conn.acks.settle(pkid, ack) {
-            let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
-            publish.pkid = id;
-            if let Err(e) = conn.client.ack(&publish).await {
-                tracing::debug!(error = %e, "PUBACK not queued; the connection is going away");
-            }
+            // Four bytes; it always encodes.
+            let _ = conn.send(&Packet::PubAck(PubAck::new(id)));
         }
     }
 }

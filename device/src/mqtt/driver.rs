@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{Event, Outgoing, Packet, QoS};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::Packet;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::c2d::C2d;
-use super::connection::{self, Connection, DISCONNECT_GRACE, Deadline};
+use super::connection::{self, Connection, DISCONNECT_GRACE, Deadline, Lost};
 use super::errors::{describe_lost, stale};
 use super::params::Params;
 use super::subscriptions::Subscriptions;
@@ -23,6 +26,9 @@ use crate::error::Error;
 use crate::runtime::Runtime;
 use crate::state::{ConnectionState, DisconnectReason};
 use crate::token::Auth;
+
+/// Commands taken in one go before the driver writes: a burst of sends leaves in one write.
+const COMMAND_BURST: usize = 64;
 
 /// Why a connection ended.
 enum Ended {
@@ -157,16 +163,16 @@ impl Driver {
                 _ = self.runtime.shutdown.cancelled() => return false,
                 _ = &mut sleep => return true,
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.on_command_offline(cmd).await,
+                    Some(cmd) => self.on_command_offline(cmd),
                     None => return false,
                 },
             }
         }
     }
 
-    async fn on_command_offline(&mut self, cmd: Command) {
+    fn on_command_offline(&mut self, cmd: Command) {
         match cmd {
-            Command::Twin(t) => self.on_twin_command(None, t).await,
+            Command::Twin(t) => self.on_twin_command(None, t),
             Command::Send {
                 topic,
                 payload,
@@ -224,39 +230,65 @@ impl Driver {
             "MQTT connected"
         );
         for (filter, qos) in self.subscriptions.connected(connack.session_present) {
-            self.send_subscribe(&mut conn, &filter, qos).await;
+            self.send_subscribe(&mut conn, &filter, qos);
         }
         for id in self.telemetry.ids() {
-            self.publish(&mut conn, id).await;
+            self.publish(&mut conn, id);
         }
-        self.twin_connected(&mut conn).await;
+        self.twin_connected(&mut conn);
         self.runtime.state.set(ConnectionState::Connected);
         Ok(conn)
     }
 
     /// Serves one connection until it ends.
     async fn serve(&mut self, conn: &mut Connection) -> Ended {
+        let wake_at = |conn: &Connection| conn.deadline.at().min(conn.next_ping());
+        let timer = tokio::time::sleep_until(wake_at(conn));
+        tokio::pin!(timer);
+        // What arrived with the CONNACK (a redelivered C2D message, say) is already read.
+        if let Err(e) = self.on_packets(conn) {
+            return Ended::Lost(describe_lost(&e, &self.params));
+        }
         loop {
-            let deadline = conn.deadline;
+            if timer.deadline() != wake_at(conn) {
+                timer.as_mut().reset(wake_at(conn));
+            }
             tokio::select! {
                 biased;
                 _ = self.runtime.shutdown.cancelled() => {
                     self.disconnect(conn).await;
                     return Ended::Closed;
                 }
-                event = conn.events.recv() => match event {
-                    Some(Ok(event)) => self.on_event(conn, event).await,
-                    Some(Err(e)) => return Ended::Lost(describe_lost(&e, &self.params)),
-                    None => return Ended::Lost("the MQTT event loop stopped".into()),
-                },
-                cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.on_command(conn, cmd).await,
+                io = conn.io() => {
+                    if let Err(e) = io.and_then(|()| self.on_packets(conn)) {
+                        return Ended::Lost(describe_lost(&e, &self.params));
+                    }
+                }
+                cmd = self.commands.recv(), if conn.accepts_commands() => match cmd {
+                    Some(cmd) => {
+                        self.on_command(conn, cmd);
+                        // The application's tasks that woke with this one (a burst of
+                        // PUBACKs answers many sends at once) run first and queue their
+                        // commands: they then share one write instead of one each.
+                        tokio::task::yield_now().await;
+                        if self.on_more_commands(conn) {
+                            self.disconnect(conn).await;
+                            return Ended::Closed;
+                        }
+                    }
                     None => {
                         self.disconnect(conn).await;
                         return Ended::Closed;
                     }
                 },
-                _ = tokio::time::sleep_until(deadline.at()) => {
+                _ = &mut timer => {
+                    let deadline = conn.deadline;
+                    if Instant::now() < deadline.at() {
+                        if let Err(e) = conn.ping() {
+                            return Ended::Lost(describe_lost(&e, &self.params));
+                        }
+                        continue;
+                    }
                     self.disconnect(conn).await;
                     return match deadline {
                         Deadline::Renew(_) => Ended::Renew,
@@ -269,43 +301,62 @@ impl Driver {
         }
     }
 
-    /// Routes an event of the connection to the part of the driver it concerns.
-    async fn on_event(&mut self, conn: &mut Connection, event: Event) {
-        match event {
-            Event::Incoming(Packet::Publish(p)) if super::methods::is_request(&p.topic) => {
+    /// Handles every complete packet read so far.
+    fn on_packets(&mut self, conn: &mut Connection) -> Result<(), Lost> {
+        while let Some(packet) = conn.next_packet()? {
+            self.on_packet(conn, packet);
+        }
+        Ok(())
+    }
+
+    /// Takes the commands already queued (up to a burst), so they leave in one write. True
+    /// when the client is gone.
+    fn on_more_commands(&mut self, conn: &mut Connection) -> bool {
+        for _ in 0..COMMAND_BURST {
+            match self.commands.try_recv() {
+                Ok(cmd) => self.on_command(conn, cmd),
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => return true,
+            }
+        }
+        false
+    }
+
+    /// Routes a packet from the hub to the part of the driver it concerns.
+    fn on_packet(&mut self, conn: &mut Connection, packet: Packet) {
+        match packet {
+            Packet::Publish(p) if super::methods::is_request(&p.topic) => {
                 self.on_method_request(&p)
             }
-            Event::Incoming(Packet::Publish(p)) => self.on_publish(conn, p).await,
-            Event::Incoming(Packet::PubAck(ack)) => self.on_puback(conn, ack.pkid),
-            Event::Incoming(Packet::SubAck(ack)) => self.on_suback(&ack),
-            Event::Outgoing(Outgoing::Subscribe(pkid)) => self.subscriptions.written(pkid),
-            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => {
-                self.on_publish_sent(conn, pkid)
+            Packet::Publish(p) => self.on_publish(conn, p),
+            Packet::PubAck(ack) => self.on_puback(conn, ack.pkid),
+            Packet::SubAck(ack) => self.on_suback(&ack),
+            Packet::PingResp => conn.pong(),
+            other => {
+                tracing::debug!(device = %self.params.device_id, packet = ?other, "ignoring an unexpected MQTT packet")
             }
-            _ => {}
         }
     }
 
     /// Routes a command of the client to the part of the driver it concerns.
-    async fn on_command(&mut self, conn: &mut Connection, cmd: Command) {
+    fn on_command(&mut self, conn: &mut Connection, cmd: Command) {
         match cmd {
-            Command::Twin(t) => self.on_twin_command(Some(conn), t).await,
+            Command::Twin(t) => self.on_twin_command(Some(conn), t),
             Command::Send {
                 topic,
                 payload,
                 reply,
             } => {
                 let id = self.telemetry.queue(topic, payload, reply);
-                self.publish(conn, id).await;
+                self.publish(conn, id);
             }
             Command::EnableC2d => {
                 let filter = c2d_filter(&self.params.device_id);
-                self.want_subscription(Some(conn), &filter, QoS::AtLeastOnce, None)
-                    .await;
+                self.want_subscription(Some(conn), &filter, QoS::AtLeastOnce, None);
             }
-            Command::EnableMethods { reply } => self.enable_methods(Some(conn), reply).await,
+            Command::EnableMethods { reply } => self.enable_methods(Some(conn), reply),
             Command::MethodResponse { topic, payload } => {
-                self.send_method_response(conn, topic, payload).await
+                self.send_method_response(conn, topic, payload)
             }
             Command::Settle {
                 generation,
@@ -314,7 +365,7 @@ impl Driver {
                 reply,
             } => {
                 let result = if generation == conn.generation {
-                    self.settle(conn, pkid, ack).await;
+                    self.settle(conn, pkid, ack);
                     Ok(())
                 } else {
                     Err(stale())
@@ -326,20 +377,9 @@ impl Driver {
         }
     }
 
-    /// Sends DISCONNECT and waits briefly for it to go out, still handling what arrives
-    /// meanwhile (a PUBACK that arrives now spares a resend).
+    /// Sends DISCONNECT and closes the stream, waiting briefly for both to go out.
     async fn disconnect(&mut self, conn: &mut Connection) {
-        if conn.client.try_disconnect().is_err() {
-            return;
-        }
-        let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
-            while let Some(event) = conn.events.recv().await {
-                match event {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
-                    Ok(event) => self.on_event(conn, event).await,
-                }
-            }
-        })
-        .await;
+        let _ = conn.send(&Packet::Disconnect);
+        let _ = tokio::time::timeout(DISCONNECT_GRACE, conn.finish()).await;
     }
 }

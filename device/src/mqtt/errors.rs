@@ -4,50 +4,41 @@
 use iothub_protocol::ErrorCode;
 use iothub_protocol::client::display_chain;
 use iothub_protocol::tls::describe_handshake_failure;
-use rumqttc::{ConnectReturnCode, ConnectionError};
+use rumqttc::mqttbytes::v4::ConnectReturnCode;
 
+use super::connection::Lost;
 use super::params::Params;
 use crate::error::Error;
 
-/// Maps a failed CONNECT to the client's error.
-pub(super) fn connect_error(e: ConnectionError, params: &Params) -> Error {
+/// Maps a CONNACK refusal to the client's error.
+pub(super) fn refused(code: ConnectReturnCode, params: &Params) -> Error {
     let unauthorized = |message: &str| Error::Unauthorized {
         message: message.to_owned(),
         code: ErrorCode::IotHubUnauthorizedAccess,
     };
-    match e {
-        ConnectionError::ConnectionRefused(code) => match code {
-            ConnectReturnCode::BadUserNamePassword => {
-                unauthorized("MQTT CONNACK 4, bad user name or password")
-            }
-            ConnectReturnCode::NotAuthorized => unauthorized("MQTT CONNACK 5, not authorized"),
-            ConnectReturnCode::BadClientId => unauthorized(
-                "MQTT CONNACK 2, identifier rejected: the client id and user name do not name the same device",
+    match code {
+        ConnectReturnCode::BadUserNamePassword => {
+            unauthorized("MQTT CONNACK 4, bad user name or password")
+        }
+        ConnectReturnCode::NotAuthorized => unauthorized("MQTT CONNACK 5, not authorized"),
+        ConnectReturnCode::BadClientId => unauthorized(
+            "MQTT CONNACK 2, identifier rejected: the client id and user name do not name the same device",
+        ),
+        ConnectReturnCode::ServiceUnavailable => Error::DeviceDisabled {
+            device_id: params.client_id(),
+        },
+        other => Error::Connection {
+            message: format!(
+                "{} refused the MQTT connection: {other:?}",
+                params.endpoint()
             ),
-            ConnectReturnCode::ServiceUnavailable => Error::DeviceDisabled {
-                device_id: params.client_id(),
-            },
-            other => Error::Connection {
-                message: format!(
-                    "{} refused the MQTT connection: {other:?}",
-                    params.endpoint()
-                ),
-                source: None,
-            },
-        },
-        ConnectionError::NetworkTimeout => Error::Timeout {
-            operation: "opening the MQTT connection",
-            after: params.connect_timeout,
-        },
-        other => match describe_handshake_failure(&other, &params.host) {
-            Some(tls) => Error::from(tls),
-            None => Error::connection(format!("cannot connect to {}", params.endpoint()), other),
+            source: None,
         },
     }
 }
 
 /// Why a live connection ended, for the connection state.
-pub(super) fn describe_lost(e: &ConnectionError, params: &Params) -> String {
+pub(super) fn describe_lost(e: &Lost, params: &Params) -> String {
     match describe_handshake_failure(e, &params.host) {
         Some(tls) => display_chain(&Error::from(tls)),
         None => format!("{}: {}", params.endpoint(), display_chain(e)),
@@ -86,37 +77,34 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
         };
-        let refused = |c| connect_error(ConnectionError::ConnectionRefused(c), &params);
+        let refuse = |c| refused(c, &params);
         assert!(matches!(
-            refused(ConnectReturnCode::NotAuthorized),
+            refuse(ConnectReturnCode::NotAuthorized),
             Error::Unauthorized {
                 code: ErrorCode::IotHubUnauthorizedAccess,
                 ..
             }
         ));
         assert!(matches!(
-            refused(ConnectReturnCode::BadUserNamePassword),
+            refuse(ConnectReturnCode::BadUserNamePassword),
             Error::Unauthorized { .. }
         ));
         assert!(matches!(
-            refused(ConnectReturnCode::BadClientId),
+            refuse(ConnectReturnCode::BadClientId),
             Error::Unauthorized { .. }
         ));
         assert_eq!(
-            refused(ConnectReturnCode::ServiceUnavailable),
+            refuse(ConnectReturnCode::ServiceUnavailable),
             Error::DeviceDisabled {
                 device_id: "d1".into()
             }
         );
         assert!(matches!(
-            refused(ConnectReturnCode::RefusedProtocolVersion),
+            refuse(ConnectReturnCode::RefusedProtocolVersion),
             Error::Connection { .. }
         ));
-        let io = ConnectionError::Io(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "refused",
-        ));
-        let e = connect_error(io, &params);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = super::super::socket::failed(&params, io);
         assert!(
             matches!(e, Error::Connection { ref message, .. } if message.contains("h:8883")),
             "{e:?}"

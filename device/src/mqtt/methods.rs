@@ -7,7 +7,8 @@ use bytes::Bytes;
 use iothub_protocol::method::{
     JsonPayload, REQUEST_TOPIC_FILTER, REQUEST_TOPIC_PREFIX, parse_request_topic, response_topic,
 };
-use rumqttc::{Publish, QoS};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::Publish;
 
 use super::Command;
 use super::connection::Connection;
@@ -22,13 +23,12 @@ pub(super) fn is_request(topic: &str) -> bool {
 
 impl Driver {
     /// The application registered a handler: listen for requests.
-    pub(super) async fn enable_methods(
+    pub(super) fn enable_methods(
         &mut self,
         conn: Option<&mut Connection>,
         waiter: SubscribeWaiter,
     ) {
-        self.want_subscription(conn, REQUEST_TOPIC_FILTER, QoS::AtMostOnce, Some(waiter))
-            .await;
+        self.want_subscription(conn, REQUEST_TOPIC_FILTER, QoS::AtMostOnce, Some(waiter));
     }
 
     /// A request: handed to the client with a reply that publishes the answer.
@@ -63,18 +63,12 @@ impl Driver {
     }
 
     /// Publishes an answer; one lost with the connection is lost (the service gets 504101).
-    pub(super) async fn send_method_response(
+    pub(super) fn send_method_response(
         &mut self,
         conn: &mut Connection,
         topic: String,
         payload: Bytes,
     ) {
-        if let Err(e) = conn
-            .client
-            .publish(topic, QoS::AtMostOnce, false, payload)
-            .await
-        {
-            tracing::debug!(error = %e, "method response not queued; the connection is going away");
-        }
+        conn.publish_qos0(topic, payload);
     }
 }

@@ -1,20 +1,22 @@
 //! The MQTT transport (iothub-protocol.md 3): one driver task per client that owns the
 //! connection, reconnects, renews the token, and settles C2D messages.
 //!
-//! Each connection is a fresh rumqttc `EventLoop` polled by its own small "pump" task that
-//! forwards every event to the driver; the driver talks to the connection through the
-//! matching `AsyncClient`. A new event loop per connection keeps packet ids, PUBACKs and
-//! unacknowledged telemetry from one connection away from the next: the driver itself keeps
-//! the telemetry waiting for a PUBACK and publishes it again after a reconnect, and a C2D
-//! message can only be acknowledged on the connection it arrived on (the hub redelivers the
-//! others). CONNECT uses clean session 0, as every official SDK does, so the hub keeps the
-//! subscription and the undelivered messages while the device is away.
+//! The driver does each connection's I/O itself (packets are encoded and decoded with
+//! rumqttc's `mqttbytes` codec, the same one the emulator serves): no task or channel sits
+//! between the application's commands and the socket, and everything queued while handling a
+//! burst leaves in one write. A new [`Connection`](connection::Connection) per connection keeps
+//! packet ids, PUBACKs and unacknowledged telemetry from one connection away from the next: the
+//! driver itself keeps the telemetry waiting for a PUBACK and publishes it again after a
+//! reconnect, and a C2D message can only be acknowledged on the connection it arrived on (the
+//! hub redelivers the others). CONNECT uses clean session 0, as every official SDK does, so the
+//! hub keeps the subscription and the undelivered messages while the device is away.
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `params.rs` | the fixed facts of a connection: endpoint, user name, rumqttc options |
+//! | `params.rs` | the fixed facts of a connection: endpoint, user name, packet size limit |
+//! | `socket.rs` | dialling: TCP, TLS, the WebSocket upgrade |
 //! | `topics.rs` | topic names and what an incoming topic is (C2D today; request/response topics such as twins and methods belong here) |
-//! | `connection.rs` | one open connection: CONNECT, the event pump, per-connection bookkeeping |
+//! | `connection.rs` | one open connection: CONNECT, reads and batched writes, keep-alive, per-connection bookkeeping |
 //! | `driver.rs` | the driver task: connect, serve, reconnect with backoff, renew, stop |
 //! | `telemetry.rs` | D2C sends waiting for their PUBACK, republished after a reconnect |
 //! | `subscriptions.rs` | every topic filter (C2D, methods, twins): SUBACKs by packet id, waiters, re-subscribe after a lost session |
@@ -34,6 +36,7 @@ mod driver;
 mod errors;
 mod methods;
 mod params;
+mod socket;
 mod subscriptions;
 mod telemetry;
 mod topics;

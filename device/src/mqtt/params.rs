@@ -1,10 +1,9 @@
-//! The fixed facts of the MQTT connection, and the rumqttc options made from them.
+//! The fixed facts of the MQTT connection.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::utf8_percent_encode;
-use rumqttc::{MqttOptions, TlsConfiguration};
 use rustls::ClientConfig;
 
 use crate::api::{API_VERSION, CLIENT_TYPE, QUERY_VALUE};
@@ -12,7 +11,7 @@ use crate::backoff::Backoff;
 use crate::config::Transport;
 
 /// Largest MQTT packet either way: a 256 KB D2C body plus a topic with its property bag.
-const MAX_PACKET: usize = 512 * 1024;
+pub(super) const MAX_PACKET: usize = 512 * 1024;
 
 /// Fixed facts about the MQTT connection.
 pub(crate) struct Params {
@@ -46,36 +45,14 @@ impl Params {
         username(&self.host_name, &self.client_id())
     }
 
-    fn url(&self) -> String {
+    /// The WebSocket URL, for MQTT over WebSockets.
+    pub fn url(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
         format!("wss://{host}:{}/$iothub/websocket", self.port)
-    }
-
-    /// The options of one connection, with this token as password.
-    pub fn options(&self, password: String) -> MqttOptions {
-        let tls = TlsConfiguration::Rustls(self.tls.clone());
-        let mut o = match self.transport {
-            Transport::MqttWebSocket => {
-                let mut o = MqttOptions::new(self.client_id(), self.url(), self.port);
-                o.set_transport(rumqttc::Transport::Wss(tls));
-                o
-            }
-            _ => {
-                let mut o = MqttOptions::new(self.client_id(), self.host.clone(), self.port);
-                o.set_transport(rumqttc::Transport::Tls(tls));
-                o
-            }
-        };
-        o.set_credentials(self.username(), password)
-            .set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(self.keep_alive.as_secs().max(1)))
-            .set_manual_acks(true)
-            .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        o
     }
 
     /// Where the connection goes, for messages.

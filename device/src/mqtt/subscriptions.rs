@@ -1,19 +1,17 @@
 //! Every topic filter the client subscribes to (C2D, methods, twins): whether the hub's session
 //! holds it, the SUBSCRIBE in flight for it, and who waits for its SUBACK.
 //!
-//! rumqttc does not say which packet id a SUBSCRIBE got until it is written
-//! (`Outgoing::Subscribe(pkid)`), in the order the requests were queued, so filters queued but
-//! not yet written wait in [`Subscriptions::unassigned`] and move to the packet-id map when their
-//! id is known; a SUBACK then finds its filter by packet id. On a new connection, filters the
-//! hub's session does not hold (`session_present = 0`, or never granted) are subscribed again;
-//! waiters keep waiting across the reconnect.
+//! A SUBACK finds its filter by the packet id its SUBSCRIBE was sent with. On a new
+//! connection, filters the hub's session does not hold (`session_present = 0`, or never
+//! granted) are subscribed again; waiters keep waiting across the reconnect.
 //!
 //! A feature uses it by calling [`Driver::want_subscription`] (online or offline) and, if it
 //! must know, awaiting the waiter it passed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
-use rumqttc::{QoS, SubAck, SubscribeReasonCode};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Packet, SubAck, Subscribe, SubscribeReasonCode};
 use tokio::sync::oneshot;
 
 use super::connection::Connection;
@@ -46,9 +44,7 @@ struct Filter {
 #[derive(Debug, Default)]
 pub(crate) struct Subscriptions {
     filters: BTreeMap<String, Filter>,
-    /// Filters whose SUBSCRIBE is queued in rumqttc but has no packet id yet, in queue order.
-    unassigned: VecDeque<String>,
-    /// Filters whose SUBSCRIBE was written, by packet id (on the current connection).
+    /// Filters whose SUBSCRIBE was sent, by packet id (on the current connection).
     by_pkid: HashMap<u16, String>,
 }
 
@@ -85,19 +81,17 @@ impl Subscriptions {
         }
     }
 
-    /// Records that a SUBSCRIBE for `filter` was queued on the connection.
-    pub fn queued(&mut self, filter: &str) {
+    /// Records that a SUBSCRIBE for `filter` went out with packet id `pkid`.
+    pub fn sent(&mut self, filter: &str, pkid: u16) {
         if let Some(f) = self.filters.get_mut(filter) {
             f.state = State::Sent;
-            self.unassigned.push_back(filter.to_owned());
+            self.by_pkid.insert(pkid, filter.to_owned());
         }
     }
 
-    /// A SUBSCRIBE was written with packet id `pkid`: the oldest queued one.
-    pub fn written(&mut self, pkid: u16) {
-        if let Some(filter) = self.unassigned.pop_front() {
-            self.by_pkid.insert(pkid, filter);
-        }
+    /// True when a SUBSCRIBE with packet id `pkid` awaits its SUBACK.
+    pub fn holds(&self, pkid: u16) -> bool {
+        self.by_pkid.contains_key(&pkid)
     }
 
     /// Applies a SUBACK; returns the filter it answers and whether it was granted.
@@ -127,7 +121,6 @@ impl Subscriptions {
     /// A new connection: forgets the old one's packet ids and returns the filters to
     /// subscribe on it (all of them unless the hub kept the session and granted them).
     pub fn connected(&mut self, session_present: bool) -> Vec<(String, QoS)> {
-        self.unassigned.clear();
         self.by_pkid.clear();
         self.filters
             .iter_mut()
@@ -168,7 +161,7 @@ fn refused(filter: &str) -> Error {
 
 impl Driver {
     /// Subscribes to `filter` now if connected and needed; `waiter` learns the hub's answer.
-    pub(super) async fn want_subscription(
+    pub(super) fn want_subscription(
         &mut self,
         conn: Option<&mut Connection>,
         filter: &str,
@@ -178,17 +171,19 @@ impl Driver {
         if self.subscriptions.want(filter, qos, waiter)
             && let Some(conn) = conn
         {
-            self.send_subscribe(conn, filter, qos).await;
+            self.send_subscribe(conn, filter, qos);
         }
     }
 
-    /// Queues a SUBSCRIBE on the connection.
-    pub(super) async fn send_subscribe(&mut self, conn: &mut Connection, filter: &str, qos: QoS) {
-        match conn.client.subscribe(filter, qos).await {
-            Ok(()) => self.subscriptions.queued(filter),
-            Err(e) => {
-                tracing::debug!(error = %e, "SUBSCRIBE not queued; the connection is going away")
-            }
+    /// Sends a SUBSCRIBE on the connection.
+    pub(super) fn send_subscribe(&mut self, conn: &mut Connection, filter: &str, qos: QoS) {
+        let subscriptions = &self.subscriptions;
+        let pkid = conn.next_pkid(|id| subscriptions.holds(id));
+        let mut subscribe = Subscribe::new(filter, qos);
+        subscribe.pkid = pkid;
+        match conn.send(&Packet::Subscribe(subscribe)) {
+            Ok(()) => self.subscriptions.sent(filter, pkid),
+            Err(e) => tracing::warn!(error = ?e, %filter, "SUBSCRIBE cannot be encoded"),
         }
     }
 
@@ -223,11 +218,10 @@ mod tests {
         let (tx_a, mut rx_a) = oneshot::channel();
         let (tx_b, mut rx_b) = oneshot::channel();
         assert!(s.want("a/#", QoS::AtLeastOnce, Some(tx_a)));
-        s.queued("a/#");
+        s.sent("a/#", 7);
         assert!(s.want("b/#", QoS::AtMostOnce, Some(tx_b)));
-        s.queued("b/#");
-        s.written(7);
-        s.written(8);
+        s.sent("b/#", 8);
+        assert!(s.holds(7) && s.holds(8) && !s.holds(9));
         // Answered out of order.
         assert_eq!(s.acked(&ack(8, false)), Some(("b/#".into(), false)));
         assert_eq!(s.acked(&ack(7, true)), Some(("a/#".into(), true)));
@@ -248,10 +242,9 @@ mod tests {
     fn a_granted_filter_answers_at_once_and_a_pending_one_gathers_waiters() {
         let mut s = Subscriptions::default();
         assert!(s.want("a/#", QoS::AtLeastOnce, None));
-        s.queued("a/#");
+        s.sent("a/#", 1);
         let (tx, mut rx) = oneshot::channel();
         assert!(!s.want("a/#", QoS::AtLeastOnce, Some(tx)), "already sent");
-        s.written(1);
         s.acked(&ack(1, true));
         assert!(rx.try_recv().unwrap().is_ok());
         let (tx, mut rx) = oneshot::channel();
@@ -263,17 +256,16 @@ mod tests {
     fn reconnects_resubscribe_what_the_session_does_not_hold() {
         let mut s = Subscriptions::default();
         s.want("a/#", QoS::AtLeastOnce, None);
-        s.queued("a/#");
-        s.written(1);
+        s.sent("a/#", 1);
         s.acked(&ack(1, true));
         let (tx, mut rx) = oneshot::channel();
         s.want("b/#", QoS::AtMostOnce, Some(tx));
-        s.queued("b/#");
+        s.sent("b/#", 2);
         // Lost before b's SUBACK; the hub kept the session.
         assert_eq!(s.connected(true), [("b/#".to_owned(), QoS::AtMostOnce)]);
         assert!(rx.try_recv().is_err(), "still waiting");
-        s.queued("b/#");
-        s.written(1);
+        assert!(!s.holds(2), "the old connection's packet ids are forgotten");
+        s.sent("b/#", 1);
         s.acked(&ack(1, true));
         assert!(rx.try_recv().unwrap().is_ok());
         // A fresh session needs everything again.

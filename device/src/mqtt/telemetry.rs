@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use rumqttc::QoS;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::Publish;
 use tokio::sync::oneshot;
 
 use super::connection::Connection;
@@ -13,8 +14,8 @@ use crate::error::Error;
 
 /// Telemetry waiting for the hub's PUBACK.
 struct PendingSend {
-    topic: String,
-    payload: Bytes,
+    /// The PUBLISH, ready but for its packet id (each connection gives it one).
+    publish: Publish,
     reply: Option<oneshot::Sender<Result<(), Error>>>,
 }
 
@@ -38,8 +39,14 @@ impl Telemetry {
         self.pending.insert(
             id,
             PendingSend {
-                topic,
-                payload,
+                publish: Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic,
+                    pkid: 0,
+                    payload,
+                },
                 reply: Some(reply),
             },
         );
@@ -62,39 +69,46 @@ impl Telemetry {
 }
 
 impl Driver {
-    /// Publishes waiting send `id` on `conn`.
-    pub(super) async fn publish(&mut self, conn: &mut Connection, id: u64) {
-        let Some(p) = self.telemetry.pending.get(&id) else {
+    /// Publishes waiting send `id` on `conn`, or queues it there until the in-flight window
+    /// has room.
+    pub(super) fn publish(&mut self, conn: &mut Connection, id: u64) {
+        if !conn.has_room() {
+            conn.waiting.push_back(id);
+            return;
+        }
+        let Some(p) = self.telemetry.pending.get_mut(&id) else {
             return;
         };
-        let publish = conn
-            .client
-            .publish_bytes(p.topic.clone(), QoS::AtLeastOnce, false, p.payload.clone())
-            .await;
-        match publish {
-            Ok(()) => conn.unassigned.push_back(id),
+        let subscriptions = &self.subscriptions;
+        p.publish.pkid = conn.next_pkid(|pkid| subscriptions.holds(pkid));
+        match conn.publish(&p.publish) {
+            Ok(()) => {
+                conn.inflight.insert(p.publish.pkid, id);
+            }
+            // The client checks sizes before it queues a send, so this is not expected; the
+            // send fails rather than the connection.
             Err(e) => {
-                // Only a closed event loop refuses a publish; the pump reports why and the
-                // message goes out again on the next connection.
-                tracing::debug!(error = %e, "PUBLISH not queued");
+                if let Some(reply) = self.telemetry.pending.remove(&id).and_then(|p| p.reply) {
+                    let _ = reply.send(Err(Error::ArgumentInvalid {
+                        message: format!("the message cannot be sent over MQTT: {e:?}"),
+                    }));
+                }
             }
         }
     }
 
-    /// rumqttc gave the oldest unassigned PUBLISH packet id `pkid`.
-    pub(super) fn on_publish_sent(&mut self, conn: &mut Connection, pkid: u16) {
-        if let Some(id) = conn.unassigned.pop_front() {
-            conn.inflight.insert(pkid, id);
-        }
-    }
-
-    /// The hub acknowledged packet `pkid`: that send is done.
+    /// The hub acknowledged packet `pkid`: that send is done, and the next waiting one may go.
     pub(super) fn on_puback(&mut self, conn: &mut Connection, pkid: u16) {
         if let Some(id) = conn.inflight.remove(&pkid)
             && let Some(p) = self.telemetry.pending.remove(&id)
             && let Some(reply) = p.reply
         {
             let _ = reply.send(Ok(()));
+        }
+        while conn.has_room()
+            && let Some(id) = conn.waiting.pop_front()
+        {
+            self.publish(conn, id);
         }
     }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use iothub_protocol::ErrorCode;
 use iothub_protocol::client::HubReply;
-use rumqttc::QoS;
+use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -117,41 +117,30 @@ fn answer_error(status: u16, body: &[u8]) -> Error {
 
 impl Driver {
     /// A twin command, online (`conn`) or offline.
-    pub(super) async fn on_twin_command(
-        &mut self,
-        conn: Option<&mut Connection>,
-        cmd: TwinCommand,
-    ) {
+    pub(super) fn on_twin_command(&mut self, conn: Option<&mut Connection>, cmd: TwinCommand) {
         match cmd {
             TwinCommand::Request { patch, reply } => match conn {
-                Some(conn) => self.send_twin_request(conn, patch, reply).await,
+                Some(conn) => self.send_twin_request(conn, patch, reply),
                 None => self.twin.queued.push((patch, reply)),
             },
             TwinCommand::Desired(tx) => {
                 self.twin.desired = Some(tx);
-                self.want_subscription(conn, DESIRED_FILTER, QoS::AtLeastOnce, None)
-                    .await;
+                self.want_subscription(conn, DESIRED_FILTER, QoS::AtLeastOnce, None);
             }
         }
     }
 
     /// Sends the requests made while offline (called once a connection is up).
-    pub(super) async fn twin_connected(&mut self, conn: &mut Connection) {
+    pub(super) fn twin_connected(&mut self, conn: &mut Connection) {
         // Answers of the old connection will not come.
         self.twin.pending.clear();
         for (patch, reply) in std::mem::take(&mut self.twin.queued) {
-            self.send_twin_request(conn, patch, reply).await;
+            self.send_twin_request(conn, patch, reply);
         }
     }
 
-    async fn send_twin_request(
-        &mut self,
-        conn: &mut Connection,
-        patch: Option<Bytes>,
-        reply: Reply,
-    ) {
-        self.want_subscription(Some(&mut *conn), RESPONSE_FILTER, QoS::AtMostOnce, None)
-            .await;
+    fn send_twin_request(&mut self, conn: &mut Connection, patch: Option<Bytes>, reply: Reply) {
+        self.want_subscription(Some(&mut *conn), RESPONSE_FILTER, QoS::AtMostOnce, None);
         self.twin.pending.retain(|_, r| !r.is_closed());
         self.twin.next_rid += 1;
         let rid = self.twin.next_rid.to_string();
@@ -165,19 +154,8 @@ impl Driver {
                 Bytes::from_static(b" "),
             ),
         };
-        match conn
-            .client
-            .publish(topic, QoS::AtMostOnce, false, payload)
-            .await
-        {
-            Ok(()) => {
-                self.twin.pending.insert(rid, reply);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "twin request not queued; the connection is going away");
-                self.twin.queued.push((None, reply));
-            }
-        }
+        conn.publish_qos0(topic, payload);
+        self.twin.pending.insert(rid, reply);
     }
 
     /// A twin PUBLISH from the hub.
