@@ -23,9 +23,9 @@ use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
 use super::acks::AckQueue;
-use super::errors::refused;
+use super::errors::{connect_failed, refused};
 use super::params::{MAX_PACKET, Params};
-use super::socket::{Stream, dial, failed};
+use super::socket::{Stream, dial};
 use crate::error::Error;
 use crate::runtime::Runtime;
 use crate::token::Token;
@@ -178,9 +178,9 @@ impl Connection {
                     });
                 }
                 Ok(None) => {}
-                Err(e) => return Err(failed(params, e)),
+                Err(e) => return Err(connect_failed(params, e)),
             }
-            self.io().await.map_err(|e| failed(params, e))?;
+            self.io().await.map_err(|e| connect_failed(params, e))?;
         }
     }
 

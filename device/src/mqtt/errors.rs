@@ -37,6 +37,18 @@ pub(super) fn refused(code: ConnectReturnCode, params: &Params) -> Error {
     }
 }
 
+/// A connection that could not be made: a TLS failure says so (with the trust hint), anything
+/// else names the endpoint.
+pub(super) fn connect_failed(
+    params: &Params,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    match describe_handshake_failure(&e, &params.host) {
+        Some(tls) => Error::from(tls),
+        None => Error::connection(format!("cannot connect to {}", params.endpoint()), e),
+    }
+}
+
 /// Why a live connection ended, for the connection state.
 pub(super) fn describe_lost(e: &Lost, params: &Params) -> String {
     match describe_handshake_failure(e, &params.host) {
@@ -104,7 +116,7 @@ mod tests {
             Error::Connection { .. }
         ));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let e = super::super::socket::failed(&params, io);
+        let e = connect_failed(&params, io);
         assert!(
             matches!(e, Error::Connection { ref message, .. } if message.contains("h:8883")),
             "{e:?}"

@@ -4,13 +4,13 @@
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
-use iothub_protocol::tls::describe_handshake_failure;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use ws_stream_tungstenite::WsStream;
 
+use super::errors::connect_failed;
 use super::params::Params;
 use crate::config::Transport;
 use crate::error::Error;
@@ -27,7 +27,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 pub(super) async fn dial(params: &Params) -> Result<Box<dyn Stream>, Error> {
     let tcp = TcpStream::connect((params.host.as_str(), params.port))
         .await
-        .map_err(|e| failed(params, e))?;
+        .map_err(|e| connect_failed(params, e))?;
     // Packets are batched into one write per burst already; waiting for more (Nagle) would
     // only delay the last packet of each burst.
     let _ = tcp.set_nodelay(true);
@@ -37,21 +37,21 @@ pub(super) async fn dial(params: &Params) -> Result<Box<dyn Stream>, Error> {
     let tls = TlsConnector::from(params.tls.clone())
         .connect(name, tcp)
         .await
-        .map_err(|e| failed(params, e))?;
+        .map_err(|e| connect_failed(params, e))?;
     if params.transport != Transport::MqttWebSocket {
         return Ok(Box::new(tls));
     }
     let mut request = params
         .url()
         .into_client_request()
-        .map_err(|e| failed(params, e))?;
+        .map_err(|e| connect_failed(params, e))?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
     let (ws, response) = async_tungstenite::tokio::client_async(request, tls)
         .await
-        .map_err(|e| failed(params, e))?;
+        .map_err(|e| connect_failed(params, e))?;
     let agreed = response
         .headers()
         .get("Sec-WebSocket-Protocol")
@@ -65,13 +65,4 @@ pub(super) async fn dial(params: &Params) -> Result<Box<dyn Stream>, Error> {
         });
     }
     Ok(Box::new(WsStream::new(ws)))
-}
-
-/// A connection that could not be made: a TLS failure says so (with the trust hint), anything
-/// else names the endpoint.
-pub(super) fn failed(params: &Params, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    match describe_handshake_failure(&e, &params.host) {
-        Some(tls) => Error::from(tls),
-        None => Error::connection(format!("cannot connect to {}", params.endpoint()), e),
-    }
 }
