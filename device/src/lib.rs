@@ -190,6 +190,12 @@ mod https;
 mod message;
 pub mod methods;
 mod mqtt;
+
+/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::mqtt::fuzzing::packets as mqtt_packets;
+}
 mod runtime;
 mod state;
 mod token;

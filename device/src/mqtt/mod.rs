@@ -25,6 +25,7 @@
 //! | `methods.rs` | direct-method requests in, answers out |
 //! | `acks.rs` | PUBACKs in arrival order |
 //! | `errors.rs` | CONNACK refusals and lost connections as [`Error`]s |
+//! | `fuzzing.rs` | the fuzz target's entry: the hub's bytes through the codec and topic routing |
 //!
 //! A new feature that talks over MQTT adds its topics to `topics.rs`, its state and handlers
 //! in a file of its own (as `telemetry.rs` and `c2d.rs` do), and a [`Command`] for the client.
@@ -34,6 +35,8 @@ mod c2d;
 mod connection;
 mod driver;
 mod errors;
+#[doc(hidden)]
+pub mod fuzzing;
 mod methods;
 mod params;
 mod socket;

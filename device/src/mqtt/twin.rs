@@ -93,7 +93,7 @@ pub(super) struct TwinState {
 }
 
 /// The error a failed twin answer stands for: its body's `errorCode` and `message`.
-fn answer_error(status: u16, body: &[u8]) -> Error {
+pub(super) fn answer_error(status: u16, body: &[u8]) -> Error {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let code = v["errorCode"]
         .as_u64()
