@@ -35,6 +35,8 @@ pub mod feedback;
 pub mod message;
 pub mod method;
 pub mod module;
+#[cfg(feature = "outbox")]
+pub mod outbox;
 pub mod property_bag;
 pub mod query;
 pub mod registry;

@@ -1,28 +1,30 @@
-//! The write half of an AMQP connection, on a task of its own, so that frames coalesce.
+//! The write half of a connection on a task of its own, so that frames flushed one by one
+//! coalesce: the emulator's AMQP connections and the service client's.
 //!
 //! fe2o3 flushes after every frame. Writing each one straight to the socket costs a syscall
 //! and, on TLS, a record per frame: under load that was a fifth of the emulator's CPU. Here
 //! the connection's frames go into an [`Outbox`] and a writer task takes everything waiting
 //! in one go: a lone frame is written as soon as the writer runs (nothing waits for company),
 //! and while one batch is on its way the next one gathers. This holds for every stream the
-//! AMQP stack runs on (TLS, WebSocket, plain TCP).
+//! AMQP stack runs on (TLS, WebSocket, plain TCP). [`BatchedStream`] puts a whole stream
+//! behind one, for a client that hands fe2o3 a stream.
 //!
 //! A flush returns once the bytes are in the outbox; a write error reaches fe2o3 on its next
 //! write or flush. Past [`HIGH_WATER`] waiting bytes, writes push back. When the connection
 //! is over (the token given to [`Outbox::spawn`] is cancelled, or the outbox is dropped) the
-//! writer has [`super::stream::CLOSE_GRACE`] to get the last frames (a `close`) out, then
-//! lets the socket go.
+//! writer has the grace given to [`Outbox::spawn`] to get the last frames (a `close`) out,
+//! then lets the socket go.
 
 use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
 use tokio_util::sync::CancellationToken;
-
-use super::stream::CLOSE_GRACE;
 
 /// Bytes waiting for the writer before [`Outbox::poll_ready`] pushes back.
 pub const HIGH_WATER: usize = 256 * 1024;
@@ -73,13 +75,13 @@ pub struct Outbox {
 
 impl Outbox {
     /// Starts the writer task on `io`; it ends when the outbox is dropped or shut down, when
-    /// a write fails, or [`CLOSE_GRACE`] after `ended` is cancelled.
-    pub fn spawn<W>(io: W, ended: CancellationToken) -> Outbox
+    /// a write fails, or `grace` after `ended` is cancelled.
+    pub fn spawn<W>(io: W, ended: CancellationToken, grace: Duration) -> Outbox
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let shared = Arc::new(Shared::default());
-        tokio::spawn(write_loop(io, shared.clone(), ended));
+        tokio::spawn(write_loop(io, shared.clone(), ended, grace));
         Outbox { shared }
     }
 
@@ -112,6 +114,22 @@ impl Outbox {
             s.buf.extend_from_slice(out);
             out.clear();
         }
+        if let Some(w) = s.writer.take() {
+            drop(s);
+            w.wake();
+        }
+    }
+
+    /// Hands a copy of `bytes` to the writer and wakes it.
+    pub fn push_slice(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut s = self.shared.lock();
+        if s.done {
+            return;
+        }
+        s.buf.extend_from_slice(bytes);
         if let Some(w) = s.writer.take() {
             drop(s);
             w.wake();
@@ -178,14 +196,14 @@ fn poll_next(shared: &Shared, cx: &mut Context<'_>, batch: &mut BytesMut) -> Pol
     Poll::Pending
 }
 
-async fn write_loop<W>(mut io: W, shared: Arc<Shared>, ended: CancellationToken)
+async fn write_loop<W>(mut io: W, shared: Arc<Shared>, ended: CancellationToken, grace: Duration)
 where
     W: AsyncWrite + Unpin,
 {
-    // Runs out CLOSE_GRACE after the connection is over.
-    let grace = async {
+    // Runs out `grace` after the connection is over.
+    let grace = async move {
         ended.cancelled().await;
-        tokio::time::sleep(CLOSE_GRACE).await;
+        tokio::time::sleep(grace).await;
     };
     tokio::pin!(grace);
     let mut batch = BytesMut::new();
@@ -231,15 +249,105 @@ where
     }
 }
 
+/// A stream whose writes go through an [`Outbox`]: what fe2o3 flushes frame by frame leaves
+/// in batches. Reads pass straight through. Dropping it gives the writer its grace to get the
+/// last bytes out.
+///
+/// ```no_run
+/// # async fn open(tcp: tokio::net::TcpStream) {
+/// use iothub_protocol::outbox::BatchedStream;
+/// let stream = BatchedStream::new(tcp, std::time::Duration::from_secs(2));
+/// // hand `stream` to the AMQP connection (fe2o3's `open_with_stream`)
+/// # drop(stream);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct BatchedStream<S> {
+    read: ReadHalf<S>,
+    outbox: Outbox,
+    ended: CancellationToken,
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> BatchedStream<S> {
+    /// Splits `stream` and starts its writer task (which needs a tokio runtime).
+    pub fn new(stream: S, grace: Duration) -> Self {
+        let (read, write) = tokio::io::split(stream);
+        let ended = CancellationToken::new();
+        BatchedStream {
+            read,
+            outbox: Outbox::spawn(write, ended.clone(), grace),
+            ended,
+        }
+    }
+}
+
+impl<S> Drop for BatchedStream<S> {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for BatchedStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
+    }
+}
+
+impl<S> AsyncWrite for BatchedStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.outbox.poll_ready(cx))?;
+        this.outbox.push_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Ready at once: the writer task writes what the outbox holds without being asked.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.outbox.check())
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.outbox.poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    const GRACE: Duration = Duration::from_secs(2);
+
+    #[tokio::test]
+    async fn a_batched_stream_reads_through_and_writes_in_order() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let mut stream = BatchedStream::new(ours, GRACE);
+        for frame in [&b"one "[..], b"two ", b"three"] {
+            stream.write_all(frame).await.unwrap();
+            stream.flush().await.unwrap();
+        }
+        peer.write_all(b"back").await.unwrap();
+        let mut got = [0u8; 4];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"back");
+        stream.shutdown().await.unwrap();
+        let mut all = Vec::new();
+        peer.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"one two three");
+    }
+
     #[tokio::test]
     async fn pushed_bytes_arrive_in_order_and_shutdown_waits_for_them() {
         let (io, mut peer) = tokio::io::duplex(64);
-        let out = Outbox::spawn(io, CancellationToken::new());
+        let out = Outbox::spawn(io, CancellationToken::new(), GRACE);
         let mut expected = Vec::new();
         for i in 0..200u8 {
             poll_fn(|cx| out.poll_ready(cx)).await.unwrap();
@@ -260,7 +368,7 @@ mod tests {
     #[tokio::test]
     async fn a_lone_frame_goes_out_without_a_flush_or_more_frames() {
         let (io, mut peer) = tokio::io::duplex(1024);
-        let out = Outbox::spawn(io, CancellationToken::new());
+        let out = Outbox::spawn(io, CancellationToken::new(), GRACE);
         out.push(&mut BytesMut::from(&b"frame"[..]));
         let mut got = [0u8; 5];
         tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut got))
@@ -274,7 +382,7 @@ mod tests {
     async fn writes_push_back_past_the_high_water_mark() {
         // The peer reads nothing: the writer stalls and the outbox fills.
         let (io, _peer) = tokio::io::duplex(16);
-        let out = Outbox::spawn(io, CancellationToken::new());
+        let out = Outbox::spawn(io, CancellationToken::new(), GRACE);
         let mut pushed = 0;
         let blocked = loop {
             let ready = poll_fn(|cx| Poll::Ready(out.poll_ready(cx))).await;
@@ -296,7 +404,7 @@ mod tests {
     async fn a_failed_write_fails_the_next_one() {
         let (io, peer) = tokio::io::duplex(64);
         drop(peer);
-        let out = Outbox::spawn(io, CancellationToken::new());
+        let out = Outbox::spawn(io, CancellationToken::new(), GRACE);
         out.push(&mut BytesMut::from(&b"lost"[..]));
         let err = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             loop {
@@ -316,12 +424,12 @@ mod tests {
     async fn after_the_end_a_stuck_writer_gives_up_within_the_grace() {
         let (io, _peer) = tokio::io::duplex(16);
         let ended = CancellationToken::new();
-        let out = Outbox::spawn(io, ended.clone());
+        let out = Outbox::spawn(io, ended.clone(), GRACE);
         out.push(&mut BytesMut::from(&[0u8; 1024][..]));
         ended.cancel();
         let started = tokio::time::Instant::now();
         let done = poll_fn(|cx| out.poll_shutdown(cx)).await;
         assert!(done.is_ok());
-        assert!(started.elapsed() >= CLOSE_GRACE);
+        assert!(started.elapsed() >= GRACE);
     }
 }

@@ -9,7 +9,7 @@
 //!   fe2o3's acceptor, sessions, and routing each link by its [`address`].
 //! * [`stream`]: the bytes under fe2o3: 16-byte GUID delivery tags (which fe2o3 cannot set),
 //!   room in each frame for them, and a bounded wait for the peer's `close`;
-//!   [`batch_writer`]: a writer task per connection, so frames flushed one by one go out in
+//!   [`iothub_protocol::outbox`]: a writer task per connection, so frames flushed one by one go out in
 //!   batches.
 //! * [`sasl`] and [`cbs`]: how a connection gets its tokens; [`tokens`]: which link they cover.
 //! * [`twin`]: a device's twin requests, responses and desired notifications.
@@ -27,7 +27,6 @@
 //!   detached with `amqp:unauthorized-access`; the connection stays open for a new put-token.
 
 mod address;
-mod batch_writer;
 mod cbs;
 mod connection;
 mod convert;

@@ -19,7 +19,7 @@
 //!   track. When the token given to [`HubStream::new`] is cancelled (the connection's task is
 //!   done), every read and write fails, so that task ends too and the socket is dropped.
 //! * **Batching.** fe2o3 flushes after every frame; the frames go to a writer task that writes
-//!   whatever has gathered in one go ([`super::batch_writer`]).
+//!   whatever has gathered in one go ([`iothub_protocol::outbox`]).
 //!
 //! Only the first AMQP frame from the peer (its `open`) and the transfer frames fe2o3 writes are
 //! decoded; everything else passes through byte for byte. Anything this layer does not
@@ -41,9 +41,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::batch_writer::Outbox;
 use super::convert::{LOCK_TOKEN, lock_token_tag};
 use super::frame_guard::{self, ReadGuard};
+use iothub_protocol::outbox::Outbox;
 
 /// How much smaller than the peer's `max-frame-size` fe2o3 is told to keep its frames.
 pub const HEADROOM: u32 = 32;
@@ -95,7 +95,7 @@ impl<IO: AsyncRead + AsyncWrite + Send + 'static> HubStream<IO> {
         let (io, write) = tokio::io::split(io);
         HubStream {
             io,
-            outbox: Outbox::spawn(write, ended.clone()),
+            outbox: Outbox::spawn(write, ended.clone(), CLOSE_GRACE),
             read,
             write: WriteSide::default(),
             close_grace: None,

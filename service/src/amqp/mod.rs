@@ -38,6 +38,7 @@ use fe2o3_amqp::link::{Receiver, SendError, Sender};
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::{Data, Message as AmqpMessage, Outcome};
 use fe2o3_amqp::{Connection, Session};
+use iothub_protocol::outbox::BatchedStream;
 use iothub_protocol::tls::{describe_handshake_failure, server_name};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -390,10 +391,16 @@ impl Task {
     }
 }
 
+/// How long a connection's writer may take to get its last frames (a `close`) out once the
+/// connection is dropped.
+pub(crate) const WRITE_GRACE: Duration = Duration::from_secs(2);
+
 /// TLS from byte 0 (as the SDKs speak on 5671), the AMQP connection without a SASL layer, a
 /// session, the CBS links and the first put-token.
 async fn open(settings: &AmqpSettings, id: u64) -> Result<Conn, Error> {
     let stream = tls_connect(&settings.host, settings.port, settings.tls.clone()).await?;
+    // fe2o3 flushes every frame; batched, a burst of sends is one TLS record and one write.
+    let stream = BatchedStream::new(stream, WRITE_GRACE);
     let container_id = format!("iothub-service-{}", uuid::Uuid::new_v4());
     let mut connection = Connection::builder()
         .container_id(container_id)

@@ -22,6 +22,7 @@ use fe2o3_amqp::types::primitives::{OrderedMap, SimpleValue, Symbol, Value};
 use fe2o3_amqp::{Connection, Receiver, Sender, Session};
 use iothub_protocol::EventPosition;
 use iothub_protocol::client::TokenPolicy;
+use iothub_protocol::outbox::BatchedStream;
 use iothub_protocol::sas::build_token_with_key_text;
 use serde_amqp::described::Described;
 use serde_amqp::descriptor::Descriptor;
@@ -245,13 +246,17 @@ pub(crate) async fn open(
             return Err(Error::protocol("no TLS configuration for a TLS endpoint"));
         };
         let stream = crate::amqp::tls_connect(host, port, tls).await?;
-        builder.open_with_stream(stream).await
+        builder
+            .open_with_stream(BatchedStream::new(stream, crate::amqp::WRITE_GRACE))
+            .await
     } else {
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|e| Error::connection(format!("cannot connect to {host}:{port}"), e))?;
         let _ = tcp.set_nodelay(true);
-        builder.open_with_stream(tcp).await
+        builder
+            .open_with_stream(BatchedStream::new(tcp, crate::amqp::WRITE_GRACE))
+            .await
     };
     let mut connection = opened.map_err(|e| {
         Error::connection(
