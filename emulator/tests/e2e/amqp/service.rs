@@ -247,7 +247,9 @@ async fn c2d_send_carries_every_property_and_every_message_id_type() {
         (MessageId::Ulong(42), "42"),
         (MessageId::Binary(Binary::from(vec![0xab, 0xcd])), "abcd"),
     ];
-    let expiry = Timestamp::from_milliseconds((emu.context().now_unix() as i64 + 600) * 1000);
+    // Read once: the sends below may cross a second boundary.
+    let expires_at = emu.context().now_unix() as i64 + 600;
+    let expiry = Timestamp::from_milliseconds(expires_at * 1000);
     for (i, (id, _)) in ids.iter().enumerate() {
         let m = Message::builder()
             .properties(Properties {
@@ -293,7 +295,7 @@ async fn c2d_send_carries_every_property_and_every_message_id_type() {
         );
         assert_eq!(
             sys.absolute_expiry.map(|t| t.unix_timestamp()),
-            Some(emu.context().now_unix() as i64 + 600)
+            Some(expires_at)
         );
         assert_eq!(sys.content_type.as_deref(), Some("application/json"));
         assert_eq!(sys.content_encoding.as_deref(), Some("utf-8"));
