@@ -334,6 +334,7 @@ pub(super) const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn pair() -> (Connection, DuplexStream) {
@@ -435,6 +436,88 @@ mod tests {
         conn.pong();
         conn.ping().unwrap();
         assert!(matches!(conn.ping(), Err(Lost::KeepAlive(_))));
+    }
+
+    /// A packet the hub may send a device: C2D or twin PUBLISHes (QoS 0 or 1), PUBACKs,
+    /// SUBACKs, PINGRESPs.
+    fn hub_packet() -> impl Strategy<Value = Packet> {
+        prop_oneof![
+            (
+                "[a-z/%$=&.0-9]{1,80}",
+                proptest::collection::vec(any::<u8>(), 0..300),
+                1u16..,
+                any::<bool>()
+            )
+                .prop_map(|(topic, payload, pkid, qos1)| {
+                    let mut p = Publish::new(
+                        topic,
+                        if qos1 {
+                            QoS::AtLeastOnce
+                        } else {
+                            QoS::AtMostOnce
+                        },
+                        payload,
+                    );
+                    p.pkid = if qos1 { pkid } else { 0 };
+                    Packet::Publish(p)
+                }),
+            (1u16..).prop_map(|id| Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(id))),
+            (1u16..).prop_map(|id| Packet::SubAck(rumqttc::mqttbytes::v4::SubAck::new(
+                id,
+                vec![rumqttc::mqttbytes::v4::SubscribeReasonCode::Success(
+                    QoS::AtLeastOnce
+                )],
+            ))),
+            Just(Packet::PingResp),
+        ]
+    }
+
+    proptest! {
+        /// However the hub's bytes are cut into reads, every packet comes out once, whole and
+        /// in order, and nothing is left over.
+        #[test]
+        fn packets_survive_any_split_into_reads(
+            packets in proptest::collection::vec(hub_packet(), 1..40),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+        ) {
+            let mut bytes = BytesMut::new();
+            for p in &packets {
+                p.write(&mut bytes, MAX_PACKET).unwrap();
+            }
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            at.push(bytes.len());
+            at.sort_unstable();
+            let (mut conn, _hub) = pair();
+            let mut got = Vec::new();
+            let mut from = 0;
+            for to in at {
+                conn.read.extend_from_slice(&bytes[from..to]);
+                from = to;
+                while let Some(p) = conn.next_packet().unwrap() {
+                    got.push(p);
+                }
+            }
+            prop_assert_eq!(got, packets);
+            prop_assert!(conn.read.is_empty());
+        }
+
+        /// What the driver queues leaves as exactly those packets, in order.
+        #[test]
+        fn queued_packets_leave_in_order(packets in proptest::collection::vec(hub_packet(), 1..40)) {
+            let (mut conn, _hub) = pair();
+            for p in &packets {
+                match p {
+                    Packet::Publish(publish) => conn.publish(publish).unwrap(),
+                    other => conn.send(other).unwrap(),
+                }
+            }
+            let mut out = std::mem::take(&mut conn.write);
+            let mut got = Vec::new();
+            while !out.is_empty() {
+                got.push(Packet::read(&mut out, MAX_PACKET).unwrap());
+            }
+            prop_assert_eq!(got, packets);
+        }
     }
 
     #[test]
