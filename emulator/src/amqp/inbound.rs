@@ -134,11 +134,12 @@ pub async fn run_batches(
                 continue;
             }
             Event::Settle(info, verdict) => {
-                let settled = match verdict {
-                    Ok(()) => receiver.accept(info).await,
-                    Err(e) => receiver.reject(info, error_for(&e)).await,
-                };
-                if settled.is_err() {
+                // The verdicts behind the same commit are ready together: settled in one go.
+                let mut ready = vec![(info, verdict)];
+                while let Some(Some(next)) = unsettled.next().now_or_never() {
+                    ready.push(next);
+                }
+                if settle_all(&receiver, ready).await.is_err() {
                     break Ending::Gone;
                 }
                 continue;
@@ -214,6 +215,31 @@ pub async fn run_batches(
         };
         let _ = tokio::time::timeout(DETACH_TIMEOUT, close).await;
     }
+}
+
+/// Sends the verdicts, in order: each run of accepted deliveries as one `accepted` disposition
+/// per range of consecutive delivery ids (fe2o3's `accept_all`), instead of a frame each,
+/// which the peer also decodes one by one; a rejection alone, between them.
+async fn settle_all(
+    receiver: &Receiver,
+    ready: Vec<(DeliveryInfo, Result<(), HubError>)>,
+) -> Result<(), fe2o3_amqp::link::DispositionError> {
+    let mut accepted = Vec::new();
+    for (info, verdict) in ready {
+        match verdict {
+            Ok(()) => accepted.push(info),
+            Err(e) => {
+                if !accepted.is_empty() {
+                    receiver.accept_all(std::mem::take(&mut accepted)).await?;
+                }
+                receiver.reject(info, error_for(&e)).await?;
+            }
+        }
+    }
+    if !accepted.is_empty() {
+        receiver.accept_all(accepted).await?;
+    }
+    Ok(())
 }
 
 /// Why a device link ends when its device goes away.
