@@ -317,6 +317,48 @@ async fn c2d_send_carries_every_property_and_every_message_id_type() {
     finish(c, emu).await;
 }
 
+/// Pipelined sends are settled together (accepted runs as range dispositions): each send
+/// still gets its own outcome, rejections stay where they were, and every accepted message is
+/// queued once, in order.
+#[tokio::test]
+async fn pipelined_sends_each_get_their_own_outcome() {
+    let emu = start().await;
+    create_device(&emu, "dev1");
+    let (c, mut s, _cbs) = authorized(&emu, &owner_token(&emu)).await;
+    let mut sender = c2d_sender(&mut s).await;
+    let mut pending = Vec::new();
+    for i in 0..40 {
+        let device = if i % 7 == 3 { "ghost" } else { "dev1" };
+        let m = c2d(&to(device), format!("{i}"));
+        pending.push((
+            device,
+            within(sender.send_batchable(m)).await.expect("sent"),
+        ));
+    }
+    let mut accepted = Vec::new();
+    for (i, (device, fut)) in pending.into_iter().enumerate() {
+        let outcome = within(fut).await.expect("settled");
+        if device == "ghost" {
+            assert_eq!(rejected_with(&outcome).0, "amqp:not-found", "send {i}");
+        } else {
+            assert!(
+                matches!(outcome, Outcome::Accepted(_)),
+                "send {i}: {outcome:?}"
+            );
+            accepted.push(format!("{i}"));
+        }
+    }
+    let queued: Vec<String> = emu
+        .hub()
+        .read(|h| h.peek_c2d("dev1"))
+        .unwrap()
+        .iter()
+        .map(|q| String::from_utf8_lossy(&q.message.body).into_owned())
+        .collect();
+    assert_eq!(queued, accepted);
+    finish(c, emu).await;
+}
+
 #[tokio::test]
 async fn c2d_send_errors_are_rejections_the_sdks_understand() {
     let emu = start().await;
