@@ -103,33 +103,30 @@ impl Outbox {
         if out.is_empty() {
             return;
         }
-        let mut s = self.shared.lock();
-        if s.done {
-            out.clear();
-            return;
-        }
-        if s.buf.is_empty() {
-            std::mem::swap(&mut s.buf, out);
-        } else {
-            s.buf.extend_from_slice(out);
-            out.clear();
-        }
-        if let Some(w) = s.writer.take() {
-            drop(s);
-            w.wake();
-        }
+        self.hand_over(|buf| {
+            if buf.is_empty() {
+                std::mem::swap(buf, out);
+            } else {
+                buf.extend_from_slice(out);
+            }
+        });
+        out.clear();
     }
 
     /// Hands a copy of `bytes` to the writer and wakes it.
     pub fn push_slice(&self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+        if !bytes.is_empty() {
+            self.hand_over(|buf| buf.extend_from_slice(bytes));
         }
+    }
+
+    /// Adds to the writer's bytes with `add` and wakes it; nothing once the writer is done.
+    fn hand_over(&self, add: impl FnOnce(&mut BytesMut)) {
         let mut s = self.shared.lock();
         if s.done {
             return;
         }
-        s.buf.extend_from_slice(bytes);
+        add(&mut s.buf);
         if let Some(w) = s.writer.take() {
             drop(s);
             w.wake();

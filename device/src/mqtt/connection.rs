@@ -522,14 +522,7 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_zero_and_those_in_use() {
-        let (ours, _hub) = tokio::io::duplex(64);
-        let far = Instant::now() + Duration::from_secs(3600);
-        let mut conn = Connection::new(
-            Box::new(ours),
-            Duration::from_secs(30),
-            1,
-            Deadline::Renew(far),
-        );
+        let (mut conn, _hub) = pair();
         conn.last_pkid = u16::MAX - 1;
         conn.inflight.insert(u16::MAX, 0);
         assert_eq!(
