@@ -283,7 +283,7 @@ async fn serve_session(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
 }
 
 /// The node an attach names: the target of a peer sender, the source of a peer receiver.
-fn address_of(attach: &Attach) -> Option<String> {
+pub(super) fn address_of(attach: &Attach) -> Option<String> {
     match attach.role {
         Role::Sender => attach
             .target

@@ -4,7 +4,7 @@
 use fe2o3_amqp::acceptor::SaslAcceptor;
 use fe2o3_amqp_types::messaging::Body;
 use fe2o3_amqp_types::messaging::message::DecodeIntoMessage;
-use fe2o3_amqp_types::performatives::Performative;
+use fe2o3_amqp_types::performatives::{Attach, Performative};
 use fe2o3_amqp_types::primitives::Value;
 use fe2o3_amqp_types::sasl::SaslInit;
 
@@ -14,9 +14,15 @@ use super::stream::decode_frame;
 use super::tokens::Tokens;
 use crate::context::Context;
 
-/// The frame guard over `data`, delivered in two pieces split where the first byte says: what
+/// The frame guard over `data`, delivered in two reads split where the first byte says (that
+/// byte is also the stream's first: a seed starts with `AMQP` and splits after 65 bytes): what
 /// it forwards is decoded as fe2o3 would, and the emulator's answers are built.
 pub fn frames(data: &[u8]) {
+    let _ = guard_verdict(data);
+}
+
+/// [`frames`], returning why the guard refused the bytes (`None`: it forwarded them all).
+fn guard_verdict(data: &[u8]) -> Option<frame_guard::Violation> {
     let cut = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
     let mut guard = ReadGuard::default();
     guard.push(&data[..cut]);
@@ -43,6 +49,7 @@ pub fn frames(data: &[u8]) {
     if let Some(v) = &guard.violation {
         let _ = frame_guard::refusal(v, data.len().is_multiple_of(2), "fuzz");
     }
+    guard.violation
 }
 
 /// Messages as fe2o3's receiver links join and decode them from the forwarded frames, on the
@@ -54,6 +61,7 @@ impl Deliveries {
     fn take(&mut self, channel: u16, performative: &Performative, payload: &[u8]) {
         match performative {
             Performative::Attach(a) => {
+                attach_readers(a);
                 self.0.insert((channel, a.handle.0), Vec::new());
             }
             Performative::Detach(d) => {
@@ -78,6 +86,32 @@ impl Deliveries {
             _ => {}
         }
     }
+}
+
+/// What the emulator reads from a peer's attach before answering it: the node its address
+/// names, and for an Event Hubs receiver the selector filter's start position and the owner
+/// level.
+fn attach_readers(attach: &Attach) {
+    if let Some(address) = super::connection::address_of(attach) {
+        addresses_in(&address);
+    }
+    let _ =
+        super::eventhubs::receiver::request(attach, String::new(), String::new(), String::new());
+}
+
+/// Link addresses (IoT Hub and Event Hubs nodes, a C2D message's `to`) and Event Hubs selector
+/// filters, over arbitrary text: what an attach's address and filter reach.
+pub fn addresses(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        addresses_in(text);
+        let _ = iothub_protocol::event_position::EventPosition::parse_selector(text);
+    }
+}
+
+fn addresses_in(text: &str) {
+    let _ = super::address::parse_node(text);
+    let _ = super::address::c2d_target(Some(text));
+    let _ = super::eventhubs::address::parse(text);
 }
 
 /// A forwarded frame through fe2o3's own decoders, as its transport hands it over (without
@@ -106,4 +140,63 @@ pub fn sasl(data: &[u8]) {
     let ctx = Context::for_tests(crate::hub::HubSettings::default());
     let mut sasl = HubSasl::new(ctx, Tokens::default());
     let _ = sasl.on_init(init);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_guard::Violation;
+
+    fn seed(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../fuzz/corpus/amqp_frames/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The hand-written seeds are whole byte streams (the first byte is both the split point
+    /// and the stream's first byte): each must reach the check it is named for, not die on its
+    /// first four bytes, or the fuzzer and the replay test start from nothing.
+    #[test]
+    fn the_hand_written_seeds_reach_what_they_are_named_for() {
+        let refused = |name: &str| super::guard_verdict(&seed(name));
+        for name in ["open", "split", "sasl", "eventhubs_attach"] {
+            assert_eq!(refused(name), None, "{name}");
+        }
+        let text = |v: Option<Violation>| match v {
+            Some(Violation::Framing(t) | Violation::NotAllowed(t)) => t,
+            other => panic!("unexpected verdict {other:?}"),
+        };
+        assert!(text(refused("channel")).contains("channel 300"));
+        assert!(text(refused("short_frame")).contains("frame size 5"));
+        assert!(text(refused("small_open")).contains("max-frame-size 511"));
+    }
+
+    /// The Event Hubs seed's attach carries a selector filter and an owner level, so the
+    /// readers behind [`super::attach_readers`] see real values.
+    #[test]
+    fn the_event_hubs_seed_carries_a_filter_and_an_owner_level() {
+        let bytes = seed("eventhubs_attach");
+        let attach = bytes
+            .windows(3)
+            .position(|w| w == [0x00, 0x53, 0x12])
+            .and_then(|i| serde_amqp::from_slice::<super::Attach>(&bytes[i..]).ok())
+            .expect("an attach");
+        let request = crate::amqp::eventhubs::receiver::request(
+            &attach,
+            String::new(),
+            String::new(),
+            String::new(),
+        );
+        assert_eq!(
+            request.position,
+            Ok(
+                iothub_protocol::event_position::EventPosition::SequenceNumber {
+                    sequence_number: 5,
+                    inclusive: true
+                }
+            )
+        );
+        assert_eq!(request.owner_level, Some(3));
+    }
 }

@@ -14,11 +14,11 @@
 //! The Event Hubs clients sign `sb://` audiences with the key text as the HMAC key; the
 //! authenticator accepts that for `sb://` audiences only.
 
-mod address;
+pub(super) mod address;
 pub mod listener;
 mod management;
 mod message;
-mod receiver;
+pub(super) mod receiver;
 mod redirect;
 
 use std::sync::Arc;
