@@ -2,14 +2,17 @@
 // EventHubConsumerClient, unchanged, reads telemetry that azure-iot-device sent over Mqtt, Amqp
 // and Http.
 //
-//   node eventhubs.js <dev|tls>
+//   node eventhubs.js <dev|tls|ws>
 //
 // `dev` uses the UseDevelopmentEmulator=true connection string (plain AMQP on 5672, no CA);
-// `tls` the TLS form on 5671, trusted through NODE_EXTRA_CA_CERTS like the Node e2e suite.
+// `tls` the TLS form on 5671, trusted through NODE_EXTRA_CA_CERTS like the Node e2e suite; `ws`
+// the TLS form over a WebSocket (webSocketOptions with the `ws` package, as the Event Hubs docs
+// show: wss://{host}:443/$servicebus/websocket), trusted the same way.
 // Prints one `RESULT PASS` or `RESULT FAIL <reason>` line on stdout; diagnostics go to stderr.
 'use strict';
 
 const { EventHubConsumerClient } = require('@azure/event-hubs');
+const WebSocket = require('ws');
 const {
   Message,
   Mqtt,
@@ -46,14 +49,14 @@ function bodyBytes(event) {
   return Buffer.from(JSON.stringify(b));
 }
 
-async function scenario(development) {
+async function scenario(development, clientOptions) {
   const cs = eventHubConnectionString(development);
   log('event hub connection string:', cs);
   const registry = Registry.fromConnectionString(serviceConnectionString());
   const { deviceId, key } = await createDevice(registry, 'eh-node');
   onCleanup(() => registry.delete(deviceId));
 
-  const consumer = new EventHubConsumerClient('$Default', cs);
+  const consumer = new EventHubConsumerClient('$Default', cs, clientOptions);
   onCleanup(() => consumer.close());
   const ids = await withTimeout(consumer.getPartitionIds(), WAIT_MS, 'getPartitionIds');
   check(JSON.stringify(ids) === '["0","1","2","3"]', `partition ids ${JSON.stringify(ids)}`);
@@ -134,4 +137,5 @@ async function scenario(development) {
 run({
   dev: () => scenario(true),
   tls: () => scenario(false),
+  ws: () => scenario(false, { webSocketOptions: { webSocket: WebSocket } }),
 });

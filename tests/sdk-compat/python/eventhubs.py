@@ -1,11 +1,13 @@
 """Python scenarios for the built-in Event Hubs-compatible endpoint: `azure-eventhub`'s
 `EventHubConsumerClient`, unchanged, reads telemetry that `azure-iot-device` sent over MQTT.
 
-    python eventhubs.py dev | tls-async
+    python eventhubs.py dev | tls-async | websocket
 
 `dev` uses the `UseDevelopmentEmulator=true` connection string (plain AMQP on 5672, no CA) and
 checks every start position, partition discovery and the consumer-group refusal; `tls-async`
-uses the TLS form on 5671 with `connection_verify` and the async client.
+uses the TLS form on 5671 with `connection_verify` and the async client; `websocket` the TLS
+form over `TransportType.AmqpOverWebsocket` (`wss://{host}:443/$servicebus/websocket`, with
+websocket-client), for networks that only let 443 through.
 
 Prints one `RESULT PASS` or `RESULT FAIL <reason>` line on stdout; diagnostics go to stderr.
 """
@@ -18,7 +20,7 @@ import threading
 import time
 import uuid
 
-from azure.eventhub import EventHubConsumerClient
+from azure.eventhub import EventHubConsumerClient, TransportType
 from azure.eventhub.aio import EventHubConsumerClient as AsyncConsumerClient
 from azure.iot.device import IoTHubDeviceClient, Message
 from azure.iot.hub import IoTHubRegistryManager
@@ -247,5 +249,36 @@ def scenario_tls_async():
     device.shutdown()
 
 
+def scenario_websocket():
+    cs = eventhub_connection_string(False)
+    device_id, device = new_device()
+    mid = str(uuid.uuid4())
+    device.send_message(telemetry('{"over": "websocket"}', mid))
+
+    def ws_consumer():
+        return consumer(
+            cs,
+            transport_type=TransportType.AmqpOverWebsocket,
+            connection_verify=os.environ["IOTHUB_CA_CERT"],
+        )
+
+    c = ws_consumer()
+    ids = c.get_partition_ids()
+    check(ids == ["0", "1", "2", "3"], "partition ids over a WebSocket {!r}".format(ids))
+    c.close()
+    got = collect(ws_consumer(), device_id, 1, starting_position="-1")
+    check(len(got) == 1, "{} of 1 events arrived over a WebSocket".format(len(got)))
+    partition, event = got[0]
+    check(event.body_as_str() == '{"over": "websocket"}', "body {!r}".format(event.body_as_str()))
+    sp = event.system_properties
+    check(sp.get(b"message-id") in (mid, mid.encode()), "message id {!r}".format(sp))
+    check(sp.get(b"iothub-connection-device-id") == device_id.encode(), "device id {!r}".format(sp))
+    c = ws_consumer()
+    props = c.get_partition_properties(partition)
+    c.close()
+    check(props["last_enqueued_sequence_number"] >= event.sequence_number, "last seq {!r}".format(props))
+    device.shutdown()
+
+
 if __name__ == "__main__":
-    run({"dev": scenario_dev, "tls-async": scenario_tls_async})
+    run({"dev": scenario_dev, "tls-async": scenario_tls_async, "websocket": scenario_websocket})
