@@ -45,6 +45,8 @@ pub mod time_format;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod twin;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 pub use error::{ErrorCode, HubError};
 pub use event_position::EventPosition;

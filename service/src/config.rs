@@ -11,6 +11,7 @@ use iothub_protocol::client::{self, TokenPolicy};
 use iothub_protocol::connection_string::ServiceConnectionString;
 use iothub_protocol::tls::Trust;
 
+use crate::amqp::socket::AmqpTransport;
 use crate::amqp::{AmqpHandle, AmqpSettings};
 use crate::client::ServiceClient;
 use crate::error::Error;
@@ -46,6 +47,7 @@ pub const DEFAULT_HTTPS_PORT: u16 = 443;
 pub struct ServiceClientBuilder {
     connection_string: ServiceConnectionString,
     trust: Trust,
+    amqp_transport: AmqpTransport,
     amqp_port: Option<u16>,
     https_port: Option<u16>,
     tokens: TokenPolicy,
@@ -68,6 +70,7 @@ impl ServiceClientBuilder {
         ServiceClientBuilder {
             connection_string,
             trust: Trust::default(),
+            amqp_transport: AmqpTransport::default(),
             amqp_port: None,
             https_port: None,
             tokens: TokenPolicy::default(),
@@ -107,9 +110,18 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// The AMQP port, for an emulator or a test server on another port than
-    /// [`DEFAULT_AMQP_PORT`] (5671), where real hubs listen. A `:port` written in `HostName` is
-    /// also honoured (as the Node service SDK does); this option overrides it.
+    /// How C2D messages and feedback travel (default [`AmqpTransport::Tls`] on 5671;
+    /// [`AmqpTransport::WebSocket`] on 443, path `/$iothub/websocket`, for networks that only
+    /// let HTTPS through).
+    pub fn amqp_transport(mut self, transport: AmqpTransport) -> Self {
+        self.amqp_transport = transport;
+        self
+    }
+
+    /// The AMQP port, for an emulator or a test server on another port than the transport's
+    /// ([`DEFAULT_AMQP_PORT`], 5671, or 443 over WebSockets), where real hubs listen. A `:port`
+    /// written in `HostName` is also honoured (as the Node service SDK does); this option
+    /// overrides it.
     pub fn amqp_port(mut self, port: u16) -> Self {
         self.amqp_port = Some(port);
         self
@@ -176,12 +188,17 @@ impl ServiceClientBuilder {
         }
         let roots = self.trust.load()?;
         let cs = self.connection_string;
-        let (host, amqp_port) = client::endpoint(&cs.host_name, self.amqp_port, DEFAULT_AMQP_PORT);
+        let (host, amqp_port) = client::endpoint(
+            &cs.host_name,
+            self.amqp_port,
+            self.amqp_transport.default_port(),
+        );
         let host = host.to_owned();
         let tokens = Arc::new(TokenSource::new(&cs, self.tokens));
         let amqp = AmqpHandle::new(AmqpSettings {
             host: host.clone(),
             port: amqp_port,
+            transport: self.amqp_transport,
             tls: roots.client_config(&[])?,
             tokens: tokens.clone(),
             connect_timeout: self.connect_timeout,

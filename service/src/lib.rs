@@ -10,6 +10,8 @@
 //!   from byte 0, no SASL layer, a CBS put-token of a hub-scoped SAS token, as the Node service
 //!   SDK does. The token is put again on the same connection before it expires
 //!   ([`ServiceClientBuilder::token_lifetime`], [`ServiceClientBuilder::token_renewal_margin`]).
+//!   Over TLS on 5671, or over a WebSocket on 443 ([`AmqpTransport::WebSocket`]) for networks
+//!   that only let HTTPS through.
 //! * **One C2D sender link**, owned by a task that only hands each transfer to the link and
 //!   gives the pending outcome back to the caller, so thousands of [`ServiceClient::send_c2d`]
 //!   calls can be in flight at once. A link or connection that failed is reopened on the next
@@ -142,6 +144,7 @@ pub mod registry;
 mod token;
 mod twins;
 
+pub use amqp::socket::AmqpTransport;
 pub use client::ServiceClient;
 pub use config::{
     DEFAULT_AMQP_PORT, DEFAULT_HTTPS_PORT, DangerousServiceClientBuilder, ServiceClientBuilder,

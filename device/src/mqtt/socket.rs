@@ -2,13 +2,11 @@
 //! `wss://{host}:{port}/$iothub/websocket` with the `mqtt` subprotocol (iothub-protocol.md
 //! 3.1). What comes back is a byte stream the connection reads and writes MQTT packets on.
 
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::HeaderValue;
+use iothub_protocol::websocket::{self, UpgradeError};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use ws_stream_tungstenite::WsStream;
 
 use super::errors::connect_failed;
 use super::params::Params;
@@ -41,28 +39,11 @@ pub(super) async fn dial(params: &Params) -> Result<Box<dyn Stream>, Error> {
     if params.transport != Transport::MqttWebSocket {
         return Ok(Box::new(tls));
     }
-    let mut request = params
-        .url()
-        .into_client_request()
-        .map_err(|e| connect_failed(params, e))?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    let (ws, response) = async_tungstenite::tokio::client_async(request, tls)
-        .await
-        .map_err(|e| connect_failed(params, e))?;
-    let agreed = response
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(SUBPROTOCOL.as_bytes()));
-    if !agreed {
-        return Err(Error::Protocol {
-            message: format!(
-                "{} did not accept the '{SUBPROTOCOL}' WebSocket subprotocol",
-                params.endpoint()
-            ),
-        });
+    match websocket::upgrade(tls, &params.url(), SUBPROTOCOL).await {
+        Ok(ws) => Ok(Box::new(ws)),
+        Err(UpgradeError::Handshake { source, .. }) => Err(connect_failed(params, source)),
+        Err(e @ UpgradeError::Subprotocol { .. }) => Err(Error::Protocol {
+            message: e.to_string(),
+        }),
     }
-    Ok(Box::new(WsStream::new(ws)))
 }

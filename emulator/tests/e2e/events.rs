@@ -1,8 +1,8 @@
 //! The Rust service client's events consumer (`iothub_service::events`) against the built-in
 //! Event Hubs-compatible endpoint: devices send over MQTT, AMQP and HTTPS, the consumer reads
-//! with every start position, over the plain development listener, over TLS, and after the
-//! redirect from the IoT Hub connection string; `$management` information; owner levels; and
-//! `iothub-emulator monitor`'s output.
+//! with every start position, over the plain development listener, over TLS, over a WebSocket,
+//! and after the redirect from the IoT Hub connection string; `$management` information; owner
+//! levels; and `iothub-emulator monitor`'s output.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,8 +15,8 @@ use iothub_emulator::hub::event_log::{Origin, partition_for_device};
 use iothub_emulator::hub::{EventLogSettings, HubSettings};
 use iothub_emulator::{Emulator, RunningEmulator, monitor};
 use iothub_protocol::Message as HubMessage;
-use iothub_service::Error;
 use iothub_service::events::{Event, EventConsumer, EventPosition, EventStream};
+use iothub_service::{AmqpTransport, Error};
 use rumqttc::{Incoming, QoS};
 
 use crate::support::amqp::authorized;
@@ -381,6 +381,47 @@ async fn events_consumer_follows_the_redirect_from_the_iot_hub_connection_string
         matches!(e, Error::Connection { .. } | Error::Unauthorized { .. }),
         "{e:?}"
     );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_consumer_reads_over_a_websocket_with_either_connection_string() {
+    let emu = start().await;
+    send(&emu, "over-ws", "hello");
+    let https = emu.endpoints().https;
+    // The Event Hubs-compatible string: /$servicebus/websocket on the HTTPS port.
+    let tls = emu.config().eventhub_connection_string(None).unwrap();
+    // The IoT Hub string: /$iothub/websocket on the hub host, then the redirect; over
+    // WebSockets the consumer stays on the port it reached the hub on.
+    for cs in [tls.clone(), emu.service_connection_string()] {
+        let consumer = EventConsumer::builder(&cs)
+            .unwrap()
+            .trust_ca_pem(emu.ca_pem())
+            .trust_ca_from_env(false)
+            .amqp_transport(AmqpTransport::WebSocket)
+            .amqp_port(https)
+            .build()
+            .unwrap();
+        assert_eq!(
+            within(consumer.partition_ids()).await.unwrap().len(),
+            4,
+            "{cs}"
+        );
+        let mut events = within(consumer.receive_all(EventPosition::Earliest))
+            .await
+            .expect("attached over a WebSocket");
+        let e = next(&mut events).await;
+        assert_eq!(e.device_id.as_deref(), Some("over-ws"));
+        assert_eq!(e.body_str(), Some("hello"));
+        consumer.close().await;
+    }
+    // The development form is plain AMQP only.
+    let e = EventConsumer::builder(&development_string(&emu))
+        .unwrap()
+        .amqp_transport(AmqpTransport::WebSocket)
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidOption { .. }), "{e:?}");
     emu.shutdown().await;
 }
 

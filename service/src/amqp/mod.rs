@@ -28,6 +28,7 @@
 pub(crate) mod cbs;
 pub(crate) mod convert;
 pub(crate) mod errors;
+pub(crate) mod socket;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -66,8 +67,10 @@ pub(crate) type PendingOutcome = DeliveryFut<Result<Outcome, SendError>>;
 pub(crate) struct AmqpSettings {
     /// Host to connect to and to check the certificate against (no port).
     pub host: String,
-    /// Port (5671 on a real hub).
+    /// Port (5671 on a real hub, 443 over WebSockets).
     pub port: u16,
+    /// TLS or a WebSocket over TLS.
+    pub transport: socket::AmqpTransport,
     /// TLS client configuration (ring, trusted roots, no ALPN).
     pub tls: Arc<rustls::ClientConfig>,
     /// Makes the SAS tokens.
@@ -398,7 +401,14 @@ pub(crate) const WRITE_GRACE: Duration = Duration::from_secs(2);
 /// TLS from byte 0 (as the SDKs speak on 5671), the AMQP connection without a SASL layer, a
 /// session, the CBS links and the first put-token.
 async fn open(settings: &AmqpSettings, id: u64) -> Result<Conn, Error> {
-    let stream = tls_connect(&settings.host, settings.port, settings.tls.clone()).await?;
+    let stream = socket::dial(
+        &settings.host,
+        settings.port,
+        settings.tls.clone(),
+        settings.transport,
+        socket::IOTHUB_PATH,
+    )
+    .await?;
     // fe2o3 flushes every frame; batched, a burst of sends is one TLS record and one write.
     let stream = BatchedStream::new(stream, WRITE_GRACE);
     let container_id = format!("iothub-service-{}", uuid::Uuid::new_v4());

@@ -33,6 +33,7 @@ use super::connection_string::EventHubCredential;
 use crate::Error;
 use crate::amqp::cbs::{Cbs, simple_int};
 use crate::amqp::errors::{from_amqp_error, receiver_attach_error, sender_attach_error};
+use crate::amqp::socket::{self, AmqpTransport};
 use fe2o3_amqp::link::ReceiverAttachError;
 use fe2o3_amqp::types::definitions;
 
@@ -90,6 +91,8 @@ pub(crate) struct LinkSettings {
     /// TLS client configuration (ring, trusted roots); `None` for a plain development
     /// endpoint, where no roots are loaded.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS or a WebSocket over TLS (for a TLS endpoint).
+    pub transport: AmqpTransport,
     /// Token lifetime and renewal.
     pub tokens: TokenPolicy,
     /// Limit for opening a connection (through the first put-token) and attaching a link.
@@ -227,7 +230,8 @@ impl Conn {
     }
 }
 
-/// Opens a connection to the endpoint: TCP, TLS unless the development form, SASL
+/// Opens a connection to the endpoint: TCP, TLS unless the development form (and a WebSocket
+/// over it when asked), SASL
 /// `ANONYMOUS`, a session, CBS and the first put-token; starts the token renewal.
 pub(crate) async fn open(
     endpoint: &Endpoint,
@@ -245,7 +249,8 @@ pub(crate) async fn open(
         let Some(tls) = settings.tls.clone() else {
             return Err(Error::protocol("no TLS configuration for a TLS endpoint"));
         };
-        let stream = crate::amqp::tls_connect(host, port, tls).await?;
+        let stream =
+            socket::dial(host, port, tls, settings.transport, socket::SERVICEBUS_PATH).await?;
         builder
             .open_with_stream(BatchedStream::new(stream, crate::amqp::WRITE_GRACE))
             .await

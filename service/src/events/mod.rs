@@ -40,6 +40,7 @@ pub use iothub_protocol::EventPosition;
 pub use stream::EventStream;
 
 use crate::Error;
+use crate::amqp::socket::AmqpTransport;
 use link::{Conn, Endpoint, LinkSettings};
 
 /// The consumer group every event hub has.
@@ -116,6 +117,7 @@ pub struct EventConsumerBuilder {
     consumer_group: String,
     event_hub_name: Option<String>,
     trust: Trust,
+    amqp_transport: AmqpTransport,
     amqp_port: Option<u16>,
     tokens: TokenPolicy,
     connect_timeout: Duration,
@@ -148,6 +150,7 @@ impl EventConsumerBuilder {
             consumer_group: DEFAULT_CONSUMER_GROUP.to_owned(),
             event_hub_name: None,
             trust: Trust::default(),
+            amqp_transport: AmqpTransport::default(),
             amqp_port: None,
             tokens: TokenPolicy::default(),
             connect_timeout: client::DEFAULT_CONNECT_TIMEOUT,
@@ -193,11 +196,21 @@ impl EventConsumerBuilder {
         self
     }
 
+    /// How events travel (default [`AmqpTransport::Tls`] on 5671; [`AmqpTransport::WebSocket`]
+    /// on 443, path `/$servicebus/websocket` on the Event Hubs-compatible endpoint and
+    /// `/$iothub/websocket` on the hub host, for networks that only let HTTPS through). The
+    /// development form (`UseDevelopmentEmulator=true`) is plain AMQP only.
+    pub fn amqp_transport(mut self, transport: AmqpTransport) -> Self {
+        self.amqp_transport = transport;
+        self
+    }
+
     /// The port of the first AMQP connection: the Event Hubs endpoint's for an Event Hubs
     /// connection string (default: the port in `Endpoint`, else 5671, or 5672 with
-    /// `UseDevelopmentEmulator=true`), the hub host's for an IoT Hub connection string
-    /// (default: a `:port` in `HostName`, else 5671). After a redirect, the port the hub names
-    /// is used.
+    /// `UseDevelopmentEmulator=true`, or 443 over WebSockets), the hub host's for an IoT Hub
+    /// connection string (default: a `:port` in `HostName`, else 5671, or 443 over
+    /// WebSockets). After a redirect, the port the hub names is used (over WebSockets, this
+    /// port again: the hub names its AMQP port).
     pub fn amqp_port(mut self, port: u16) -> Self {
         self.amqp_port = Some(port);
         self
@@ -287,8 +300,19 @@ impl EventConsumerBuilder {
                         )
                     })?;
                 let tls = !cs.use_development_emulator;
+                if !tls && self.amqp_transport == AmqpTransport::WebSocket {
+                    return Err(Error::invalid_option(
+                        "the development connection string (UseDevelopmentEmulator=true) is plain AMQP on 5672; for WebSockets use the TLS form (without UseDevelopmentEmulator)",
+                    ));
+                }
+                let port = match self.amqp_transport {
+                    AmqpTransport::Tls => self.amqp_port.unwrap_or_else(|| cs.port()),
+                    AmqpTransport::WebSocket => self
+                        .amqp_port
+                        .unwrap_or(AmqpTransport::WebSocket.default_port()),
+                };
                 let endpoint = Endpoint {
-                    port: self.amqp_port.unwrap_or_else(|| cs.port()),
+                    port,
                     host: cs.host,
                     tls,
                     entity,
@@ -297,8 +321,11 @@ impl EventConsumerBuilder {
                 (Source::EventHub(endpoint), tls)
             }
             ParsedConnectionString::IotHub(cs) => {
-                let (host, port) =
-                    client::endpoint(&cs.host_name, self.amqp_port, crate::DEFAULT_AMQP_PORT);
+                let (host, port) = client::endpoint(
+                    &cs.host_name,
+                    self.amqp_port,
+                    self.amqp_transport.default_port(),
+                );
                 let host = host.to_owned();
                 (
                     Source::IotHub {
@@ -323,6 +350,7 @@ impl EventConsumerBuilder {
                 consumer_group: self.consumer_group,
                 settings: LinkSettings {
                     tls,
+                    transport: self.amqp_transport,
                     tokens: self.tokens,
                     connect_timeout: self.connect_timeout,
                     request_timeout: self.request_timeout,
@@ -623,7 +651,14 @@ impl Inner {
                 let limit = self.settings.connect_timeout;
                 let endpoint = timeout(
                     limit,
-                    redirect::resolve(connection_string, host, *port, tls, self.settings.tokens),
+                    redirect::resolve(
+                        connection_string,
+                        host,
+                        *port,
+                        tls,
+                        self.settings.transport,
+                        self.settings.tokens,
+                    ),
                 )
                 .await
                 .map_err(|_| Error::Timeout {

@@ -27,6 +27,7 @@ use super::connection_string::EventHubCredential;
 use super::link::Endpoint;
 use super::link::event_hub_error;
 use crate::Error;
+use crate::amqp::socket::{self, AmqpTransport};
 use crate::token::TokenSource;
 
 /// The condition of a link redirect.
@@ -40,10 +41,11 @@ pub(crate) async fn resolve(
     host: &str,
     port: u16,
     tls: Arc<rustls::ClientConfig>,
+    transport: AmqpTransport,
     tokens: TokenPolicy,
 ) -> Result<Endpoint, Error> {
     let token = TokenSource::new(cs, tokens).fresh()?;
-    let stream = crate::amqp::tls_connect(host, port, tls).await?;
+    let stream = socket::dial(host, port, tls, transport, socket::IOTHUB_PATH).await?;
     let mut connection = Connection::builder()
         .container_id(format!("iothub-service-redirect-{}", uuid::Uuid::new_v4()))
         .hostname(host)
@@ -100,7 +102,12 @@ pub(crate) async fn resolve(
             },
         };
         let _ = timeout(CLOSE_TIMEOUT, session.end()).await;
-        endpoint_from_redirect(&error, cs)
+        let mut endpoint = endpoint_from_redirect(&error, cs)?;
+        if transport == AmqpTransport::WebSocket {
+            // The hub names its AMQP port; WebSockets go to the one the hub was reached on.
+            endpoint.port = port;
+        }
+        Ok(endpoint)
     }
     .await;
     let _ = timeout(CLOSE_TIMEOUT, connection.close()).await;
