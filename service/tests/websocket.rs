@@ -60,6 +60,8 @@ async fn a_port_without_amqp_over_websockets_is_a_connection_error() {
         .unwrap_err();
     assert!(matches!(e, Error::Connection { .. }), "{e:?}");
     assert!(e.to_string().contains("WebSocket"), "{e}");
+    // The cause (what the WebSocket library saw) is kept.
+    assert!(std::error::Error::source(&e).is_some(), "{e:?}");
     client.close().await;
     emulator.shutdown().await;
 }

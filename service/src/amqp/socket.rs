@@ -82,7 +82,10 @@ pub(crate) async fn dial(
     let url = format!("wss://{host}:{port}{path}");
     match websocket::upgrade(stream, &url, SUBPROTOCOL).await {
         Ok(ws) => Ok(Box::new(ws)),
-        Err(e @ UpgradeError::Handshake { .. }) => Err(Error::connection(e.to_string(), e)),
+        Err(UpgradeError::Handshake { url, source }) => Err(Error::connection(
+            format!("the WebSocket upgrade to {url} failed"),
+            source,
+        )),
         Err(e @ UpgradeError::Subprotocol { .. }) => Err(Error::protocol(e.to_string())),
     }
 }
