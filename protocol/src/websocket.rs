@@ -57,26 +57,19 @@ where
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(subprotocol),
     );
-    let refused = || UpgradeError::Subprotocol {
-        url: url.to_owned(),
-        subprotocol,
-    };
-    let (ws, response) = async_tungstenite::tokio::client_async(request, stream)
+    let (ws, _) = async_tungstenite::tokio::client_async(request, stream)
         .await
         .map_err(|e| match e {
-            // tungstenite checks the answer's subprotocol itself.
+            // tungstenite checks the answer against the subprotocol asked for (none, or another
+            // one, fails the handshake), so an upgrade that succeeds agreed to it.
             tungstenite::Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)) => {
-                refused()
+                UpgradeError::Subprotocol {
+                    url: url.to_owned(),
+                    subprotocol,
+                }
             }
             other => handshake(other),
         })?;
-    let agreed = response
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(subprotocol.as_bytes()));
-    if !agreed {
-        return Err(refused());
-    }
     Ok(WsStream::new(ws))
 }
 
@@ -148,6 +141,29 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "wss://hub.example/$iothub/websocket did not accept the 'mqtt' WebSocket subprotocol"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_naming_another_subprotocol_is_refused() {
+        let (client, far) = tokio::io::duplex(4096);
+        tokio::spawn(server(far, Some("mqtt")));
+        let e = upgrade(
+            client,
+            "wss://hub.example/$servicebus/websocket",
+            "AMQPWSB10",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                UpgradeError::Subprotocol {
+                    subprotocol: "AMQPWSB10",
+                    ..
+                }
+            ),
+            "{e:?}"
         );
     }
 
