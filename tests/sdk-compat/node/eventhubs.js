@@ -1,6 +1,6 @@
 // Node scenarios for the built-in Event Hubs-compatible endpoint: @azure/event-hubs'
-// EventHubConsumerClient, unchanged, reads telemetry that azure-iot-device sent over Mqtt, Amqp
-// and Http.
+// EventHubConsumerClient, unchanged, reads telemetry that azure-iot-device sent over each of its
+// transports: Mqtt, MqttWs, Amqp, AmqpWs and Http.
 //
 //   node eventhubs.js <dev|tls|ws>
 //
@@ -16,7 +16,9 @@ const WebSocket = require('ws');
 const {
   Message,
   Mqtt,
+  MqttWs,
   Amqp,
+  AmqpWs,
   Http,
   Registry,
   WAIT_MS,
@@ -81,7 +83,14 @@ async function scenario(development, clientOptions) {
 
   const big = Buffer.alloc(255 * 1024, 'x');
   const sent = [];
-  for (const [name, Transport] of [['mqtt', Mqtt], ['amqp', Amqp], ['http', Http]]) {
+  const transports = [
+    ['mqtt', Mqtt],
+    ['mqttws', MqttWs],
+    ['amqp', Amqp],
+    ['amqpws', AmqpWs],
+    ['http', Http],
+  ];
+  for (const [name, Transport] of transports) {
     const device = await openDevice(deviceId, key, Transport);
     const m = new Message(JSON.stringify({ transport: name }));
     m.messageId = `${name}-${Date.now()}`;
@@ -96,7 +105,8 @@ async function scenario(development, clientOptions) {
     }
     await device.close();
   }
-  const expected = 3 * 2 + 2;
+  // A message and an empty one per transport, and a big one on each but Http.
+  const expected = transports.length * 3 - 1;
   const deadline = Date.now() + WAIT_MS;
   while (received.length < expected && Date.now() < deadline) {
     await new Promise((resolve) => {
@@ -119,9 +129,9 @@ async function scenario(development, clientOptions) {
     check(e.systemProperties['iothub-message-source'] === 'Telemetry', 'iothub-message-source');
   }
   const empties = received.filter((r) => bodyBytes(r.event).length === 0);
-  check(empties.length === 3, `${empties.length} zero-length bodies, expected 3`);
+  check(empties.length === transports.length, `${empties.length} zero-length bodies, expected ${transports.length}`);
   const bigs = received.filter((r) => bodyBytes(r.event).length === big.length);
-  check(bigs.length === 2, `${bigs.length} bodies of ${big.length} bytes, expected 2`);
+  check(bigs.length === transports.length - 1, `${bigs.length} bodies of ${big.length} bytes, expected ${transports.length - 1}`);
 
   const partitionId = received[0].partitionId;
   const last = received[received.length - 1].event;

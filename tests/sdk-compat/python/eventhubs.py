@@ -57,13 +57,15 @@ def eventhub_connection_string(development):
     return out
 
 
-def new_device():
+def new_device(websockets=False):
     rm = IoTHubRegistryManager.from_connection_string(service_connection_string())
     device_id = unique_id("eh-py")
     primary = rm.create_device_with_sas(device_id, None, None, "enabled")
     key = primary.authentication.symmetric_key.primary_key
     client = IoTHubDeviceClient.create_from_connection_string(
-        device_connection_string(device_id, key), server_verification_cert=ca_pem()
+        device_connection_string(device_id, key),
+        server_verification_cert=ca_pem(),
+        websockets=websockets,
     )
     client.connect()
     return device_id, client
@@ -250,8 +252,10 @@ def scenario_tls_async():
 
 
 def scenario_websocket():
+    # WebSockets end to end: the device sends over MQTT on a WebSocket, the consumer reads over
+    # AMQP on one.
     cs = eventhub_connection_string(False)
-    device_id, device = new_device()
+    device_id, device = new_device(websockets=True)
     mid = str(uuid.uuid4())
     device.send_message(telemetry('{"over": "websocket"}', mid))
 
