@@ -3,9 +3,10 @@
 //! Not an API.
 
 pub use crate::amqp::fuzzing::{
-    addresses as amqp_addresses, frames as amqp_frames, sasl as amqp_sasl,
+    addresses as amqp_addresses, frames as amqp_frames, messages as amqp_messages,
+    sasl as amqp_sasl,
 };
-pub use crate::http::fuzzing::headers as http_headers;
+pub use crate::http::fuzzing::{bodies as http_bodies, headers as http_headers};
 pub use crate::mqtt::fuzzing::{packets as mqtt_packets, topic as mqtt_topic};
 
 /// Connection strings and SAS tokens as the emulator and the clients parse them.
@@ -74,12 +75,27 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("amqp_frames", amqp_frames),
     ("amqp_sasl", amqp_sasl),
     ("amqp_addresses", amqp_addresses),
+    ("amqp_messages", amqp_messages),
     ("mqtt_packets", mqtt_packets),
     ("mqtt_topic", mqtt_topic),
     ("http_headers", http_headers),
+    ("http_bodies", http_bodies),
     ("credentials", credentials),
     ("queries", queries),
 ];
+
+/// The corpus directory of fuzz target `target`, for the seed tests.
+#[cfg(test)]
+pub(crate) fn corpus_dir(target: &str) -> String {
+    format!("{}/../fuzz/corpus/{target}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The committed corpus file `name` of fuzz target `target`, for the seed tests.
+#[cfg(test)]
+pub(crate) fn seed(target: &str, name: &str) -> Vec<u8> {
+    let path = format!("{}/{name}", corpus_dir(target));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
 
 #[cfg(test)]
 mod tests {

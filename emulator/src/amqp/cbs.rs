@@ -49,7 +49,7 @@ pub async fn serve_replies(conn: Arc<Conn>, sender: Sender) {
 }
 
 /// Handles one put-token request: checks the token, stores it, and builds the reply.
-fn answer(conn: &Conn, request: Incoming) -> Reply {
+pub(super) fn answer(conn: &Conn, request: Incoming) -> Reply {
     let (reply_to, message_id) = match &request.properties {
         Some(p) => (p.reply_to.clone(), p.message_id.clone()),
         None => (None, None),

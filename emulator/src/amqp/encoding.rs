@@ -98,6 +98,15 @@ fn body_len(code: u8, buf: &[u8], depth: usize) -> Result<usize, Malformed> {
             rest = &rest[n..];
         }
     }
+    // serde_amqp reads `count` elements and goes on after the last one, not after the size
+    // the container claims: bytes left over inside it would be read as the next value (the
+    // `amqp_messages` fuzz target found a list whose slack became a section descriptor
+    // claiming 274 MB). No encoder leaves any, so they are malformed.
+    if !rest.is_empty() {
+        return Err(Malformed(
+            "a list, map or array holds bytes after its last element",
+        ));
+    }
     Ok(width + size)
 }
 
@@ -130,6 +139,22 @@ mod tests {
         assert!(value_len(&[0xc0, 1, 200]).is_err());
         // array8 of str32 whose one element claims 4 GB.
         assert!(value_len(&[0xe0, 6, 1, 0xb1, 0xff, 0xff, 0xff, 0xff]).is_err());
+        // The amqp_messages input: an amqp-sequence section whose list8 claims 31 bytes but
+        // whose 7 elements fill 13; serde_amqp read the slack as a sym32 claiming 274 MB.
+        let slack = [
+            0x00, 0x53, 0x76, 0xc0, 0x1f, 0x07, 0x40, 0xa1, 0x02, 0x6e, 0x00, 0x40, 0x40, 0x40,
+            0x40, 0xa1, 0x02, 0x63, 0x32, 0xb3, 0x10, 0x61, 0x70, 0x6c, 0xe9, 0x63, 0x61, 0x74,
+            0x69, 0x6f, 0x6e, 0x2f, 0x6a, 0x65, 0xa1, 0x00,
+        ];
+        assert!(check_values(&slack).is_err());
+        // Slack in a list8, a map8 and an array8 of one element each.
+        assert!(value_len(&[0xc0, 3, 1, 0x40, 0x40]).is_err());
+        assert!(value_len(&[0xc1, 4, 2, 0x40, 0x40, 0x40]).is_err());
+        assert!(value_len(&[0xe0, 4, 1, 0x50, 7, 0]).is_err());
+        // Without the slack they are whole.
+        assert_eq!(value_len(&[0xc0, 2, 1, 0x40]), Ok(4));
+        assert_eq!(value_len(&[0xc1, 3, 2, 0x40, 0x40]), Ok(5));
+        assert_eq!(value_len(&[0xe0, 3, 1, 0x50, 7]), Ok(5));
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub fn request_message(request: &MethodRequest) -> Outgoing {
 }
 
 /// Passes one answer to the hub. Errors reject the delivery: an answer the hub cannot read.
-fn answer(conn: &Conn, device_id: &str, m: Incoming) -> Result<(), HubError> {
+pub(super) fn answer(conn: &Conn, device_id: &str, m: Incoming) -> Result<(), HubError> {
     let message = message_from_amqp(m)?;
     let rid = message
         .system

@@ -38,7 +38,7 @@ pub async fn serve_c2d(conn: Arc<Conn>, receiver: Receiver) {
 }
 
 /// Enqueues a burst of sends in one hub operation, in order; a verdict each.
-fn enqueue(hub: &HubHandle, batch: Vec<Incoming>) -> Vec<Result<(), HubError>> {
+pub(super) fn enqueue(hub: &HubHandle, batch: Vec<Incoming>) -> Vec<Result<(), HubError>> {
     let prepared: Vec<_> = batch
         .into_iter()
         .map(|m| {

@@ -70,7 +70,7 @@ impl Channels {
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Request {
+pub(super) enum Request {
     Twin(DeviceTwinOp),
     Subscribe,
     Unsubscribe,
@@ -87,7 +87,7 @@ fn annotation(m: &Incoming, name: &str) -> Option<String> {
     })
 }
 
-fn parse_request(m: &Incoming) -> Result<Request, HubError> {
+pub(super) fn parse_request(m: &Incoming) -> Result<Request, HubError> {
     let op = annotation(m, "operation").unwrap_or_default();
     let resource = annotation(m, "resource").unwrap_or_default();
     let resource = resource.trim_end_matches('/');

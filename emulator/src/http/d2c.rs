@@ -76,7 +76,7 @@ impl BatchItem {
     }
 }
 
-fn parse_batch(bytes: &[u8]) -> Result<Vec<Message>, HubError> {
+pub(super) fn parse_batch(bytes: &[u8]) -> Result<Vec<Message>, HubError> {
     let items: Vec<BatchItem> = parse_json(bytes, "D2C batch (a JSON array of messages)")?;
     items
         .into_iter()

@@ -63,7 +63,7 @@ impl From<EventLogError> for Failure {
     }
 }
 
-fn answer(conn: &Conn, request: &Incoming) -> Reply {
+pub(in crate::amqp) fn answer(conn: &Conn, request: &Incoming) -> Reply {
     let (reply_to, message_id) = match &request.properties {
         Some(p) => (p.reply_to.clone(), p.message_id.clone()),
         None => (None, None),

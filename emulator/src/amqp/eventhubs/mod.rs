@@ -16,7 +16,7 @@
 
 pub(super) mod address;
 pub mod listener;
-mod management;
+pub(super) mod management;
 mod message;
 pub(super) mod receiver;
 mod redirect;
