@@ -31,7 +31,7 @@ pub fn queries(data: &[u8]) {
         return;
     };
     let (query, token) = text.split_once('\n').unwrap_or((text, ""));
-    let hub = query_hub();
+    let hub = small_hub();
     for page_size in [1, 100] {
         let Ok(page) = hub.query_twins(query, page_size, Some(token)) else {
             continue;
@@ -43,8 +43,9 @@ pub fn queries(data: &[u8]) {
     }
 }
 
-/// Two devices with tags and reported properties, one module: what [`queries`] runs against.
-fn query_hub() -> crate::hub::Hub {
+/// Devices `d0` and `d1` with tags and reported properties, and module `d0/m0`: what
+/// [`queries`] and the HTTP bodies target run against.
+pub(crate) fn small_hub() -> crate::hub::Hub {
     use crate::hub::{Hub, HubSettings, Identity};
     use iothub_protocol::registry::Device;
     use iothub_protocol::twin::TwinWrite;
@@ -125,8 +126,8 @@ mod tests {
     /// fuzzer starts from the parser's and the evaluator's far ends, not from its errors.
     #[test]
     fn the_query_seeds_are_queries_the_hub_answers() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/queries");
-        let hub = super::query_hub();
+        let root = super::corpus_dir("queries");
+        let hub = super::small_hub();
         let mut answered = 0;
         for entry in std::fs::read_dir(&root).unwrap() {
             let path = entry.unwrap().path();

@@ -353,16 +353,13 @@ mod tests {
                 .data(Binary::from(body.as_bytes().to_vec()))
                 .build()
         };
-        let data = |m: Message<fe2o3_amqp_types::messaging::Data>| {
+        fn encode<B: fe2o3_amqp_types::messaging::SerializableBody>(m: Message<B>) -> Vec<u8> {
             serde_amqp::to_vec(&Serializable(m)).unwrap()
-        };
-        let value = |m: Message<fe2o3_amqp_types::messaging::AmqpValue<String>>| {
-            serde_amqp::to_vec(&Serializable(m)).unwrap()
-        };
+        }
         vec![
             (
                 "c2d_send",
-                data(
+                encode(
                     Message::builder()
                         .properties(props(Some("/devices/d0/messages/devicebound")))
                         .application_properties(app(&[("iothub-ack", "full"), ("k", "v")]))
@@ -372,7 +369,7 @@ mod tests {
             ),
             (
                 "telemetry",
-                data(
+                encode(
                     Message::builder()
                         .properties(props(None))
                         .application_properties(app(&[("unit", "celsius")]))
@@ -382,12 +379,12 @@ mod tests {
             ),
             (
                 "twin_patch",
-                data(twin("PATCH", "{\"battery\":90,\"gone\":null}")),
+                encode(twin("PATCH", "{\"battery\":90,\"gone\":null}")),
             ),
-            ("twin_get", data(twin("GET", ""))),
+            ("twin_get", encode(twin("GET", ""))),
             (
                 "method_answer",
-                data(
+                encode(
                     Message::builder()
                         .properties(props(None))
                         .application_properties(app(&[("IoThub-status", "200")]))
@@ -397,7 +394,7 @@ mod tests {
             ),
             (
                 "put_token",
-                value(
+                encode(
                     Message::builder()
                         .properties(props(None))
                         .application_properties(app(&[
@@ -411,7 +408,7 @@ mod tests {
             ),
             (
                 "management",
-                value(
+                encode(
                     Message::builder()
                         .properties(props(None))
                         .application_properties(app(&[

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::extract::parse_json;
 use super::{d2c, message_headers};
-use crate::hub::{Hub, HubSettings, Identity, Origin};
+use crate::hub::{Identity, Origin};
 
 /// `data` as header lines (`name: value`), turned into a message as the D2C and C2D routes do.
 pub fn headers(data: &[u8]) {
@@ -36,7 +36,7 @@ pub fn headers(data: &[u8]) {
 }
 
 /// `data` as the body of every JSON route, read as that route reads it and handed to a hub
-/// with device `d0` and module `d0/m0`: a D2C batch, a device and a module, a twin PATCH and
+/// with devices and module `d0/m0` ([`crate::fuzzing::small_hub`]): a D2C batch, a device and a module, a twin PATCH and
 /// PUT (and a device's reported patch, which MQTT and AMQP read the same way) on the device
 /// and the module, a query, a bulk registry write and a direct method call. Afterwards the
 /// twins must still serialise and a query over them still run.
@@ -48,9 +48,7 @@ pub fn bodies(data: &[u8]) {
 /// (their names) and the ones that refused it.
 fn body_outcomes(data: &[u8]) -> Vec<(&'static str, bool)> {
     let now = OffsetDateTime::UNIX_EPOCH;
-    let mut hub = Hub::new(HubSettings::default(), 1);
-    let _ = hub.create_device(Device::new("d0"), now);
-    let _ = hub.create_module(Module::new("d0", "m0"), now);
+    let mut hub = crate::fuzzing::small_hub();
     let ids = [Identity::device("d0"), Identity::module("d0", "m0")];
     let mut out = Vec::new();
 

@@ -305,12 +305,11 @@ impl EventConsumerBuilder {
                         "the development connection string (UseDevelopmentEmulator=true) is plain AMQP on 5672; for WebSockets use the TLS form (without UseDevelopmentEmulator)",
                     ));
                 }
-                let port = match self.amqp_transport {
-                    AmqpTransport::Tls => self.amqp_port.unwrap_or_else(|| cs.port()),
-                    AmqpTransport::WebSocket => self
-                        .amqp_port
-                        .unwrap_or(AmqpTransport::WebSocket.default_port()),
-                };
+                // The port in `Endpoint` is an AMQP port; WebSockets use the transport's.
+                let port = self.amqp_port.unwrap_or_else(|| match self.amqp_transport {
+                    AmqpTransport::Tls => cs.port(),
+                    AmqpTransport::WebSocket => self.amqp_transport.default_port(),
+                });
                 let endpoint = Endpoint {
                     port,
                     host: cs.host,
